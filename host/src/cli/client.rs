@@ -1,0 +1,234 @@
+//! Client verbs: talk to a daemon's control plane.
+
+use super::output::{print_module, print_modules, print_pipeline, print_pipelines};
+use super::{CreateArgs, ModuleCommand, PipelineCommand, ServerArgs, StartArg};
+use anyhow::{Context as _, bail};
+use eddy_proto::v1::{
+    self, module_service_client::ModuleServiceClient,
+    pipeline_service_client::PipelineServiceClient, upload_module_request::Part,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal as _;
+use std::path::Path;
+use tonic::transport::Channel;
+
+/// Upload chunk size: well under gRPC's default 4 MiB message limit.
+const CHUNK: usize = 256 << 10;
+
+async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
+    Channel::from_shared(server.server.clone())
+        .with_context(|| format!("`{}` is not a valid server address", server.server))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!(
+                "could not reach the eddy daemon at {} (is `eddy serve` running? set --server or EDDY_SERVER)",
+                server.server
+            )
+        })
+}
+
+/// Turns a gRPC status into an error that shows the daemon's message.
+fn rpc(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+/// Runs a `module` or `pipeline` verb.
+pub(super) async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Module(m) => run_module(m).await,
+        ClientCommand::Pipeline(p) => run_pipeline(p).await,
+    }
+}
+
+/// The verbs that need a daemon.
+pub(super) enum ClientCommand {
+    /// `eddy module ...`
+    Module(ModuleCommand),
+    /// `eddy pipeline ...`
+    Pipeline(PipelineCommand),
+}
+
+async fn run_module(command: ModuleCommand) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::Push {
+            file,
+            server,
+            format,
+        } => {
+            let channel = connect(&server).await?;
+            let module = push(channel, &file).await?;
+            print_module(&module, format)
+        }
+        ModuleCommand::List { server, format } => {
+            let mut client = ModuleServiceClient::new(connect(&server).await?);
+            let modules = client
+                .list_modules(v1::ListModulesRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .modules;
+            print_modules(&modules, format)
+        }
+    }
+}
+
+/// Uploads a file, with a progress bar when stderr is a terminal.
+async fn push(channel: Channel, file: &Path) -> anyhow::Result<v1::Module> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("could not read {}", file.display()))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(bytes.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(format!("uploading {name}"));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let size = bytes.len() as u64;
+    let mut messages = vec![v1::UploadModuleRequest {
+        part: Some(Part::Metadata(v1::ModuleMetadata { name, size })),
+    }];
+    messages.extend(bytes.chunks(CHUNK).map(|c| v1::UploadModuleRequest {
+        part: Some(Part::Chunk(c.to_vec())),
+    }));
+    let bar = progress.clone();
+    let stream = tokio_stream::iter(messages).map(move |m| {
+        if let Some(Part::Chunk(c)) = &m.part {
+            bar.inc(c.len() as u64);
+        }
+        m
+    });
+    let result = ModuleServiceClient::new(channel)
+        .upload_module(stream)
+        .await;
+    progress.finish_and_clear();
+    let response = result.map_err(rpc)?.into_inner();
+    response
+        .module
+        .context("the daemon answered without a module")
+}
+
+use tokio_stream::StreamExt as _;
+
+fn spec(args: CreateArgs, module: String) -> v1::PipelineSpec {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    v1::PipelineSpec {
+        name: args.name,
+        steps: vec![v1::Step { module }],
+        inputs: args.inputs,
+        output: args.output,
+        named_outputs: args.named_outputs.into_iter().collect(),
+        config: args.config.into_iter().collect(),
+        start_from: match args.start_from {
+            StartArg::Earliest => v1::StartPosition::Earliest,
+            StartArg::Latest => v1::StartPosition::Latest,
+        } as i32,
+        guarantee: v1::Guarantee::AtLeastOnce as i32,
+        limits: Some(v1::Limits {
+            memory_bytes: args.memory.unwrap_or(0),
+            call_timeout_ms: args.call_timeout.map_or(0, millis),
+            max_batch_records: args.max_batch.unwrap_or(0),
+            batch_linger_ms: args.linger.map_or(0, millis),
+        }),
+    }
+}
+
+async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
+    match command {
+        PipelineCommand::Create {
+            args,
+            server,
+            format,
+        } => {
+            let channel = connect(&server).await?;
+            let path = Path::new(&args.module);
+            let module = if path.is_file() {
+                push(channel.clone(), path).await?.digest
+            } else if args.module.ends_with(".wasm") {
+                bail!("module file {} does not exist", args.module);
+            } else {
+                args.module.clone()
+            };
+            let mut client = PipelineServiceClient::new(channel);
+            let pipeline = client
+                .create_pipeline(v1::CreatePipelineRequest {
+                    spec: Some(spec(args, module)),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_pipeline(&pipeline, format)
+        }
+        PipelineCommand::List { server, format } => {
+            let mut client = PipelineServiceClient::new(connect(&server).await?);
+            let pipelines = client
+                .list_pipelines(v1::ListPipelinesRequest {})
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .pipelines;
+            print_pipelines(&pipelines, format)
+        }
+        PipelineCommand::Get {
+            name,
+            server,
+            format,
+        } => {
+            let mut client = PipelineServiceClient::new(connect(&server).await?);
+            let pipeline = client
+                .get_pipeline(v1::GetPipelineRequest { name })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            print_pipeline(&pipeline, format)
+        }
+        PipelineCommand::Pause { name, server } => {
+            let mut client = PipelineServiceClient::new(connect(&server).await?);
+            client
+                .pause_pipeline(v1::PausePipelineRequest { name: name.clone() })
+                .await
+                .map_err(rpc)?;
+            println!("paused {name}");
+            Ok(())
+        }
+        PipelineCommand::Resume { name, server } => {
+            let mut client = PipelineServiceClient::new(connect(&server).await?);
+            client
+                .resume_pipeline(v1::ResumePipelineRequest { name: name.clone() })
+                .await
+                .map_err(rpc)?;
+            println!("resumed {name}");
+            Ok(())
+        }
+        PipelineCommand::Delete { name, server } => {
+            let mut client = PipelineServiceClient::new(connect(&server).await?);
+            client
+                .delete_pipeline(v1::DeletePipelineRequest { name: name.clone() })
+                .await
+                .map_err(rpc)?;
+            println!("deleted {name}");
+            Ok(())
+        }
+    }
+}
+
+/// Asks the daemon which Kafka it uses.
+pub(super) async fn daemon_brokers(server: &ServerArgs) -> anyhow::Result<String> {
+    let mut client = v1::daemon_service_client::DaemonServiceClient::new(connect(server).await?);
+    let info = client
+        .get_info(v1::GetInfoRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    Ok(info.brokers)
+}

@@ -1,0 +1,153 @@
+//! `eddy produce` and `eddy consume`: enough of a Kafka client that a demo
+//! needs no other tool.
+
+use super::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
+use anyhow::Context as _;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::io::{BufRead as _, Write as _};
+use std::time::{Duration, Instant};
+
+async fn brokers(args: &BrokerArgs) -> anyhow::Result<String> {
+    match &args.brokers {
+        Some(b) => Ok(b.clone()),
+        None => super::client::daemon_brokers(&args.server)
+            .await
+            .context("no --brokers given and the daemon could not be asked for its broker"),
+    }
+}
+
+/// Produces one record per stdin line; waits until every record is acknowledged.
+pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let brokers = brokers(&args.broker).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()
+        .context("could not create a producer")?;
+    let topic = args.topic.clone();
+    let separator = args.key_separator.clone();
+    let lines = tokio::task::spawn_blocking(move || {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<Result<Vec<String>, _>>()
+    })
+    .await??;
+    let mut deliveries = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let (key, value) = match &separator {
+            Some(sep) => match line.split_once(sep.as_str()) {
+                Some((k, v)) => (Some(k), v),
+                None => (None, line.as_str()),
+            },
+            None => (None, line.as_str()),
+        };
+        let mut record = FutureRecord::<str, str>::to(&topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| anyhow::anyhow!("could not produce to {topic}: {e}"))?,
+        );
+    }
+    for delivery in deliveries {
+        delivery
+            .await
+            .context("producer closed")?
+            .map_err(|(e, _)| anyhow::anyhow!("could not produce to {topic} at {brokers}: {e}"))?;
+    }
+    producer.flush(Duration::from_secs(10))?;
+    eprintln!("produced {} records to {topic}", lines.len());
+    Ok(())
+}
+
+/// Reads the topic's partitions directly (no consumer group).
+pub(super) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let brokers = brokers(&args.broker).await?;
+    tokio::task::spawn_blocking(move || consume_blocking(&args, &brokers)).await?
+}
+
+fn consume_blocking(args: &ConsumeArgs, brokers: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-cli")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .context("could not create a consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
+        .with_context(|| format!("could not reach Kafka at {brokers}"))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == args.topic)
+        .map(|t| t.partitions().len())
+        .filter(|n| *n > 0)
+        .with_context(|| format!("topic `{}` does not exist", args.topic))?;
+    let start = if args.from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(&args.topic, i32::try_from(p)?, start)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut seen = 0u64;
+    let mut last = Instant::now();
+    let mut out = std::io::stdout().lock();
+    while args.count.is_none_or(|n| seen < n) {
+        if args.idle_timeout.is_some_and(|t| last.elapsed() >= t) {
+            break;
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = message.context("consume failed")?;
+        last = Instant::now();
+        seen += 1;
+        let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+        match args.format {
+            Format::Json => {
+                let headers: Vec<_> = message
+                    .headers()
+                    .map(|hs| {
+                        hs.iter()
+                            .map(|h| serde_json::json!([h.key, text(h.value)]))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let line = serde_json::json!({
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "timestamp": message.timestamp().to_millis(),
+                    "key": text(message.key()),
+                    "value": text(message.payload()),
+                    "headers": headers,
+                });
+                writeln!(out, "{line}")?;
+            }
+            Format::Text => {
+                let value = text(message.payload()).unwrap_or_default();
+                if args.print_key {
+                    let key = text(message.key()).unwrap_or_default();
+                    writeln!(out, "{key}\t{value}")?;
+                } else {
+                    writeln!(out, "{value}")?;
+                }
+            }
+        }
+        out.flush()?;
+    }
+    Ok(())
+}

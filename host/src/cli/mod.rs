@@ -1,0 +1,391 @@
+//! The `eddy` command line: one binary for the daemon, the broker for
+//! development, and the client verbs that talk to a daemon over gRPC.
+
+mod client;
+mod kafka_tools;
+mod output;
+
+use crate::kafka::TopicSpec;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use client::{ClientCommand, run_client};
+use kafka_tools::{consume, produce};
+
+/// eddy runs WebAssembly stream processors on Kafka partitions.
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How client verbs find the daemon.
+#[derive(Debug, Args, Clone)]
+pub struct ServerArgs {
+    /// The daemon's gRPC address.
+    #[arg(
+        long,
+        env = "EDDY_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    pub server: String,
+}
+
+/// Output format of client verbs.
+#[derive(Debug, Clone, Copy, Default, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: consume, process and produce for every pipeline.
+    ///
+    /// With no brokers configured, an embedded Kafka-protocol broker starts in
+    /// the same process and its bootstrap address is printed.
+    ///
+    /// Example: eddy serve --topic lines:3 --topic lines-upper:3
+    Serve(ServeArgs),
+
+    /// Run a Kafka-protocol broker for development and tests, in its own
+    /// process, until stopped. Prints its bootstrap address on stdout.
+    ///
+    /// Example: eddy dev-broker --topic input:3 --topic output:3
+    DevBroker(DevBrokerArgs),
+
+    /// Upload and list WebAssembly modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+
+    /// Deploy and operate pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
+
+    /// Produce one record per line of stdin to a topic.
+    ///
+    /// Example: printf 'k1:hello\nk2:world\n' | eddy produce lines --key-separator :
+    Produce(ProduceArgs),
+
+    /// Print records of a topic, one per line.
+    ///
+    /// Example: eddy consume lines-upper --from-beginning --count 3
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML configuration file (flags and EDDY_* variables override it).
+    #[arg(long, short = 'c', env = "EDDY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where modules, pipelines and state are kept.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The gRPC address to listen on (port 0 picks a free port).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Kafka bootstrap servers; without them an embedded broker runs.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Create a topic in the embedded broker, as NAME:PARTITIONS (repeatable).
+    #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
+    pub topics: Vec<TopicSpec>,
+    /// Consumer group session timeout, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub session_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevBrokerArgs {
+    /// Create a topic, as NAME:PARTITIONS (repeatable).
+    #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
+    pub topics: Vec<TopicSpec>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModuleCommand {
+    /// Upload a module (.wasm component); prints its digest.
+    ///
+    /// Example: eddy module push target/wasm32-wasip2/release/uppercase.wasm
+    Push {
+        /// The .wasm file.
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List uploaded modules.
+    ///
+    /// Example: eddy module list -o json
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StartArg {
+    /// The oldest records still in the log.
+    Earliest,
+    /// Only records produced after creation.
+    Latest,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The pipeline's name.
+    pub name: String,
+    /// A .wasm file (uploaded first) or the digest of an uploaded module.
+    #[arg(long, value_name = "FILE|DIGEST")]
+    pub module: String,
+    /// Input topic (repeatable).
+    #[arg(long = "input", required = true)]
+    pub inputs: Vec<String>,
+    /// Default output topic.
+    #[arg(long)]
+    pub output: String,
+    /// A named output a plugin can address, as NAME=TOPIC (repeatable).
+    #[arg(long = "named-output", value_name = "NAME=TOPIC", value_parser = parse_pair)]
+    pub named_outputs: Vec<(String, String)>,
+    /// Configuration for the plugin, as KEY=VALUE (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub config: Vec<(String, String)>,
+    /// Where the pipeline starts reading.
+    #[arg(long = "from", value_enum, default_value = "earliest")]
+    pub start_from: StartArg,
+    /// Memory cap per guest instance, e.g. 64MiB (default: the daemon's).
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory: Option<u64>,
+    /// Deadline per guest call, e.g. 2s (default: the daemon's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub call_timeout: Option<Duration>,
+    /// Most records per guest call.
+    #[arg(long)]
+    pub max_batch: Option<u32>,
+    /// How long to wait to fill a batch, e.g. 20ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub linger: Option<Duration>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Deploy a pipeline.
+    ///
+    /// Example: eddy pipeline create errors --module filter.wasm --input logs --output errors --config pattern=ERROR
+    Create {
+        #[command(flatten)]
+        args: CreateArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+    /// List pipelines.
+    ///
+    /// Example: eddy pipeline list
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show a pipeline: per partition, committed offset, lag, records and errors.
+    ///
+    /// Example: eddy pipeline get errors -o json
+    Get {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Stop consuming, keeping committed offsets.
+    ///
+    /// Example: eddy pipeline pause errors
+    Pause {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Resume a paused pipeline, or restart a failed one, from its committed offsets.
+    ///
+    /// Example: eddy pipeline resume errors
+    Resume {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop and remove a pipeline.
+    ///
+    /// Example: eddy pipeline delete errors
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Kafka bootstrap servers; without them, the daemon's (asked over gRPC).
+    #[arg(long, env = "EDDY_BROKERS")]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The topic.
+    pub topic: String,
+    /// Split each line at the first SEP into key and value (no key otherwise).
+    #[arg(long, short = 'k', value_name = "SEP")]
+    pub key_separator: Option<String>,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The topic.
+    pub topic: String,
+    /// Start at the oldest record instead of new ones.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Exit after this many records.
+    #[arg(long, short = 'n')]
+    pub count: Option<u64>,
+    /// Exit if no record arrives for this long, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Print KEY<TAB>VALUE instead of the value.
+    #[arg(long)]
+    pub print_key: bool,
+    /// text: the value per line; json: one JSON object per record.
+    #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+    pub format: Format,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,librdkafka=warn,rdkafka=warn,wasmtime=warn,cranelift=warn",
+        )
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The serve flags that were given, shaped like the configuration.
+fn overrides(args: &ServeArgs) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    if let Some(d) = &args.data_dir {
+        map.insert("data-dir".into(), d.display().to_string().into());
+    }
+    if let Some(l) = &args.listen {
+        map.insert("listen".into(), l.clone().into());
+    }
+    if let Some(b) = &args.brokers {
+        map.insert("brokers".into(), b.clone().into());
+    }
+    if let Some(t) = args.session_timeout {
+        map.insert(
+            "session-timeout".into(),
+            humantime::format_duration(t).to_string().into(),
+        );
+    }
+    serde_json::Value::Object(map)
+}
+
+/// Runs a parsed command line; errors are printed with their causes.
+pub async fn run(cli: Cli) -> std::process::ExitCode {
+    init_logging();
+    let result = match cli.command {
+        Command::Serve(args) => {
+            match crate::config::ServeConfig::load(args.config.as_deref(), overrides(&args)) {
+                Ok(config) => crate::daemon::serve(config, args.topics).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::DevBroker(args) => crate::daemon::dev_broker(args.topics).await,
+        Command::Module(m) => run_client(ClientCommand::Module(m)).await,
+        Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,
+        Command::Produce(args) => produce(args).await,
+        Command::Consume(args) => consume(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+/// Parses sizes like `64MiB`, `512KiB`, `1GB`, `1048576`.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 64MiB)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB)")),
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_pairs_parse() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert_eq!(parse_pair("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_pair("=x").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,189 @@
+//! The daemon's configuration: defaults, then a TOML file, then `EDDY_*`
+//! environment variables, then command-line flags, each overriding the last.
+//!
+//! Unknown keys in the file are errors, so a typo never silently falls back
+//! to a default. Durations are written as `"10s"`, `"500ms"`.
+
+use anyhow::Context as _;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `eddy serve` can be told.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeConfig {
+    /// Where modules, pipeline specs and state live.
+    pub data_dir: PathBuf,
+    /// The gRPC control plane's address.
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers; empty runs an embedded broker in-process.
+    pub brokers: String,
+    /// Topics to create in the embedded broker, as `NAME:PARTITIONS`.
+    pub topics: Vec<String>,
+    /// Consumer group session timeout: how long a dead daemon keeps its
+    /// partitions before the group moves them.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// Consumer groups are named `<group-prefix><pipeline>`.
+    pub group_prefix: String,
+    /// Guest limits: the defaults for pipelines and the ceilings they may
+    /// only tighten.
+    pub limits: LimitsConfig,
+}
+
+/// Defaults and ceilings for guests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Linear memory cap per guest instance, in bytes.
+    pub memory_bytes: u64,
+    /// Deadline for one guest call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Most records handed to a guest in one call.
+    pub max_batch_records: u32,
+    /// How long a task waits to fill a batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
+    /// Largest module accepted for upload, in bytes.
+    pub max_module_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 128 << 20,
+            call_timeout: Duration::from_secs(10),
+            max_batch_records: 1024,
+            batch_linger: Duration::from_millis(10),
+            max_module_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("eddy-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            brokers: String::new(),
+            topics: Vec::new(),
+            session_timeout: Duration::from_secs(30),
+            group_prefix: "eddy.".into(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+/// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
+/// (such as the client's `EDDY_SERVER`) belong to other commands.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "listen",
+    "brokers",
+    "topics",
+    "session_timeout",
+    "group_prefix",
+    "limits",
+];
+
+impl ServeConfig {
+    /// Layers the sources in order. `overrides` holds the flags that were
+    /// given, already shaped like the configuration.
+    pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(ServeConfig::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(
+                file.exists(),
+                "configuration file {} does not exist",
+                file.display()
+            );
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("EDDY_")
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                ENV_KEYS
+                    .iter()
+                    .any(|k| key == *k || key.starts_with(&format!("{k}__")))
+            })
+            .map(|key| key.as_str().replace('_', "-").replace("--", ".").into());
+        figment = figment.merge(env).merge(Serialized::defaults(overrides));
+        let config: ServeConfig = figment
+            .extract()
+            .context("invalid configuration (defaults < file < EDDY_* environment < flags)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        anyhow::ensure!(
+            l.memory_bytes >= 1 << 20,
+            "limits.memory-bytes must be at least 1 MiB"
+        );
+        anyhow::ensure!(
+            !l.call_timeout.is_zero(),
+            "limits.call-timeout must be positive"
+        );
+        anyhow::ensure!(
+            l.max_batch_records > 0,
+            "limits.max-batch-records must be positive"
+        );
+        anyhow::ensure!(
+            self.session_timeout >= Duration::from_secs(1),
+            "session-timeout must be at least 1s"
+        );
+        Ok(())
+    }
+
+    /// Where uploaded modules are stored.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.data_dir.join("modules")
+    }
+
+    /// Where pipeline specs are stored.
+    pub fn pipelines_dir(&self) -> PathBuf {
+        self.data_dir.join("pipelines")
+    }
+
+    /// Where task state lives (kept apart, so deleting it keeps the specs).
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    #[test]
+    fn file_then_flags_override_defaults_and_unknown_keys_fail() {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "brokers = \"kafka:9092\"\nsession-timeout = \"6s\"\n[limits]\ncall-timeout = \"2s\""
+        )
+        .expect("write");
+        let config = ServeConfig::load(
+            Some(file.path()),
+            serde_json::json!({ "brokers": "flag:9092" }),
+        )
+        .expect("valid");
+        assert_eq!(config.brokers, "flag:9092");
+        assert_eq!(config.session_timeout, Duration::from_secs(6));
+        assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
+        assert_eq!(config.limits.max_batch_records, 1024);
+
+        let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(bad, "brokerz = \"x\"").expect("write");
+        let err =
+            ServeConfig::load(Some(bad.path()), serde_json::json!({})).expect_err("unknown key");
+        assert!(format!("{err:#}").contains("brokerz"), "{err:#}");
+    }
+}

@@ -1,0 +1,73 @@
+//! The control plane: eddy.v1 over gRPC, with grpc.health.v1 and server
+//! reflection so grpcurl works without the .proto files.
+
+mod daemon_service;
+mod module_service;
+mod pipeline_service;
+
+pub use daemon_service::DaemonInfoService;
+pub use module_service::ModuleServiceImpl;
+pub use pipeline_service::PipelineServiceImpl;
+
+use eddy_proto::v1::daemon_service_server::DaemonServiceServer;
+use eddy_proto::v1::module_service_server::ModuleServiceServer;
+use eddy_proto::v1::pipeline_service_server::PipelineServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Serves the control plane on `listener` until `shutdown` completes; health
+/// turns NOT_SERVING first, so load balancers stop sending work.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    daemon: DaemonInfoService,
+    modules: ModuleServiceImpl,
+    pipelines: PipelineServiceImpl,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<PipelineServiceServer<PipelineServiceImpl>>()
+        .await;
+    health
+        .set_serving::<ModuleServiceServer<ModuleServiceImpl>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(eddy_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(eddy_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let draining = async move {
+        shutdown.await;
+        health
+            .set_not_serving::<PipelineServiceServer<PipelineServiceImpl>>()
+            .await;
+        health
+            .set_not_serving::<ModuleServiceServer<ModuleServiceImpl>>()
+            .await;
+    };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(DaemonServiceServer::new(daemon))
+        .add_service(ModuleServiceServer::new(modules))
+        .add_service(PipelineServiceServer::new(pipelines))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+        .await?;
+    Ok(())
+}
+
+/// Binds the control plane's address, with a message that says what to do
+/// when it is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "could not listen on {addr}: {e} (is another eddy running? choose another address \
+             with --listen)"
+        )
+    })
+}

@@ -1,0 +1,124 @@
+use crate::modules::{ModuleInfo, ModuleStore, digest_of};
+use crate::runtime::{ModuleError, Runtime, WORLD};
+use eddy_proto::v1::{self, module_service_server::ModuleService, upload_module_request::Part};
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Module upload and listing.
+pub struct ModuleServiceImpl {
+    /// The engine that validates uploads.
+    pub runtime: Arc<Runtime>,
+    /// Where modules are stored.
+    pub store: Arc<ModuleStore>,
+    /// The largest module accepted.
+    pub max_bytes: u64,
+}
+
+fn to_proto(m: ModuleInfo) -> v1::Module {
+    v1::Module {
+        digest: m.digest,
+        size: m.size,
+        name: m.name,
+        world: m.world,
+        uploaded_at_ms: m.uploaded_at_ms,
+    }
+}
+
+impl ModuleServiceImpl {
+    fn too_large(&self, size: u64) -> Status {
+        Status::resource_exhausted(format!(
+            "module of {size} bytes exceeds the daemon's limit of {} bytes \
+             (limits.max-module-bytes); build it in release mode or raise the limit",
+            self.max_bytes
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl ModuleService for ModuleServiceImpl {
+    async fn upload_module(
+        &self,
+        request: Request<Streaming<v1::UploadModuleRequest>>,
+    ) -> Result<Response<v1::UploadModuleResponse>, Status> {
+        let mut stream = request.into_inner();
+        let metadata = match stream.message().await? {
+            Some(v1::UploadModuleRequest {
+                part: Some(Part::Metadata(m)),
+            }) => m,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first upload message must carry the module's metadata",
+                ));
+            }
+        };
+        if metadata.size > self.max_bytes {
+            return Err(self.too_large(metadata.size));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(metadata.size).unwrap_or(0));
+        while let Some(message) = stream.message().await? {
+            match message.part {
+                Some(Part::Chunk(chunk)) => {
+                    let size = (bytes.len() + chunk.len()) as u64;
+                    if size > self.max_bytes {
+                        return Err(self.too_large(size));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "after the metadata, upload messages must carry chunks",
+                    ));
+                }
+            }
+        }
+        if bytes.is_empty() {
+            return Err(Status::invalid_argument("the module is empty"));
+        }
+        let runtime = self.runtime.clone();
+        let store = self.store.clone();
+        let name = metadata.name;
+        let (module, already_present) = tokio::task::spawn_blocking(move || {
+            let digest = digest_of(&bytes);
+            // Validate (compile and link against the world) before storing.
+            let compiled = runtime
+                .module(&digest, || Ok(bytes.clone()))
+                .map_err(|e| match e {
+                    ModuleError::Invalid(m) => Status::invalid_argument(m),
+                    ModuleError::Io(m) => Status::internal(m),
+                })?;
+            drop(compiled);
+            let info = ModuleInfo {
+                digest,
+                size: bytes.len() as u64,
+                name,
+                world: WORLD.to_owned(),
+                uploaded_at_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            };
+            store
+                .put(&bytes, info)
+                .map_err(|e| Status::internal(format!("could not store the module: {e}")))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        tracing::info!(digest = %module.digest, size = module.size, already_present, "module uploaded");
+        Ok(Response::new(v1::UploadModuleResponse {
+            module: Some(to_proto(module)),
+            already_present,
+        }))
+    }
+
+    async fn list_modules(
+        &self,
+        _request: Request<v1::ListModulesRequest>,
+    ) -> Result<Response<v1::ListModulesResponse>, Status> {
+        let modules = self
+            .store
+            .list()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(v1::ListModulesResponse {
+            modules: modules.into_iter().map(to_proto).collect(),
+        }))
+    }
+}

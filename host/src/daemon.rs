@@ -1,0 +1,139 @@
+//! `eddy serve` and `eddy dev-broker`: wiring the parts together and
+//! shutting them down in order.
+
+use crate::config::ServeConfig;
+use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
+use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
+use crate::modules::ModuleStore;
+use crate::pipeline::PipelineManager;
+use crate::runtime::{Runtime, WORLD};
+use anyhow::Context as _;
+use eddy_proto::v1;
+use std::io::Write as _;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Prints a line on stdout right away: tests and scripts read these.
+fn announce(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// Runs the daemon until SIGTERM: then stops polling, lets every task
+/// finish its batch and commit, and exits.
+pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Result<()> {
+    for dir in [
+        config.modules_dir(),
+        config.pipelines_dir(),
+        config.state_dir(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    let mut topics = topics;
+    for t in &config.topics {
+        topics.push(t.parse().map_err(|e: String| anyhow::anyhow!(e))?);
+    }
+    let broker = if config.brokers.is_empty() {
+        let broker = EmbeddedBroker::start(&topics)?;
+        announce(&format!(
+            "eddy: embedded Kafka broker at {}",
+            broker.bootstrap()
+        ));
+        Some(broker)
+    } else {
+        if !topics.is_empty() {
+            tracing::warn!("--topic only creates topics in the embedded broker; ignored");
+        }
+        None
+    };
+    let brokers = broker
+        .as_ref()
+        .map_or(config.brokers.clone(), |b| b.bootstrap().to_owned());
+    let kafka = KafkaSettings {
+        brokers: brokers.clone(),
+        session_timeout: config.session_timeout,
+    };
+    let runtime = Runtime::new()?;
+    let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
+    let manager = Arc::new(PipelineManager::new(
+        runtime.clone(),
+        modules.clone(),
+        kafka,
+        config.pipelines_dir(),
+        config.limits.clone(),
+        config.group_prefix.clone(),
+    )?);
+    {
+        let manager = manager.clone();
+        tokio::task::spawn_blocking(move || manager.restore())
+            .await?
+            .context("could not restore pipelines")?;
+    }
+    let listener = control::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    announce(&format!("eddy: control plane listening on http://{addr}"));
+    let token = CancellationToken::new();
+    {
+        let token = token.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing batches in flight");
+            token.cancel();
+        });
+    }
+    let info = v1::DaemonInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        brokers,
+        embedded_broker: broker.is_some(),
+        world: WORLD.into(),
+    };
+    let served = control::serve(
+        listener,
+        DaemonInfoService { info },
+        ModuleServiceImpl {
+            runtime,
+            store: modules,
+            max_bytes: config.limits.max_module_bytes,
+        },
+        PipelineServiceImpl {
+            manager: manager.clone(),
+        },
+        token.clone().cancelled_owned(),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || manager.shutdown()).await?;
+    drop(broker);
+    tracing::info!("stopped");
+    served
+}
+
+/// Runs a broker in this process until SIGTERM or Ctrl-C.
+pub async fn dev_broker(topics: Vec<TopicSpec>) -> anyhow::Result<()> {
+    let broker = EmbeddedBroker::start(&topics)?;
+    announce(broker.bootstrap());
+    eprintln!(
+        "eddy dev-broker: Kafka-protocol broker at {} (in memory; stop with Ctrl-C)",
+        broker.bootstrap()
+    );
+    shutdown_signal().await;
+    drop(broker);
+    Ok(())
+}

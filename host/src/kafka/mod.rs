@@ -1,0 +1,72 @@
+//! Kafka I/O: client settings shared by every consumer and producer eddy
+//! creates, the embedded broker, and topic metadata.
+
+mod broker;
+mod topics;
+
+pub use broker::EmbeddedBroker;
+pub use topics::{TopicSpec, group_offsets, group_offsets_with, partition_count, watermarks};
+
+use rdkafka::ClientConfig;
+use std::time::Duration;
+
+/// How eddy reaches Kafka.
+#[derive(Clone, Debug)]
+pub struct KafkaSettings {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group session timeout.
+    pub session_timeout: Duration,
+}
+
+impl KafkaSettings {
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "eddy")
+            // Keep librdkafka's own logs quiet unless something is wrong.
+            .set("log_level", "4");
+        config
+    }
+
+    /// A consumer in `group` that never commits on its own and never jumps
+    /// to another offset silently: a position out of the log is an error.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let session_ms = self.session_timeout.as_millis().max(1000);
+        let heartbeat_ms = (session_ms / 3).clamp(100, 3000);
+        let mut config = self.base();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "error")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", session_ms.to_string())
+            .set("heartbeat.interval.ms", heartbeat_ms.to_string())
+            .set("allow.auto.create.topics", "false");
+        config
+    }
+
+    /// An idempotent producer that partitions keyed records with murmur2, as
+    /// Java clients do, so keys land where every other Kafka client expects.
+    pub fn producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "100000")
+            .set("message.timeout.ms", "60000");
+        config
+    }
+
+    /// A client for metadata and offset queries.
+    pub fn metadata_client(&self) -> ClientConfig {
+        let mut config = self.base();
+        config.set("allow.auto.create.topics", "false");
+        config
+    }
+}

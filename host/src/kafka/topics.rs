@@ -1,0 +1,141 @@
+//! Topic metadata and consumer-group offsets.
+
+use super::KafkaSettings;
+use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::{Offset, TopicPartitionList};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a metadata or offset query may take before eddy reports the
+/// broker unreachable.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A topic to create: `NAME:PARTITIONS` on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// The topic's name.
+    pub name: String,
+    /// How many partitions it has.
+    pub partitions: i32,
+}
+
+impl FromStr for TopicSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, partitions) = s.rsplit_once(':').unwrap_or((s, "1"));
+        if name.is_empty() {
+            return Err(format!("topic `{s}` has no name; write NAME:PARTITIONS"));
+        }
+        let partitions = partitions
+            .parse::<i32>()
+            .ok()
+            .filter(|p| (1..=10_000).contains(p))
+            .ok_or_else(|| {
+                format!(
+                    "topic `{s}`: partitions must be a number from 1 to 10000 (NAME:PARTITIONS)"
+                )
+            })?;
+        Ok(Self {
+            name: name.to_owned(),
+            partitions,
+        })
+    }
+}
+
+fn metadata_consumer(kafka: &KafkaSettings) -> anyhow::Result<BaseConsumer> {
+    kafka
+        .metadata_client()
+        .create()
+        .context("could not create a Kafka client")
+}
+
+/// The number of partitions of `topic`, or an error that says whether the
+/// topic is missing or the broker unreachable.
+pub fn partition_count(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<i32> {
+    let consumer = metadata_consumer(kafka)?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), QUERY_TIMEOUT)
+        .with_context(|| format!("could not reach Kafka at {}", kafka.brokers))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        bail!("topic `{topic}` does not exist");
+    };
+    if t.error().is_some() || t.partitions().is_empty() {
+        bail!(
+            "topic `{topic}` does not exist: create it first (for the embedded broker, \
+             `eddy serve --topic {topic}:PARTITIONS`; for a dev broker, \
+             `eddy dev-broker --topic {topic}:PARTITIONS`)"
+        );
+    }
+    i32::try_from(t.partitions().len()).context("too many partitions")
+}
+
+/// The low and high watermarks of one partition.
+pub fn watermarks(
+    kafka: &KafkaSettings,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<(i64, i64)> {
+    let consumer = metadata_consumer(kafka)?;
+    consumer
+        .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
+        .with_context(|| format!("could not read the offsets of {topic}/{partition}"))
+}
+
+/// The offsets `group` has committed for `partitions`; `None` where nothing
+/// is committed.
+pub fn group_offsets(
+    kafka: &KafkaSettings,
+    group: &str,
+    partitions: &[(String, i32)],
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let consumer: BaseConsumer = kafka
+        .consumer(group)
+        .create()
+        .context("could not create a Kafka client")?;
+    group_offsets_with(&consumer, partitions)
+        .with_context(|| format!("could not read the offsets of group {group}"))
+}
+
+/// [`group_offsets`] through an existing consumer of the group.
+pub fn group_offsets_with<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    partitions: &[(String, i32)],
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(tpl, QUERY_TIMEOUT)?;
+    Ok(partitions
+        .iter()
+        .map(|(topic, partition)| {
+            committed
+                .find_partition(topic, *partition)
+                .and_then(|p| match p.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_specs_parse_and_reject_nonsense() {
+        assert_eq!(
+            "words:3".parse::<TopicSpec>(),
+            Ok(TopicSpec {
+                name: "words".into(),
+                partitions: 3
+            })
+        );
+        assert_eq!("w".parse::<TopicSpec>().map(|t| t.partitions), Ok(1));
+        assert!("w:0".parse::<TopicSpec>().is_err());
+        assert!(":3".parse::<TopicSpec>().is_err());
+    }
+}

@@ -1,0 +1,205 @@
+//! Uploaded modules, stored content-addressed by the sha256 of their bytes:
+//! `modules/<hex>.wasm` with a `<hex>.json` beside it for the metadata.
+//!
+//! Only bytes that passed validation are stored, and a file only appears
+//! under its final name once fully written, so a crash mid-upload never
+//! leaves a half module behind.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// What eddy remembers about a module.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The name given at upload (usually the file name).
+    pub name: String,
+    /// The world the component implements.
+    pub world: String,
+    /// Upload time, milliseconds since the Unix epoch.
+    pub uploaded_at_ms: i64,
+}
+
+/// Why a module lookup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No stored module matches.
+    #[error("module `{0}` is not uploaded: push it with `eddy module push FILE`")]
+    NotFound(String),
+    /// More than one stored module matches a digest prefix.
+    #[error("module `{0}` is ambiguous: it matches {1}; give more of the digest")]
+    Ambiguous(String, String),
+    /// The reference is not a digest.
+    #[error("`{0}` is not a module digest (expected sha256:<hex> or a prefix of the hex)")]
+    Malformed(String),
+    /// Reading the store failed.
+    #[error("module store: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The content-addressed module store.
+pub struct ModuleStore {
+    dir: PathBuf,
+}
+
+/// The digest of `bytes`, as `sha256:<hex>`.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn hex_part(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or(digest)
+}
+
+impl ModuleStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn wasm_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{}.wasm", hex_part(digest)))
+    }
+
+    fn info_path(&self, digest: &str) -> PathBuf {
+        self.dir.join(format!("{}.json", hex_part(digest)))
+    }
+
+    /// Stores validated bytes. Returns the info and whether it was already there.
+    pub fn put(&self, bytes: &[u8], info: ModuleInfo) -> std::io::Result<(ModuleInfo, bool)> {
+        if let Ok(existing) = self.info(&info.digest) {
+            return Ok((existing, true));
+        }
+        write_file_atomically(&self.wasm_path(&info.digest), bytes)?;
+        let json = serde_json::to_vec_pretty(&info).map_err(std::io::Error::other)?;
+        write_file_atomically(&self.info_path(&info.digest), &json)?;
+        Ok((info, false))
+    }
+
+    /// The info of a stored module, by full digest.
+    pub fn info(&self, digest: &str) -> Result<ModuleInfo, LookupError> {
+        let bytes = match std::fs::read(self.info_path(digest)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LookupError::NotFound(digest.to_owned()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| LookupError::Io(std::io::Error::other(e)))
+    }
+
+    /// The bytes of a stored module, by full digest.
+    pub fn bytes(&self, digest: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.wasm_path(digest))
+    }
+
+    /// Every stored module, oldest first.
+    pub fn list(&self) -> Result<Vec<ModuleInfo>, LookupError> {
+        let mut modules = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                modules.push(self.info(stem)?);
+            }
+        }
+        modules.sort_by(|a, b| (a.uploaded_at_ms, &a.digest).cmp(&(b.uploaded_at_ms, &b.digest)));
+        Ok(modules)
+    }
+
+    /// The full digest for a reference: `sha256:<hex>`, or a unique prefix
+    /// of the hex (at least 6 characters).
+    pub fn resolve(&self, reference: &str) -> Result<String, LookupError> {
+        let hex = hex_part(reference.trim());
+        if hex.len() < 6 || hex.len() > 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LookupError::Malformed(reference.to_owned()));
+        }
+        let hex = hex.to_ascii_lowercase();
+        let matches: Vec<String> = self
+            .list()?
+            .into_iter()
+            .map(|m| m.digest)
+            .filter(|d| hex_part(d).starts_with(&hex))
+            .collect();
+        match matches.as_slice() {
+            [] => Err(LookupError::NotFound(reference.to_owned())),
+            [one] => Ok(one.clone()),
+            many => Err(LookupError::Ambiguous(
+                reference.to_owned(),
+                many.join(", "),
+            )),
+        }
+    }
+}
+
+/// Writes to a temporary file in the same directory, syncs, then renames.
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("path has no parent"))?;
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(bytes)?;
+    tmp.1.sync_all()?;
+    std::fs::rename(&tmp.0, path)
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    let name = format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path)?;
+    Ok((path, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(bytes: &[u8], at: i64) -> ModuleInfo {
+        ModuleInfo {
+            digest: digest_of(bytes),
+            size: bytes.len() as u64,
+            name: "m.wasm".into(),
+            world: "eddy:processor@0.1.0".into(),
+            uploaded_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn content_addressed_put_list_and_resolve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ModuleStore::open(dir.path()).expect("open");
+        let (first, existed) = store.put(b"one", info(b"one", 1)).expect("put");
+        assert!(!existed);
+        let (_, existed) = store.put(b"one", info(b"one", 2)).expect("put again");
+        assert!(existed, "same bytes, same module");
+        store.put(b"two", info(b"two", 3)).expect("put");
+        assert_eq!(store.list().expect("list").len(), 2);
+        assert_eq!(store.bytes(&first.digest).expect("bytes"), b"one");
+        let short = &first.digest["sha256:".len().."sha256:".len() + 8];
+        assert_eq!(store.resolve(short).expect("prefix"), first.digest);
+        assert!(matches!(
+            store.resolve("abcdef"),
+            Err(LookupError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.resolve("xyz"),
+            Err(LookupError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,403 @@
+//! The pipeline manager: the one place that knows which pipelines exist,
+//! keeps their specs in the data directory and starts and stops them.
+//!
+//! Its methods block (they talk to Kafka and wait for tasks to commit), so
+//! the control plane calls them from blocking threads.
+
+use super::runner::PipelineRunner;
+use super::spec::{PipelineSpec, SpecError, StartFrom};
+use crate::config::LimitsConfig;
+use crate::kafka::{self, KafkaSettings};
+use crate::modules::ModuleStore;
+use crate::runtime::{ModuleError, Runtime};
+use crate::task::TaskPlan;
+use anyhow::Context as _;
+use eddy_proto::v1;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Why a pipeline operation failed; each maps to one gRPC status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No pipeline by that name.
+    #[error("pipeline `{0}` does not exist (see `eddy pipeline list`)")]
+    NotFound(String),
+    /// A pipeline by that name exists.
+    #[error("pipeline `{0}` already exists: delete it first, or choose another name")]
+    AlreadyExists(String),
+    /// The spec is invalid.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// The module cannot be used.
+    #[error("module: {0}")]
+    Module(#[from] ModuleError),
+    /// Kafka could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("{0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A pipeline as stored in the data directory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct StoredPipeline {
+    spec: PipelineSpec,
+    paused: bool,
+    created_at_ms: i64,
+}
+
+struct Entry {
+    stored: StoredPipeline,
+    runner: Option<PipelineRunner>,
+}
+
+/// A snapshot of one pipeline for the control plane.
+pub struct PipelineView {
+    /// The pipeline, in API form.
+    pub pipeline: v1::Pipeline,
+}
+
+/// Creates, persists, runs and stops pipelines.
+pub struct PipelineManager {
+    pipelines: Mutex<BTreeMap<String, Entry>>,
+    runtime: Arc<Runtime>,
+    modules: Arc<ModuleStore>,
+    kafka: KafkaSettings,
+    dir: PathBuf,
+    ceilings: LimitsConfig,
+    group_prefix: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl PipelineManager {
+    /// A manager over the specs in `dir`; call [`restore`](Self::restore) to
+    /// start them.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        modules: Arc<ModuleStore>,
+        kafka: KafkaSettings,
+        dir: PathBuf,
+        ceilings: LimitsConfig,
+        group_prefix: String,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+        Ok(Self {
+            pipelines: Mutex::new(BTreeMap::new()),
+            runtime,
+            modules,
+            kafka,
+            dir,
+            ceilings,
+            group_prefix,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.group_prefix)
+    }
+
+    fn spec_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.json"))
+    }
+
+    fn persist(&self, stored: &StoredPipeline) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(stored)?;
+        crate::modules::write_file_atomically(&self.spec_path(&stored.spec.name), &json)
+            .with_context(|| format!("could not save pipeline {}", stored.spec.name))
+    }
+
+    /// Loads every stored pipeline and starts those not paused.
+    pub fn restore(&self) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let stored: StoredPipeline = match std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice(&b)?))
+            {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "skipping unreadable pipeline spec");
+                    continue;
+                }
+            };
+            let name = stored.spec.name.clone();
+            let runner = if stored.paused {
+                None
+            } else {
+                match self.start(&stored.spec) {
+                    Ok(runner) => Some(runner),
+                    Err(e) => {
+                        tracing::error!(pipeline = %name, error = %e, "could not start restored pipeline");
+                        None
+                    }
+                }
+            };
+            tracing::info!(pipeline = %name, paused = stored.paused, "restored pipeline");
+            self.lock().insert(name, Entry { stored, runner });
+        }
+        Ok(())
+    }
+
+    fn start(&self, spec: &PipelineSpec) -> Result<PipelineRunner, ManagerError> {
+        let digest = &spec.steps[0];
+        let module = self.runtime.module(digest, || self.modules.bytes(digest))?;
+        let producer = self
+            .kafka
+            .producer()
+            .create()
+            .context("could not create the producer")?;
+        let plan = Arc::new(TaskPlan {
+            spec: Arc::new(spec.clone()),
+            module,
+            runtime: self.runtime.clone(),
+            producer,
+            group: self.group(&spec.name),
+            config: Arc::new(spec.config.clone()),
+        });
+        Ok(PipelineRunner::start(plan, self.kafka.clone())?)
+    }
+
+    /// Validates, checks its topics, records its start offsets, saves and
+    /// starts a new pipeline.
+    pub fn create(&self, spec: v1::PipelineSpec) -> Result<PipelineView, ManagerError> {
+        let spec = PipelineSpec::from_proto(spec, &self.modules, &self.ceilings)?;
+        if self.lock().contains_key(&spec.name) {
+            return Err(ManagerError::AlreadyExists(spec.name));
+        }
+        // Compile now so a module problem fails the request, not the tasks.
+        let digest = &spec.steps[0];
+        self.runtime.module(digest, || self.modules.bytes(digest))?;
+        let mut inputs = Vec::new();
+        for topic in &spec.inputs {
+            let count = self.topic_partitions(topic)?;
+            inputs.extend((0..count).map(|p| (topic.clone(), p)));
+        }
+        for topic in spec.output_topics() {
+            self.topic_partitions(topic)?;
+        }
+        self.commit_start_offsets(&spec, &inputs)?;
+        let stored = StoredPipeline {
+            spec,
+            paused: false,
+            created_at_ms: now_ms(),
+        };
+        let name = stored.spec.name.clone();
+        {
+            let mut pipelines = self.lock();
+            if pipelines.contains_key(&name) {
+                return Err(ManagerError::AlreadyExists(name));
+            }
+            self.persist(&stored)?;
+            let runner = self.start(&stored.spec)?;
+            pipelines.insert(
+                name.clone(),
+                Entry {
+                    stored,
+                    runner: Some(runner),
+                },
+            );
+        }
+        tracing::info!(pipeline = %name, "pipeline created");
+        self.get(&name)
+    }
+
+    fn topic_partitions(&self, topic: &str) -> Result<i32, ManagerError> {
+        kafka::partition_count(&self.kafka, topic).map_err(|e| {
+            let message = format!("{e:#}");
+            if message.contains("could not reach Kafka") {
+                ManagerError::Unavailable(message)
+            } else {
+                ManagerError::InvalidSpec(SpecError(message))
+            }
+        })
+    }
+
+    /// Commits where a new pipeline starts, so its first consumer begins
+    /// exactly there and any later out-of-range position is an error.
+    fn commit_start_offsets(
+        &self,
+        spec: &PipelineSpec,
+        partitions: &[(String, i32)],
+    ) -> Result<(), ManagerError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            let (low, high) = kafka::watermarks(&self.kafka, topic, *partition)
+                .map_err(|e| ManagerError::Unavailable(format!("{e:#}")))?;
+            let offset = match spec.start_from {
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+            };
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))
+                .context("bad offset")?;
+        }
+        let consumer: BaseConsumer = self
+            .kafka
+            .consumer(&self.group(&spec.name))
+            .create()
+            .context("could not create a Kafka client")?;
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
+            ManagerError::Unavailable(format!("could not record the start offsets: {e}"))
+        })
+    }
+
+    /// A pipeline with its per-partition status.
+    pub fn get(&self, name: &str) -> Result<PipelineView, ManagerError> {
+        let (stored, partitions, error, failed) = {
+            let pipelines = self.lock();
+            let entry = pipelines
+                .get(name)
+                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+            let (partitions, error, failed) = match &entry.runner {
+                Some(r) => (r.partitions(), r.error(), r.failed()),
+                None => (Vec::new(), None, false),
+            };
+            (entry.stored.clone(), partitions, error, failed)
+        };
+        let state = if stored.paused {
+            v1::PipelineState::Paused
+        } else if failed {
+            v1::PipelineState::Failed
+        } else {
+            v1::PipelineState::Running
+        };
+        let keys: Vec<(String, i32)> = partitions.iter().map(|p| p.partition.clone()).collect();
+        let committed = kafka::group_offsets(&self.kafka, &self.group(name), &keys)
+            .unwrap_or_else(|_| vec![None; keys.len()]);
+        let partitions = partitions
+            .iter()
+            .zip(committed)
+            .map(|(p, committed)| {
+                let (topic, partition) = &p.partition;
+                let committed = committed.unwrap_or(p.status.committed());
+                let high =
+                    kafka::watermarks(&self.kafka, topic, *partition).map_or(-1, |(_, high)| high);
+                v1::PartitionStatus {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed_offset: committed,
+                    high_watermark: high,
+                    lag: if committed >= 0 && high >= 0 {
+                        (high - committed).max(0)
+                    } else {
+                        -1
+                    },
+                    records_in: p.status.records_in(),
+                    records_out: p.status.records_out(),
+                    last_error: p.status.last_error(),
+                    assigned: p.status.assigned(),
+                }
+            })
+            .collect();
+        Ok(PipelineView {
+            pipeline: v1::Pipeline {
+                spec: Some(stored.spec.to_proto()),
+                state: state as i32,
+                partitions,
+                error: error.unwrap_or_default(),
+                created_at_ms: stored.created_at_ms,
+            },
+        })
+    }
+
+    /// Every pipeline.
+    pub fn list(&self) -> Vec<PipelineView> {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        names.iter().filter_map(|n| self.get(n).ok()).collect()
+    }
+
+    /// Stops a pipeline on this daemon, keeping its offsets.
+    pub fn pause(&self, name: &str) -> Result<PipelineView, ManagerError> {
+        let runner = {
+            let mut pipelines = self.lock();
+            let entry = pipelines
+                .get_mut(name)
+                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+            entry.stored.paused = true;
+            self.persist(&entry.stored)?;
+            entry.runner.take()
+        };
+        if let Some(runner) = runner {
+            runner.stop();
+        }
+        tracing::info!(pipeline = %name, "pipeline paused");
+        self.get(name)
+    }
+
+    /// Starts a paused pipeline, or restarts a failed one, from its
+    /// committed offsets.
+    pub fn resume(&self, name: &str) -> Result<PipelineView, ManagerError> {
+        let (old, spec) = {
+            let mut pipelines = self.lock();
+            let entry = pipelines
+                .get_mut(name)
+                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+            let healthy = entry.runner.as_ref().is_some_and(|r| !r.failed());
+            if healthy && !entry.stored.paused {
+                drop(pipelines);
+                return self.get(name);
+            }
+            entry.stored.paused = false;
+            self.persist(&entry.stored)?;
+            (entry.runner.take(), entry.stored.spec.clone())
+        };
+        if let Some(old) = old {
+            old.stop();
+        }
+        let runner = self.start(&spec)?;
+        if let Some(entry) = self.lock().get_mut(name) {
+            entry.runner = Some(runner);
+        }
+        tracing::info!(pipeline = %name, "pipeline resumed");
+        self.get(name)
+    }
+
+    /// Stops a pipeline and forgets it: its spec and its consumer group.
+    pub fn delete(&self, name: &str) -> Result<(), ManagerError> {
+        let entry = self
+            .lock()
+            .remove(name)
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+        if let Some(runner) = entry.runner {
+            runner.stop();
+        }
+        std::fs::remove_file(self.spec_path(name))
+            .with_context(|| format!("could not remove the spec of {name}"))?;
+        tracing::info!(pipeline = %name, "pipeline deleted");
+        Ok(())
+    }
+
+    /// Stops every pipeline (each task commits); used on shutdown.
+    pub fn shutdown(&self) {
+        let runners: Vec<PipelineRunner> = self
+            .lock()
+            .values_mut()
+            .filter_map(|e| e.runner.take())
+            .collect();
+        let threads: Vec<_> = runners
+            .into_iter()
+            .map(|r| std::thread::spawn(move || r.stop()))
+            .collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Pipelines: their specs, the manager that creates, persists and operates
+//! them, and the runner that executes one on this daemon.
+
+mod manager;
+mod runner;
+mod spec;
+
+pub use manager::{ManagerError, PipelineManager, PipelineView};
+pub use runner::{PartitionView, PipelineRunner, TopicPartition};
+pub use spec::{Guarantee, Limits, PipelineSpec, SpecError, StartFrom, check_name};

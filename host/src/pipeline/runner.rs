@@ -1,0 +1,357 @@
+//! A running pipeline on this daemon: its consumer group membership, a
+//! thread that serves the consumer (rebalances, errors), and one task thread
+//! per assigned input partition.
+//!
+//! Every input partition's messages are split into their own queue before
+//! the consumer subscribes, so each task pulls from its partition at its own
+//! pace. On revoke, tasks finish their batch and commit before the partition
+//! is handed over.
+
+use crate::kafka::{KafkaSettings, partition_count};
+use crate::task::{Parked, PartitionTask, TaskExit, TaskPlan, TaskStatus};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::base_consumer::PartitionQueue;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{ClientConfig, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A topic and partition.
+pub type TopicPartition = (String, i32);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here can be left half-updated by a panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct TaskHandle {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<TaskExit<RebalanceHandler>>,
+}
+
+/// What the poll thread, the rebalance callbacks and the control plane share.
+struct Shared {
+    plan: Arc<TaskPlan>,
+    consumer: Mutex<Weak<BaseConsumer<RebalanceHandler>>>,
+    queues: Mutex<HashMap<TopicPartition, PartitionQueue<RebalanceHandler>>>,
+    parked: Mutex<HashMap<TopicPartition, Parked>>,
+    tasks: Mutex<HashMap<TopicPartition, TaskHandle>>,
+    statuses: Mutex<BTreeMap<TopicPartition, Arc<TaskStatus>>>,
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn status(&self, tp: &TopicPartition) -> Arc<TaskStatus> {
+        lock(&self.statuses).entry(tp.clone()).or_default().clone()
+    }
+
+    fn start_task(&self, tp: TopicPartition) {
+        if lock(&self.tasks).contains_key(&tp) {
+            return;
+        }
+        let Some(consumer) = lock(&self.consumer).upgrade() else {
+            return;
+        };
+        let Some(queue) = lock(&self.queues).remove(&tp) else {
+            let message = format!(
+                "partition {}/{} was assigned but has no queue (partitions added while the \
+                 pipeline ran?): pause and resume the pipeline to pick it up",
+                tp.0, tp.1
+            );
+            tracing::error!(pipeline = %self.plan.spec.name, "{message}");
+            self.status(&tp).fail(message);
+            return;
+        };
+        let parked = lock(&self.parked).remove(&tp);
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = PartitionTask::new(
+            tp.0.clone(),
+            tp.1,
+            queue,
+            consumer,
+            self.plan.clone(),
+            self.status(&tp),
+            stop.clone(),
+        );
+        let name = format!("task-{}-{}", tp.0, tp.1);
+        match std::thread::Builder::new()
+            .name(name)
+            .spawn(move || task.run(parked))
+        {
+            Ok(thread) => {
+                lock(&self.tasks).insert(tp, TaskHandle { stop, thread });
+            }
+            Err(e) => self
+                .status(&tp)
+                .fail(format!("could not start a thread: {e}")),
+        }
+    }
+
+    /// Stops the tasks of `partitions` (all if `None`), waiting until each
+    /// has finished its batch and committed.
+    fn stop_tasks(&self, partitions: Option<&[TopicPartition]>) {
+        let handles: Vec<(TopicPartition, TaskHandle)> = {
+            let mut tasks = lock(&self.tasks);
+            let keys: Vec<TopicPartition> = match partitions {
+                Some(list) => list.to_vec(),
+                None => tasks.keys().cloned().collect(),
+            };
+            keys.into_iter()
+                .filter_map(|tp| tasks.remove(&tp).map(|h| (tp, h)))
+                .collect()
+        };
+        for (_, handle) in &handles {
+            handle.stop.store(true, Ordering::Relaxed);
+        }
+        for (tp, handle) in handles {
+            match handle.thread.join() {
+                Ok(exit) => {
+                    lock(&self.queues).insert(tp.clone(), exit.queue);
+                    if let Some(parked) = exit.parked {
+                        lock(&self.parked).insert(tp, parked);
+                    }
+                }
+                Err(_) => {
+                    tracing::error!(pipeline = %self.plan.spec.name, partition = ?tp, "task thread panicked");
+                    self.status(&tp)
+                        .fail("internal error: the task panicked".into());
+                }
+            }
+        }
+    }
+
+    fn set_error(&self, error: Option<String>) {
+        *lock(&self.error) = error;
+    }
+}
+
+/// The consumer's context: turns rebalances into task starts and stops.
+struct RebalanceHandler {
+    shared: Weak<Shared>,
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ClientContext for RebalanceHandler {}
+
+impl ConsumerContext for RebalanceHandler {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = partitions(tpl);
+                tracing::info!(pipeline = %shared.plan.spec.name, ?revoked, "partitions revoked");
+                shared.stop_tasks(Some(&revoked));
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(pipeline = %shared.plan.spec.name, error = %e, "rebalance error");
+                shared.set_error(Some(format!("rebalance error: {e}")));
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        if let Rebalance::Assign(tpl) = rebalance {
+            let assigned = partitions(tpl);
+            tracing::info!(pipeline = %shared.plan.spec.name, ?assigned, "partitions assigned");
+            for tp in assigned {
+                shared.start_task(tp);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result
+            && let Some(shared) = self.shared.upgrade()
+        {
+            tracing::warn!(pipeline = %shared.plan.spec.name, error = %e, "offset commit failed");
+        }
+    }
+}
+
+/// A pipeline running on this daemon.
+pub struct PipelineRunner {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    poller: Option<JoinHandle<()>>,
+}
+
+/// One partition as the status shows it.
+pub struct PartitionView {
+    /// Topic and partition.
+    pub partition: TopicPartition,
+    /// The task's counters.
+    pub status: Arc<TaskStatus>,
+}
+
+impl PipelineRunner {
+    /// Starts the pipeline: its consumer joins the group on a thread of its
+    /// own, retrying while the broker is unreachable.
+    pub fn start(plan: Arc<TaskPlan>, kafka: KafkaSettings) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared {
+            plan,
+            consumer: Mutex::new(Weak::new()),
+            queues: Mutex::new(HashMap::new()),
+            parked: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(BTreeMap::new()),
+            error: Mutex::new(None),
+        });
+        let config = kafka.consumer(&shared.plan.group);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("poll-{}", shared.plan.spec.name))
+                .spawn(move || serve_consumer(&shared, &kafka, &config, &stop))?
+        };
+        Ok(Self {
+            shared,
+            stop,
+            poller: Some(poller),
+        })
+    }
+
+    /// The partitions this pipeline has seen, with their task status.
+    pub fn partitions(&self) -> Vec<PartitionView> {
+        lock(&self.shared.statuses)
+            .iter()
+            .map(|(tp, status)| PartitionView {
+                partition: tp.clone(),
+                status: status.clone(),
+            })
+            .collect()
+    }
+
+    /// A pipeline-level error (consumer or broker trouble), if any.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.shared.error).clone()
+    }
+
+    /// Whether any task failed.
+    pub fn failed(&self) -> bool {
+        lock(&self.shared.statuses).values().any(|s| s.failed())
+    }
+
+    /// Stops every task (each finishes its batch and commits), leaves the
+    /// consumer group and flushes the producer.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(poller) = self.poller.take()
+            && poller.join().is_err()
+        {
+            tracing::error!(pipeline = %self.shared.plan.spec.name, "poll thread panicked");
+        }
+    }
+}
+
+impl Drop for PipelineRunner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
+        }
+    }
+}
+
+/// The poll thread: finds the input partitions, splits their queues,
+/// subscribes, then serves the consumer until told to stop.
+fn serve_consumer(
+    shared: &Arc<Shared>,
+    kafka: &KafkaSettings,
+    config: &ClientConfig,
+    stop: &AtomicBool,
+) {
+    let name = shared.plan.spec.name.clone();
+    let mut inputs = Vec::new();
+    for topic in &shared.plan.spec.inputs {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            match partition_count(kafka, topic) {
+                Ok(count) => {
+                    inputs.extend((0..count).map(|p| (topic.clone(), p)));
+                    break;
+                }
+                Err(e) => {
+                    let message = format!("waiting for input topic: {e:#}");
+                    tracing::warn!(pipeline = %name, "{message}");
+                    shared.set_error(Some(message));
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+    let handler = RebalanceHandler {
+        shared: Arc::downgrade(shared),
+    };
+    let consumer: Arc<BaseConsumer<RebalanceHandler>> = match config.create_with_context(handler) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            shared.set_error(Some(format!("could not create the consumer: {e}")));
+            return;
+        }
+    };
+    *lock(&shared.consumer) = Arc::downgrade(&consumer);
+    for tp in &inputs {
+        shared.status(tp);
+        match consumer.split_partition_queue(&tp.0, tp.1) {
+            Some(queue) => {
+                lock(&shared.queues).insert(tp.clone(), queue);
+            }
+            None => shared
+                .status(tp)
+                .fail("could not split the partition's queue".into()),
+        }
+    }
+    let topics: Vec<&str> = shared.plan.spec.inputs.iter().map(String::as_str).collect();
+    if let Err(e) = consumer.subscribe(&topics) {
+        shared.set_error(Some(format!("could not subscribe: {e}")));
+        return;
+    }
+    shared.set_error(None);
+    tracing::info!(pipeline = %name, group = %shared.plan.group, "consumer subscribed");
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(message)) => {
+                use rdkafka::Message as _;
+                tracing::warn!(pipeline = %name, topic = message.topic(), partition = message.partition(),
+                    "message on the main queue (partition not split); it will be redelivered after a restart");
+            }
+            Some(Err(e)) => {
+                tracing::warn!(pipeline = %name, error = %e, "consumer error");
+                shared.set_error(Some(format!("consumer error: {e}")));
+            }
+        }
+    }
+    // Tasks finish their batches and commit; then the queues (which hold
+    // the consumer) are dropped so the consumer closes and leaves the group.
+    shared.stop_tasks(None);
+    lock(&shared.queues).clear();
+    consumer.unsubscribe();
+    drop(consumer);
+    if let Err(e) =
+        rdkafka::producer::Producer::flush(&shared.plan.producer, Duration::from_secs(10))
+    {
+        tracing::warn!(pipeline = %name, error = %e, "producer flush failed");
+    }
+    tracing::info!(pipeline = %name, "pipeline stopped on this daemon");
+}

@@ -1,0 +1,291 @@
+//! A pipeline's specification: validated once, when it is created, and kept
+//! as JSON in the data directory so the daemon restores it on restart.
+
+use crate::config::LimitsConfig;
+use crate::modules::ModuleStore;
+use eddy_proto::v1;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Where a new pipeline starts reading its inputs.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// The oldest record still in the log.
+    #[default]
+    Earliest,
+    /// Only records produced after the pipeline was created.
+    Latest,
+}
+
+/// The delivery guarantee.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Outputs may repeat after a crash; nothing is lost.
+    #[default]
+    AtLeastOnce,
+}
+
+/// A pipeline's limits, resolved against the daemon's ceilings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub struct Limits {
+    /// Linear memory cap per guest instance.
+    pub memory_bytes: u64,
+    /// Deadline per guest call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Records per guest call.
+    pub max_batch_records: u32,
+    /// Wait to fill a batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
+}
+
+/// A validated pipeline specification.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub struct PipelineSpec {
+    /// The pipeline's name.
+    pub name: String,
+    /// Module digests, in order.
+    pub steps: Vec<String>,
+    /// Input topics.
+    pub inputs: Vec<String>,
+    /// Default output topic.
+    pub output: String,
+    /// Named outputs: output name -> topic.
+    pub named_outputs: BTreeMap<String, String>,
+    /// Configuration handed to the guest.
+    pub config: BTreeMap<String, String>,
+    /// Where a new pipeline starts.
+    pub start_from: StartFrom,
+    /// Delivery guarantee.
+    pub guarantee: Guarantee,
+    /// Guest limits.
+    pub limits: Limits,
+}
+
+/// What is wrong with a spec.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid pipeline spec: {0}")]
+pub struct SpecError(pub String);
+
+fn invalid(message: impl Into<String>) -> SpecError {
+    SpecError(message.into())
+}
+
+/// Checks a pipeline name: it names files and consumer groups.
+pub fn check_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "name `{name}` must be 1-100 characters of lower-case letters, digits, '-', '_' \
+             or '.', not starting with '.'"
+        )))
+    }
+}
+
+fn check_topic(what: &str, topic: &str) -> Result<(), SpecError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} topic `{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+        )))
+    }
+}
+
+/// Resolves a limit: zero means the daemon's default; above the ceiling is
+/// an error, never silently clamped.
+fn limit<T: PartialOrd + Copy + std::fmt::Debug>(
+    name: &str,
+    asked: Option<T>,
+    ceiling: T,
+) -> Result<T, SpecError> {
+    match asked {
+        None => Ok(ceiling),
+        Some(v) if v > ceiling => Err(invalid(format!(
+            "limit {name} = {v:?} is above the daemon's ceiling of {ceiling:?}"
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+fn nonzero<T: Default + PartialEq>(v: T) -> Option<T> {
+    (v != T::default()).then_some(v)
+}
+
+impl PipelineSpec {
+    /// Validates a spec received over gRPC.
+    pub fn from_proto(
+        spec: v1::PipelineSpec,
+        modules: &ModuleStore,
+        ceilings: &LimitsConfig,
+    ) -> Result<Self, SpecError> {
+        check_name(&spec.name)?;
+        if spec.steps.is_empty() {
+            return Err(invalid("a pipeline needs one step (a module digest)"));
+        }
+        if spec.steps.len() > 1 {
+            return Err(invalid(
+                "multi-step pipelines are not supported yet: give exactly one step",
+            ));
+        }
+        let steps = spec
+            .steps
+            .iter()
+            .map(|s| {
+                modules
+                    .resolve(&s.module)
+                    .map_err(|e| invalid(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if spec.inputs.is_empty() {
+            return Err(invalid("a pipeline needs at least one input topic"));
+        }
+        for input in &spec.inputs {
+            check_topic("input", input)?;
+        }
+        check_topic("output", &spec.output)?;
+        for (name, topic) in &spec.named_outputs {
+            if name.is_empty() {
+                return Err(invalid("named outputs need a name (NAME=TOPIC)"));
+            }
+            check_topic(&format!("output `{name}`"), topic)?;
+        }
+        if let Some(input) = spec
+            .inputs
+            .iter()
+            .find(|i| *i == &spec.output || spec.named_outputs.values().any(|t| t == *i))
+        {
+            return Err(invalid(format!(
+                "topic `{input}` is both an input and an output: the pipeline would consume \
+                 its own output forever"
+            )));
+        }
+        let start_from = match v1::StartPosition::try_from(spec.start_from) {
+            Ok(v1::StartPosition::Unspecified | v1::StartPosition::Earliest) => StartFrom::Earliest,
+            Ok(v1::StartPosition::Latest) => StartFrom::Latest,
+            Err(_) => {
+                return Err(invalid(format!(
+                    "unknown start position {}",
+                    spec.start_from
+                )));
+            }
+        };
+        let guarantee = match v1::Guarantee::try_from(spec.guarantee) {
+            Ok(v1::Guarantee::Unspecified | v1::Guarantee::AtLeastOnce) => Guarantee::AtLeastOnce,
+            Ok(v1::Guarantee::ExactlyOnce) => {
+                return Err(invalid(
+                    "exactly-once is not available yet in this version of eddy; use at-least-once",
+                ));
+            }
+            Err(_) => return Err(invalid(format!("unknown guarantee {}", spec.guarantee))),
+        };
+        let asked = spec.limits.unwrap_or_default();
+        let memory_bytes = limit("memory", nonzero(asked.memory_bytes), ceilings.memory_bytes)?;
+        if memory_bytes < 1 << 20 {
+            return Err(invalid("limit memory must be at least 1 MiB"));
+        }
+        let limits = Limits {
+            memory_bytes,
+            call_timeout: limit(
+                "call-timeout",
+                nonzero(asked.call_timeout_ms).map(Duration::from_millis),
+                ceilings.call_timeout,
+            )?,
+            max_batch_records: limit(
+                "max-batch-records",
+                nonzero(asked.max_batch_records),
+                ceilings.max_batch_records,
+            )?,
+            batch_linger: nonzero(asked.batch_linger_ms)
+                .map_or(ceilings.batch_linger, Duration::from_millis)
+                .min(Duration::from_secs(10)),
+        };
+        Ok(Self {
+            name: spec.name,
+            steps,
+            inputs: spec.inputs,
+            output: spec.output,
+            named_outputs: spec.named_outputs.into_iter().collect(),
+            config: spec.config.into_iter().collect(),
+            start_from,
+            guarantee,
+            limits,
+        })
+    }
+
+    /// The spec as the API shows it.
+    pub fn to_proto(&self) -> v1::PipelineSpec {
+        v1::PipelineSpec {
+            name: self.name.clone(),
+            steps: self
+                .steps
+                .iter()
+                .map(|m| v1::Step { module: m.clone() })
+                .collect(),
+            inputs: self.inputs.clone(),
+            output: self.output.clone(),
+            named_outputs: self.named_outputs.clone().into_iter().collect(),
+            config: self.config.clone().into_iter().collect(),
+            start_from: match self.start_from {
+                StartFrom::Earliest => v1::StartPosition::Earliest,
+                StartFrom::Latest => v1::StartPosition::Latest,
+            } as i32,
+            guarantee: match self.guarantee {
+                Guarantee::AtLeastOnce => v1::Guarantee::AtLeastOnce,
+            } as i32,
+            limits: Some(v1::Limits {
+                memory_bytes: self.limits.memory_bytes,
+                call_timeout_ms: u64::try_from(self.limits.call_timeout.as_millis())
+                    .unwrap_or(u64::MAX),
+                max_batch_records: self.limits.max_batch_records,
+                batch_linger_ms: u64::try_from(self.limits.batch_linger.as_millis())
+                    .unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Every topic the pipeline writes to.
+    pub fn output_topics(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.output.as_str()).chain(self.named_outputs.values().map(String::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("word-count.v2").is_ok());
+        for bad in ["", "Upper", "has space", ".hidden", "a/b"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits_above_the_ceiling_are_errors_and_zero_means_default() {
+        assert_eq!(limit("m", None, 10u64).ok(), Some(10));
+        assert_eq!(limit("m", Some(5u64), 10).ok(), Some(5));
+        assert!(limit("m", Some(11u64), 10).is_err());
+    }
+}

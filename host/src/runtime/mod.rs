@@ -1,0 +1,120 @@
+//! The WebAssembly runtime: one wasmtime [`Engine`] for the daemon, modules
+//! compiled once per digest, and a guest instance per task with limits on
+//! memory and time.
+//!
+//! Guest calls are synchronous and run on the task's own thread; the epoch
+//! ticker interrupts any call that outlives its deadline, so a looping guest
+//! costs its task, never the daemon.
+
+mod bindings;
+mod guest;
+mod host_api;
+mod validate;
+
+pub use guest::{Guest, GuestError, GuestLimits};
+pub use host_api::{TaskServices, TimerKey};
+pub use validate::ModuleError;
+
+/// The guest contract's data types, as the host sees them.
+pub mod bindings_types {
+    pub use super::bindings::eddy::processor::types::*;
+}
+
+use bindings::ProcessorPre;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+/// The world version this host implements.
+pub const WORLD: &str = "eddy:processor@0.1.0";
+
+/// How often the epoch advances: the granularity of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A module compiled and linked against the host, ready to instantiate.
+#[derive(Clone)]
+pub struct CompiledModule {
+    pre: ProcessorPre<host_api::GuestCtx>,
+}
+
+/// The daemon's one engine, its linker and the compiled-module cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<host_api::GuestCtx>,
+    compiled: Mutex<HashMap<String, CompiledModule>>,
+}
+
+impl Runtime {
+    /// Creates the engine and starts its epoch ticker thread.
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.max_wasm_stack(1 << 20);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let mut linker = Linker::new(&engine);
+        host_api::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let runtime = Arc::new(Self {
+            engine,
+            linker,
+            compiled: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&runtime);
+        std::thread::Builder::new()
+            .name("eddy-epoch".into())
+            .spawn(move || {
+                while let Some(runtime) = weak.upgrade() {
+                    runtime.engine.increment_epoch();
+                    drop(runtime);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(runtime)
+    }
+
+    /// Checks that `bytes` are a component implementing eddy's world and
+    /// compiles it. Precompiled native code is never accepted.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, ModuleError> {
+        validate::check_format(bytes)?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Invalid(format!("the component does not compile: {e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(validate::import_error)?;
+        let pre = ProcessorPre::new(pre).map_err(validate::export_error)?;
+        Ok(CompiledModule { pre })
+    }
+
+    /// The compiled module for `digest`, compiling `load()`'s bytes on first use.
+    pub fn module(
+        &self,
+        digest: &str,
+        load: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<CompiledModule, ModuleError> {
+        if let Some(module) = self.lock_cache().get(digest) {
+            return Ok(module.clone());
+        }
+        let bytes = load().map_err(|e| ModuleError::Io(format!("module {digest}: {e}")))?;
+        let module = self.compile(&bytes)?;
+        self.lock_cache().insert(digest.to_owned(), module.clone());
+        Ok(module)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompiledModule>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Instantiates `module` for one task.
+    pub fn instantiate(
+        &self,
+        module: &CompiledModule,
+        services: TaskServices,
+        limits: GuestLimits,
+    ) -> Result<Guest, GuestError> {
+        Guest::new(&self.engine, &module.pre, services, limits, EPOCH_TICK)
+    }
+}

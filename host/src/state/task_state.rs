@@ -1,0 +1,220 @@
+use super::{StateError, StateStore, WriteBatch};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Size limits on state entries.
+#[derive(Clone, Copy, Debug)]
+pub struct StateLimits {
+    /// Largest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 4 << 10,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A task's view of its state during a batch: committed entries plus the
+/// batch's own writes, which reads see first.
+pub struct TaskState {
+    store: Box<dyn StateStore>,
+    pending: WriteBatch,
+    limits: StateLimits,
+}
+
+impl TaskState {
+    /// A view over `store` with nothing pending.
+    pub fn new(store: Box<dyn StateStore>, limits: StateLimits) -> Self {
+        Self {
+            store,
+            pending: BTreeMap::new(),
+            limits,
+        }
+    }
+
+    /// The value under `key`, this batch's writes included.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        match self.pending.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    /// Buffers a write.
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StateError> {
+        self.check_key(&key)?;
+        if value.len() > self.limits.max_value_bytes {
+            return Err(StateError::TooLarge(format!(
+                "value of {} bytes exceeds the limit of {} bytes",
+                value.len(),
+                self.limits.max_value_bytes
+            )));
+        }
+        self.pending.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// Buffers a delete.
+    pub fn delete(&mut self, key: Vec<u8>) -> Result<(), StateError> {
+        self.check_key(&key)?;
+        self.pending.insert(key, None);
+        Ok(())
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), StateError> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(StateError::TooLarge(format!(
+                "key of {} bytes exceeds the limit of {} bytes",
+                key.len(),
+                self.limits.max_key_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` entries within the bounds, in key order, merging the
+    /// batch's writes over the store.
+    pub fn scan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let pending: Vec<_> = self.pending.range::<[u8], _>((start, end)).collect();
+        // Fetch enough from the store that pending deletes cannot leave a
+        // gap before the `limit`-th merged key.
+        let deletes = pending.iter().filter(|(_, v)| v.is_none()).count();
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .store
+            .scan(start, end, limit.saturating_add(deletes))?
+            .into_iter()
+            .collect();
+        for (key, value) in pending {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    /// Entries whose key starts with `prefix`, after `start_after` if given.
+    pub fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let start = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let end = prefix_successor(prefix);
+        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan(start, end, limit)
+    }
+
+    /// Makes the batch's writes durable in the store.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        let batch = std::mem::take(&mut self.pending);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.apply(batch)
+    }
+
+    /// Forgets the batch's writes.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or `None`
+/// if there is none (the prefix is all `0xff`).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    fn state() -> TaskState {
+        TaskState::new(Box::new(MemoryStore::default()), StateLimits::default())
+    }
+
+    fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<&[u8]> {
+        entries.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    #[test]
+    fn reads_see_pending_writes_and_discard_forgets_them() {
+        let mut s = state();
+        s.put(b"a".to_vec(), b"1".to_vec()).expect("put");
+        s.commit().expect("commit");
+        s.put(b"a".to_vec(), b"2".to_vec()).expect("put");
+        s.delete(b"b".to_vec()).expect("delete");
+        assert_eq!(s.get(b"a").expect("get"), Some(b"2".to_vec()));
+        s.discard();
+        assert_eq!(s.get(b"a").expect("get"), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn scans_merge_pending_writes_and_deletes_in_order() {
+        let mut s = state();
+        for k in ["p/1", "p/2", "p/3", "q/1"] {
+            s.put(k.into(), b"x".to_vec()).expect("put");
+        }
+        s.commit().expect("commit");
+        s.delete(b"p/1".to_vec()).expect("delete");
+        s.put(b"p/25".to_vec(), b"y".to_vec()).expect("put");
+        let page = s.scan_prefix(b"p/", None, 2).expect("scan");
+        assert_eq!(keys(&page), [&b"p/2"[..], b"p/25"]);
+        let rest = s.scan_prefix(b"p/", Some(b"p/25"), 10).expect("scan");
+        assert_eq!(keys(&rest), [&b"p/3"[..]]);
+        let all = s
+            .scan(Bound::Unbounded, Bound::Unbounded, 100)
+            .expect("scan");
+        assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn oversize_entries_are_refused() {
+        let mut s = TaskState::new(
+            Box::new(MemoryStore::default()),
+            StateLimits {
+                max_key_bytes: 4,
+                max_value_bytes: 4,
+            },
+        );
+        assert!(matches!(
+            s.put(b"toolong".to_vec(), vec![]),
+            Err(StateError::TooLarge(_))
+        ));
+        assert!(matches!(
+            s.put(b"k".to_vec(), vec![0; 5]),
+            Err(StateError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn prefix_successor_handles_ff() {
+        assert_eq!(prefix_successor(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff]), None);
+    }
+}

@@ -1,0 +1,36 @@
+# The verbs a person uses. Run `scripts/setup.sh` once on a fresh machine.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# One target directory for the host and the wasm32-wasip2 plugins.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
+
+# Every crate under plugins/ (each is built for wasm32-wasip2).
+plugins := `ls -d plugins/*/ | xargs -n1 basename | tr '\n' ' '`
+
+default: demo
+
+# Build every plugin for wasm32-wasip2 (release): target/wasm32-wasip2/release/*.wasm
+plugins:
+    cargo build --release --target wasm32-wasip2 --locked {{ prepend("-p ", plugins) }}
+
+# Build the plugins and the eddy binary.
+build: plugins
+    cargo build --locked -p eddy
+
+# Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins).
+test: build
+    cargo test --workspace --locked
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Start the daemon on its embedded broker, deploy `uppercase`, produce lines, print the output.
+demo: build
+    scripts/demo.sh
+
+# Records per second and per CPU-second of `uppercase` through the daemon.
+bench records="200000": build
+    scripts/bench.sh {{ records }}

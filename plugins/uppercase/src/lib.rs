@@ -1,0 +1,41 @@
+//! Upper-cases every record's value: the classic first Kafka Streams example.
+//! Keys, headers and timestamps pass through; tombstones stay tombstones.
+//!
+//! Build with `just plugins`, then deploy:
+//! `eddy pipeline create shout --module target/wasm32-wasip2/release/uppercase.wasm --input in --output out`
+
+use eddy_sdk::prelude::*;
+
+/// See the crate docs.
+#[derive(Default)]
+pub struct Uppercase;
+
+impl Processor for Uppercase {
+    fn process(&mut self, record: Record, out: &mut Emitter) -> Result<()> {
+        out.emit(record.map_value(|v| v.to_ascii_uppercase()));
+        Ok(())
+    }
+}
+
+eddy_sdk::export!(Uppercase);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_sdk::testing::TestHarness;
+
+    #[test]
+    fn upper_cases_values_and_keeps_keys_and_tombstones() {
+        let mut harness = TestHarness::<Uppercase>::new();
+        let out = harness
+            .process([
+                Record::new("hello world").with_key("k"),
+                Record::tombstone("gone"),
+            ])
+            .expect("uppercase never fails");
+        assert_eq!(out[0].value_str(), Some("HELLO WORLD"));
+        assert_eq!(out[0].key_str(), Some("k"));
+        assert_eq!(out[1].key_str(), Some("gone"));
+        assert_eq!(out[1].value(), None);
+    }
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The demo: start `eddy serve` on its embedded broker, deploy `uppercase`,
+# produce a few lines, print the upper-cased output, stop the daemon.
+# Run with `just demo` (it builds everything first).
+set -euo pipefail
+
+target=${CARGO_TARGET_DIR:-target}
+eddy="$target/debug/eddy"
+plugin="$target/wasm32-wasip2/release/uppercase.wasm"
+work=$(mktemp -d)
+export EDDY_SERVER=http://127.0.0.1:50151
+
+"$eddy" serve --data-dir "$work/data" --listen 127.0.0.1:50151 \
+    --topic lines:3 --topic lines-upper:3 >"$work/serve.out" 2>"$work/serve.log" &
+daemon=$!
+trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
+
+for _ in $(seq 100); do
+    grep -q "control plane listening" "$work/serve.out" 2>/dev/null && break
+    kill -0 $daemon 2>/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+    sleep 0.1
+done
+cat "$work/serve.out"
+
+echo "+ eddy pipeline create shout --module uppercase.wasm --input lines --output lines-upper"
+"$eddy" pipeline create shout --module "$plugin" --input lines --output lines-upper >/dev/null
+
+echo "+ printf 'hello eddy\nstreams of records\nwasm on kafka\n' | eddy produce lines"
+printf 'hello eddy\nstreams of records\nwasm on kafka\n' | "$eddy" produce lines
+
+echo "+ eddy consume lines-upper --from-beginning --count 3"
+"$eddy" consume lines-upper --from-beginning --count 3 --idle-timeout 30s
+
+echo "+ eddy pipeline get shout"
+"$eddy" pipeline get shout

@@ -1,0 +1,343 @@
+/// A Kafka record header. Values may be null, as in Kafka.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The header's name.
+    pub key: String,
+    /// The header's value; `None` is a null header value.
+    pub value: Option<Vec<u8>>,
+}
+
+/// A record consumed from the pipeline's input.
+///
+/// Kafka distinguishes a missing key or value from an empty one, and so does
+/// eddy: a record with no value is a tombstone.
+///
+/// ```
+/// use eddy_sdk::Record;
+///
+/// let record = Record::new("hello").with_key("greeting");
+/// assert_eq!(record.value_str(), Some("hello"));
+/// assert_eq!(record.key(), Some(&b"greeting"[..]));
+/// assert!(!Record::tombstone("gone").value().is_some());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<Header>,
+    timestamp: i64,
+    offset: i64,
+}
+
+impl Record {
+    /// A record with this value and no key, for tests.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            value: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A tombstone (a record with a key and no value), for tests.
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: Some(key.into()),
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn from_parts(
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<Header>,
+        timestamp: i64,
+        offset: i64,
+    ) -> Self {
+        Self {
+            key,
+            value,
+            headers,
+            timestamp,
+            offset,
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch).
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// Sets the offset.
+    pub fn with_offset(mut self, offset: i64) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// The key, if the record has one.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The key as UTF-8 text, if it has a key and the key is valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// The value as UTF-8 text, if there is a value and it is valid UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether this record is a tombstone (it has no value).
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The value of the first header with this name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.as_deref())
+    }
+
+    /// The record's timestamp, in milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The record's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// An output record with this record's key, headers and timestamp and
+    /// its value transformed by `f`. A tombstone stays a tombstone.
+    ///
+    /// ```
+    /// use eddy_sdk::Record;
+    /// let out = Record::new("abc").map_value(|v| v.to_ascii_uppercase());
+    /// assert_eq!(out.value(), Some(&b"ABC"[..]));
+    /// ```
+    pub fn map_value(self, f: impl FnOnce(&[u8]) -> Vec<u8>) -> OutputRecord {
+        let value = self.value.as_deref().map(f);
+        OutputRecord {
+            value,
+            ..OutputRecord::from(self)
+        }
+    }
+
+    /// Takes the value out of the record, leaving it a tombstone.
+    pub fn take_value(&mut self) -> Option<Vec<u8>> {
+        self.value.take()
+    }
+}
+
+/// A record to produce.
+///
+/// ```
+/// use eddy_sdk::OutputRecord;
+///
+/// let alert = OutputRecord::new("card 42 over limit")
+///     .with_key("42")
+///     .with_header("severity", "high")
+///     .to("alerts");
+/// assert_eq!(alert.output(), Some("alerts"));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputRecord {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<Header>,
+    timestamp: Option<i64>,
+    output: Option<String>,
+}
+
+impl OutputRecord {
+    /// A record with this value and no key.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            value: Some(value.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A tombstone for this key: deletes the key from a compacted topic.
+    pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: Some(key.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the key. Keyed records are partitioned by murmur2 of the key, as
+    /// Java Kafka clients do, so equal keys land in the same partition.
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Replaces the value.
+    pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Sets the timestamp; without one, the record takes the timestamp of
+    /// the input record (or timer) that produced it.
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+
+    /// Sends the record to the pipeline's output with this name instead of
+    /// the default output.
+    pub fn to(mut self, output: impl Into<String>) -> Self {
+        self.output = Some(output.into());
+        self
+    }
+
+    /// The key, if any.
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+
+    /// The key as UTF-8 text, if there is one and it is valid UTF-8.
+    pub fn key_str(&self) -> Option<&str> {
+        self.key().and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    /// The value as UTF-8 text, if there is one and it is valid UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        self.value().and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The explicit timestamp, if one was set.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The named output, or `None` for the default output.
+    pub fn output(&self) -> Option<&str> {
+        self.output.as_deref()
+    }
+
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<Header>,
+        Option<i64>,
+        Option<String>,
+    ) {
+        (
+            self.key,
+            self.value,
+            self.headers,
+            self.timestamp,
+            self.output,
+        )
+    }
+}
+
+impl From<Record> for OutputRecord {
+    /// Forwards a record unchanged: same key, value, headers and timestamp.
+    fn from(record: Record) -> Self {
+        Self {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp: Some(record.timestamp),
+            output: None,
+        }
+    }
+}
+
+/// Collects the records a processor emits while handling one input.
+///
+/// ```
+/// use eddy_sdk::{Emitter, OutputRecord};
+///
+/// let mut out = Emitter::default();
+/// out.emit(OutputRecord::new("one"));
+/// out.emit(OutputRecord::new("two"));
+/// assert_eq!(out.len(), 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct Emitter {
+    records: Vec<OutputRecord>,
+}
+
+impl Emitter {
+    /// Emits a record. Anything convertible works, including an input
+    /// [`Record`] to forward it unchanged.
+    pub fn emit(&mut self, record: impl Into<OutputRecord>) {
+        self.records.push(record.into());
+    }
+
+    /// How many records have been emitted.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing has been emitted.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records emitted so far.
+    pub fn records(&self) -> &[OutputRecord] {
+        &self.records
+    }
+
+    /// Takes the records emitted so far.
+    pub fn take(&mut self) -> Vec<OutputRecord> {
+        std::mem::take(&mut self.records)
+    }
+}

@@ -1,0 +1,550 @@
+//! The harness for eddy's end-to-end tests: the real `eddy` binary, a broker
+//! in its own process (`eddy dev-broker`), plugins built from `plugins/`, and
+//! an independent Kafka client to write inputs and read outputs.
+//!
+//! Build first (`just build`); the harness finds the binary and the plugins in
+//! the target directory of the test binary itself, or `EDDY_BIN` if set.
+
+use anyhow::{Context as _, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers as _, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use eddy_proto::v1;
+
+/// The target directory the tests were built in.
+fn target_dir() -> PathBuf {
+    // The test binary runs from <target>/debug/deps/.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The `eddy` binary under test.
+pub fn eddy_bin() -> PathBuf {
+    let path = std::env::var_os("EDDY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("eddy"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just build` (or `cargo build -p eddy`) before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A plugin built for wasm32-wasip2, by crate name (`split-words`).
+pub fn plugin(name: &str) -> PathBuf {
+    let path = target_dir()
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `just plugins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `check` returns `Some`, polling every 100 ms, or fails after
+/// `timeout` with `what` and the last value seen.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check() {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {what}{}",
+                last_error.map_or(String::new(), |e| format!(" (last error: {e:#})"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads lines from a child's stdout on a thread until one matches.
+fn read_until(
+    stdout: std::process::ChildStdout,
+    timeout: Duration,
+    mut want: impl FnMut(&str) -> Option<String> + Send + 'static,
+) -> anyhow::Result<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(found) = want(&line) {
+                let _ = tx.send(found);
+            }
+        }
+    });
+    rx.recv_timeout(timeout)
+        .context("the process did not print what was expected")
+}
+
+fn sigterm(child: &Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// `eddy dev-broker` in its own process; killed on drop.
+pub struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Broker {
+    /// Starts a broker with these topics (`(name, partitions)`).
+    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
+        let mut command = Command::new(eddy_bin());
+        command.arg("dev-broker");
+        for (name, partitions) in topics {
+            command.arg("--topic").arg(format!("{name}:{partitions}"));
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("could not start eddy dev-broker")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let bootstrap = read_until(stdout, Duration::from_secs(20), |l| {
+            Some(l.trim().to_owned())
+        })?;
+        Ok(Self { child, bootstrap })
+    }
+
+    /// The broker's bootstrap address.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `eddy serve` in its own process, pointed at a broker; killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    server: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon on `data_dir` with a short session timeout, as fault
+    /// tests need, plus `extra` flags and `env` variables.
+    pub fn start(
+        brokers: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let log = data_dir.join(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        ));
+        let mut child = Command::new(eddy_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--session-timeout",
+                "6s",
+            ])
+            .arg("--brokers")
+            .arg(brokers)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("could not start eddy serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let server = read_until(stdout, Duration::from_secs(60), |l| {
+            l.split_once("control plane listening on ")
+                .map(|(_, url)| url.trim().to_owned())
+        })
+        .with_context(|| format!("daemon did not start; see {}", log.display()))?;
+        Ok(Self {
+            child: Some(child),
+            server,
+            log,
+        })
+    }
+
+    /// The daemon's gRPC address.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `eddy ARGS` against this daemon.
+    pub fn eddy(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(eddy_bin())
+            .args(args)
+            .env("EDDY_SERVER", &self.server)
+            .output()
+            .context("could not run eddy")
+    }
+
+    /// Runs `eddy ARGS` and fails unless it succeeds; returns stdout.
+    pub fn eddy_ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.eddy(args)?;
+        if !out.status.success() {
+            bail!(
+                "eddy {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Deploys `plugin` as pipeline `name` from `input` to `output`, with
+    /// extra `eddy pipeline create` flags.
+    pub fn deploy(
+        &self,
+        name: &str,
+        plugin_name: &str,
+        input: &str,
+        output: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
+        let module = plugin(plugin_name);
+        let module = module.to_str().context("path")?;
+        let mut args = vec![
+            "pipeline", "create", name, "--module", module, "--input", input, "--output", output,
+        ];
+        args.extend_from_slice(extra);
+        self.eddy_ok(&args).map(drop)
+    }
+
+    /// A pipeline's status, over gRPC.
+    pub fn pipeline(&self, name: &str) -> Result<v1::Pipeline, tonic::Status> {
+        let server = self.server.clone();
+        let name = name.to_owned();
+        block_on(async move {
+            let mut client = v1::pipeline_service_client::PipelineServiceClient::connect(server)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            client
+                .get_pipeline(v1::GetPipelineRequest { name })
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("daemon not running")?;
+        sigterm(&child);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                bail!("daemon did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a future on a small runtime of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+/// A record as the tests write and read it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rec {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Rec {
+    /// A record with a value and no key.
+    pub fn value(v: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: None,
+            value: Some(v.into()),
+            headers: Vec::new(),
+            partition: -1,
+            offset: -1,
+        }
+    }
+
+    /// Sets the key.
+    pub fn keyed(mut self, k: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(k.into());
+        self
+    }
+
+    /// A tombstone.
+    pub fn tombstone(k: impl Into<Vec<u8>>) -> Self {
+        Self {
+            key: Some(k.into()),
+            value: None,
+            headers: Vec::new(),
+            partition: -1,
+            offset: -1,
+        }
+    }
+
+    /// The value as text.
+    pub fn text(&self) -> Option<String> {
+        self.value
+            .as_deref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The key as text.
+    pub fn key_text(&self) -> Option<String> {
+        self.key
+            .as_deref()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// Produces records (to `partition` if set, else by key) and waits for acks.
+pub fn produce(brokers: &str, topic: &str, records: &[Rec]) -> anyhow::Result<()> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    for r in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic);
+        if let Some(k) = &r.key {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            record = record.payload(v.as_slice());
+        }
+        if r.partition >= 0 {
+            record = record.partition(r.partition);
+        }
+        if !r.headers.is_empty() {
+            record = record.headers(r.headers.iter().fold(OwnedHeaders::new(), |hs, (k, v)| {
+                hs.insert(rdkafka::message::Header {
+                    key: k,
+                    value: v.as_deref(),
+                })
+            }));
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, r)) => {
+                    if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
+                        bail!("produce to {topic} failed: {e}");
+                    }
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+/// Reads every partition of `topic` from the beginning until `want` records
+/// arrived or `timeout` passed; then keeps reading for `settle` to catch
+/// anything extra (duplicates or unexpected records).
+pub fn consume(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    timeout: Duration,
+    settle: Duration,
+) -> anyhow::Result<Vec<Rec>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, i32::try_from(p)?, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    let mut settle_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        if settle_until.is_some_and(|s| now >= s) || (settle_until.is_none() && now >= deadline) {
+            break;
+        }
+        if out.len() >= want && settle_until.is_none() {
+            settle_until = Some(now + settle);
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = message?;
+        out.push(Rec {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            partition: m.partition(),
+            offset: m.offset(),
+        });
+    }
+    Ok(out)
+}
+
+/// The sum over partitions of the committed offsets minus the start, as
+/// the daemon reports them: how many inputs the pipeline has committed.
+pub fn committed_total(pipeline: &v1::Pipeline) -> i64 {
+    pipeline
+        .partitions
+        .iter()
+        .map(|p| p.committed_offset.max(0))
+        .sum()
+}
+
+/// Uploads `bytes` as a module over gRPC, returning the daemon's answer.
+pub fn upload(server: &str, name: &str, bytes: Vec<u8>) -> Result<v1::Module, tonic::Status> {
+    use v1::upload_module_request::Part;
+    let server = server.to_owned();
+    let name = name.to_owned();
+    block_on(async move {
+        let mut client = v1::module_service_client::ModuleServiceClient::connect(server)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let size = bytes.len() as u64;
+        let mut messages = vec![v1::UploadModuleRequest {
+            part: Some(Part::Metadata(v1::ModuleMetadata { name, size })),
+        }];
+        messages.extend(bytes.chunks(64 << 10).map(|c| v1::UploadModuleRequest {
+            part: Some(Part::Chunk(c.to_vec())),
+        }));
+        client
+            .upload_module(tokio_stream::iter(messages))
+            .await
+            .map(|r| r.into_inner().module.unwrap_or_default())
+    })
+}
+
+/// Creates a pipeline over gRPC.
+pub fn create_pipeline(
+    server: &str,
+    spec: v1::PipelineSpec,
+) -> Result<v1::Pipeline, tonic::Status> {
+    let server = server.to_owned();
+    block_on(async move {
+        let mut client = v1::pipeline_service_client::PipelineServiceClient::connect(server)
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        client
+            .create_pipeline(v1::CreatePipelineRequest { spec: Some(spec) })
+            .await
+            .map(tonic::Response::into_inner)
+    })
+}
+
+/// The offsets a consumer group has committed on `topic` (partition -> offset),
+/// read straight from the broker.
+pub fn group_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok((0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            },
+        )
+        .collect())
+}

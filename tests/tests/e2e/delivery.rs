@@ -1,0 +1,159 @@
+//! At-least-once delivery: nothing lost, through crashes and restarts.
+
+use super::setup;
+use eddy_tests::{Daemon, Rec, committed_total, consume, group_committed, produce, wait_for};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn numbered(n: usize) -> Vec<Rec> {
+    (0..n)
+        .map(|i| Rec::value(format!("record-{i:06}")).keyed(format!("k{}", i % 97)))
+        .collect()
+}
+
+/// Counts each upper-cased value; returns (missing, duplicated).
+fn reconcile(inputs: &[Rec], outputs: &[Rec]) -> (Vec<String>, usize) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for o in outputs {
+        *counts.entry(o.text().unwrap_or_default()).or_default() += 1;
+    }
+    let missing = inputs
+        .iter()
+        .filter_map(Rec::text)
+        .map(|v| v.to_uppercase())
+        .filter(|v| !counts.contains_key(v))
+        .collect();
+    let duplicated = counts.values().filter(|c| **c > 1).map(|c| c - 1).sum();
+    (missing, duplicated)
+}
+
+#[test]
+fn ten_thousand_records_over_three_partitions_none_lost() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 3), ("out", 3)])?;
+    let inputs = numbered(10_000);
+    produce(broker.bootstrap(), "in", &inputs)?;
+    daemon.deploy("shout", "uppercase", "in", "out", &[])?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        inputs.len(),
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+    )?;
+    let (missing, duplicated) = reconcile(&inputs, &out);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert_eq!(duplicated, 0, "no crash, so no duplicates");
+    let status = wait_for("all input committed", Duration::from_secs(30), || {
+        let p = daemon.pipeline("shout")?;
+        Ok((committed_total(&p) == 10_000).then_some(p))
+    })?;
+    assert_eq!(status.partitions.len(), 3);
+    assert!(
+        status
+            .partitions
+            .iter()
+            .all(|p| p.lag == 0 && p.last_error.is_empty())
+    );
+    let processed: u64 = status.partitions.iter().map(|p| p.records_in).sum();
+    assert_eq!(processed, 10_000);
+    Ok(())
+}
+
+#[test]
+fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
+    let (broker, mut daemon, dir) = setup(&[("in", 3), ("out", 3)])?;
+    let total = 30_000;
+    let inputs = numbered(total);
+    produce(broker.bootstrap(), "in", &inputs)?;
+    // Small batches make the stream long enough to be killed in the middle.
+    daemon.deploy("shout", "uppercase", "in", "out", &["--max-batch", "10"])?;
+    wait_for("some input committed", Duration::from_secs(60), || {
+        let p = daemon.pipeline("shout")?;
+        Ok((committed_total(&p) > 0).then_some(()))
+    })?;
+    daemon.kill();
+    let committed: i64 = group_committed(broker.bootstrap(), "eddy.shout", "in", 3)?
+        .into_iter()
+        .map(|o| o.max(0))
+        .sum();
+    assert!(
+        committed > 0 && committed < total as i64,
+        "the kill must land mid-stream: {committed} of {total} committed"
+    );
+    let restarted = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        total,
+        Duration::from_secs(180),
+        Duration::from_secs(2),
+    )?;
+    let (missing, duplicated) = reconcile(&inputs, &out);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    eprintln!(
+        "killed with {committed}/{total} committed; {duplicated} duplicates after restart (at-least-once)"
+    );
+    wait_for(
+        "all input committed after restart",
+        Duration::from_secs(60),
+        || {
+            let p = restarted.pipeline("shout")?;
+            Ok((committed_total(&p) == total as i64).then_some(()))
+        },
+    )?;
+    Ok(())
+}
+
+#[test]
+fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> anyhow::Result<()> {
+    let (broker, mut daemon, dir) = setup(&[("in", 3), ("out", 3)])?;
+    let first = numbered(1_000);
+    produce(broker.bootstrap(), "in", &first)?;
+    daemon.deploy("shout", "uppercase", "in", "out", &[])?;
+    consume(
+        broker.bootstrap(),
+        "out",
+        first.len(),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
+    let status = daemon.terminate(Duration::from_secs(30))?;
+    assert!(status.success(), "exit status {status:?}");
+    let committed: i64 = group_committed(broker.bootstrap(), "eddy.shout", "in", 3)?
+        .iter()
+        .sum();
+    assert_eq!(
+        committed, 1_000,
+        "everything processed was committed on the way out"
+    );
+
+    let restarted = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    let listed = restarted.eddy_ok(&["pipeline", "list"])?;
+    assert!(listed.contains("shout"), "{listed}");
+    let second: Vec<Rec> = (0..500)
+        .map(|i| Rec::value(format!("second-{i}")))
+        .collect();
+    produce(broker.bootstrap(), "in", &second)?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        1_500,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    let all: Vec<Rec> = first.iter().chain(&second).cloned().collect();
+    let (missing, duplicated) = reconcile(&all, &out);
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert_eq!(duplicated, 0, "a clean stop replays nothing");
+    Ok(())
+}

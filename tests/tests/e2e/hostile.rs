@@ -1,0 +1,104 @@
+//! Guests that trap, loop forever or allocate without bound fail only their
+//! own pipeline, visibly, within the deadline; the daemon and a healthy
+//! pipeline beside them keep running.
+
+use super::setup;
+use eddy_tests::{Rec, consume, produce, v1, wait_for};
+use std::time::{Duration, Instant};
+
+#[test]
+fn hostile_guests_fail_only_their_own_pipeline() -> anyhow::Result<()> {
+    let topics = [
+        ("trap-in", 1),
+        ("loop-in", 1),
+        ("hog-in", 1),
+        ("ok-in", 2),
+        ("trap-out", 1),
+        ("loop-out", 1),
+        ("hog-out", 1),
+        ("ok-out", 2),
+    ];
+    let (broker, mut daemon, _dir) = setup(&topics)?;
+    let limits = ["--call-timeout", "1s", "--memory", "32MiB"];
+    daemon.deploy("trap", "trap", "trap-in", "trap-out", &limits)?;
+    daemon.deploy("loop", "endless-loop", "loop-in", "loop-out", &limits)?;
+    daemon.deploy("hog", "memory-hog", "hog-in", "hog-out", &limits)?;
+    daemon.deploy("ok", "uppercase", "ok-in", "ok-out", &[])?;
+
+    let started = Instant::now();
+    produce(
+        broker.bootstrap(),
+        "trap-in",
+        &[Rec::value("fine"), Rec::value("boom")],
+    )?;
+    produce(broker.bootstrap(), "loop-in", &[Rec::value("spin")])?;
+    produce(broker.bootstrap(), "hog-in", &[Rec::value("eat")])?;
+    let healthy: Vec<Rec> = (0..200).map(|i| Rec::value(format!("ok-{i}"))).collect();
+    produce(broker.bootstrap(), "ok-in", &healthy)?;
+
+    for (name, expected) in [
+        ("trap", "poisoned record at offset 1"),
+        ("loop", "exceeded its deadline of 1s"),
+        ("hog", "exceeded its memory limit of 33554432 bytes"),
+    ] {
+        let status = wait_for(
+            &format!("pipeline {name} to fail"),
+            Duration::from_secs(30),
+            || {
+                let p = daemon.pipeline(name)?;
+                Ok((p.state == v1::PipelineState::Failed as i32).then_some(p))
+            },
+        )?;
+        let error = &status.partitions[0].last_error;
+        assert!(error.contains(expected), "{name}: {error}");
+        assert!(
+            daemon.log().contains(expected),
+            "{name}: the failure is logged"
+        );
+    }
+    // The looping guest was stopped at its 1 s deadline, not after minutes.
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Nothing past the poisoned record was committed or produced for it.
+    let trap = daemon.pipeline("trap")?;
+    assert!(
+        trap.partitions[0].committed_offset <= 1,
+        "never committed past the poisoned record at offset 1: {}",
+        trap.partitions[0].committed_offset
+    );
+
+    // The healthy pipeline kept going, and keeps going.
+    let out = consume(
+        broker.bootstrap(),
+        "ok-out",
+        healthy.len(),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
+    assert!(out.len() >= healthy.len());
+    produce(broker.bootstrap(), "ok-in", &[Rec::value("after")])?;
+    let out = consume(
+        broker.bootstrap(),
+        "ok-out",
+        healthy.len() + 1,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
+    assert!(out.iter().any(|r| r.text().as_deref() == Some("AFTER")));
+    let ok = daemon.pipeline("ok")?;
+    assert_eq!(ok.state, v1::PipelineState::Running as i32);
+    assert!(daemon.is_running(), "the daemon survived");
+
+    // A failed pipeline restarts from its committed offset when resumed, and
+    // fails again on the same record: nothing is skipped silently.
+    daemon.eddy_ok(&["pipeline", "resume", "trap"])?;
+    wait_for("trap to fail again", Duration::from_secs(30), || {
+        let p = daemon.pipeline("trap")?;
+        Ok((p.state == v1::PipelineState::Failed as i32
+            && p.partitions
+                .iter()
+                .any(|s| s.last_error.contains("poisoned record at offset 1")))
+        .then_some(()))
+    })?;
+    Ok(())
+}
