@@ -26,6 +26,7 @@ test: build
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
+    cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
 
 # Start the daemon on its embedded broker, deploy `uppercase`, produce lines, print the output.
 demo: build

@@ -98,19 +98,19 @@ mod guest {
     }
 
     fn output(o: OutputRecord) -> wit::OutputRecord {
-        let (key, value, headers, timestamp, output) = o.into_parts();
         wit::OutputRecord {
-            key,
-            value,
-            headers: headers
+            key: o.key,
+            value: o.value,
+            headers: o
+                .headers
                 .into_iter()
                 .map(|h| wit::Header {
                     key: h.key,
                     value: h.value,
                 })
                 .collect(),
-            timestamp,
-            output,
+            timestamp: o.timestamp,
+            output: o.output,
         }
     }
 

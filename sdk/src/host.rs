@@ -6,8 +6,13 @@
 
 pub(crate) use imp::*;
 
-/// A state operation's failure, as the host reports it.
+/// State entries as the host returns them: (key, value) in key order.
+pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A state operation's failure, as the host reports it. (The in-memory
+/// host never fails.)
 #[derive(Debug)]
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 pub(crate) enum StateFailure {
     TooLarge(String),
     Unavailable(String),
@@ -69,7 +74,7 @@ mod imp {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFailure> {
+    ) -> Result<super::Entries, StateFailure> {
         state::scan(start, end, limit)
             .map(|entries| entries.into_iter().map(|e| (e.key, e.value)).collect())
             .map_err(failure)
@@ -79,7 +84,7 @@ mod imp {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFailure> {
+    ) -> Result<super::Entries, StateFailure> {
         state::scan_prefix(prefix, start_after, limit)
             .map(|entries| entries.into_iter().map(|e| (e.key, e.value)).collect())
             .map_err(failure)
@@ -145,7 +150,7 @@ mod imp {
         start: Option<&[u8]>,
         end: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFailure> {
+    ) -> Result<super::Entries, StateFailure> {
         let lower = start.map_or(Bound::Unbounded, |s| Bound::Included(s.to_vec()));
         let upper = end.map_or(Bound::Unbounded, |e| Bound::Excluded(e.to_vec()));
         Ok(with_host(|h| {
@@ -161,7 +166,7 @@ mod imp {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: u32,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFailure> {
+    ) -> Result<super::Entries, StateFailure> {
         let lower = match start_after {
             Some(after) => Bound::Excluded(after.to_vec()),
             None => Bound::Included(prefix.to_vec()),

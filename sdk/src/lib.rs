@@ -32,6 +32,7 @@
 
 // Lets generated code name this crate `::eddy_sdk` from inside it, as it does
 // from plugin crates.
+#[cfg(target_arch = "wasm32")]
 extern crate self as eddy_sdk;
 
 mod error;

@@ -46,6 +46,7 @@ impl Record {
         }
     }
 
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn from_parts(
         key: Option<Vec<u8>>,
         value: Option<Vec<u8>>,
@@ -172,11 +173,11 @@ impl Record {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutputRecord {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<Header>,
-    timestamp: Option<i64>,
-    output: Option<String>,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) output: Option<String>,
 }
 
 impl OutputRecord {
@@ -265,24 +266,6 @@ impl OutputRecord {
     /// The named output, or `None` for the default output.
     pub fn output(&self) -> Option<&str> {
         self.output.as_deref()
-    }
-
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<Header>,
-        Option<i64>,
-        Option<String>,
-    ) {
-        (
-            self.key,
-            self.value,
-            self.headers,
-            self.timestamp,
-            self.output,
-        )
     }
 }
 

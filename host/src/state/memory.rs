@@ -1,4 +1,4 @@
-use super::{StateError, StateStore, WriteBatch};
+use super::{Entries, StateError, StateStore, WriteBatch};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -18,7 +18,7 @@ impl StateStore for MemoryStore {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Entries, StateError> {
         Ok(self
             .entries
             .range::<[u8], _>((start, end))

@@ -26,6 +26,9 @@ pub enum StateError {
     Unavailable(String),
 }
 
+/// State entries, (key, value), in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A batch of mutations: the last value per key, `None` deleting it.
 pub type WriteBatch = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
@@ -40,7 +43,7 @@ pub trait StateStore: Send {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    ) -> Result<Entries, StateError>;
 
     /// Applies a batch atomically.
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StateError>;

@@ -1,4 +1,4 @@
-use super::{StateError, StateStore, WriteBatch};
+use super::{Entries, StateError, StateStore, WriteBatch};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -85,7 +85,7 @@ impl TaskState {
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Entries, StateError> {
         let pending: Vec<_> = self.pending.range::<[u8], _>((start, end)).collect();
         // Fetch enough from the store that pending deletes cannot leave a
         // gap before the `limit`-th merged key.
@@ -110,7 +110,7 @@ impl TaskState {
         prefix: &[u8],
         start_after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+    ) -> Result<Entries, StateError> {
         let start = match start_after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),

@@ -1,4 +1,6 @@
-//! Upper-cases every record's value: the classic first Kafka Streams example.
+//! Upper-cases every record's value: the classic first Kafka Streams example
+//! (`mapValues(v -> v.toUpperCase())`). UTF-8 values are upper-cased as
+//! Unicode text (`ü` becomes `Ü`); other bytes only in their ASCII letters.
 //! Keys, headers and timestamps pass through; tombstones stay tombstones.
 //!
 //! Build with `just plugins`, then deploy:
@@ -12,7 +14,10 @@ pub struct Uppercase;
 
 impl Processor for Uppercase {
     fn process(&mut self, record: Record, out: &mut Emitter) -> Result<()> {
-        out.emit(record.map_value(|v| v.to_ascii_uppercase()));
+        out.emit(record.map_value(|v| match std::str::from_utf8(v) {
+            Ok(text) => text.to_uppercase().into_bytes(),
+            Err(_) => v.to_ascii_uppercase(),
+        }));
         Ok(())
     }
 }
@@ -31,11 +36,15 @@ mod tests {
             .process([
                 Record::new("hello world").with_key("k"),
                 Record::tombstone("gone"),
+                Record::new("straße ünï"),
+                Record::new(b"\xffabc".to_vec()),
             ])
             .expect("uppercase never fails");
         assert_eq!(out[0].value_str(), Some("HELLO WORLD"));
         assert_eq!(out[0].key_str(), Some("k"));
         assert_eq!(out[1].key_str(), Some("gone"));
         assert_eq!(out[1].value(), None);
+        assert_eq!(out[2].value_str(), Some("STRASSE ÜNÏ"));
+        assert_eq!(out[3].value(), Some(&b"\xffABC"[..]));
     }
 }

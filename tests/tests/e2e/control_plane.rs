@@ -225,7 +225,10 @@ fn health_and_reflection_are_served() -> anyhow::Result<()> {
             ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
             server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         };
-        let mut health = HealthClient::connect(server.clone()).await?;
+        let channel = tonic::transport::Channel::from_shared(server)?
+            .connect()
+            .await?;
+        let mut health = HealthClient::new(channel.clone());
         let status = health
             .check(HealthCheckRequest {
                 service: "eddy.v1.PipelineService".into(),
@@ -233,7 +236,7 @@ fn health_and_reflection_are_served() -> anyhow::Result<()> {
             .await?
             .into_inner()
             .status;
-        let mut reflection = ServerReflectionClient::connect(server).await?;
+        let mut reflection = ServerReflectionClient::new(channel);
         let request = ServerReflectionRequest {
             host: String::new(),
             message_request: Some(MessageRequest::ListServices(String::new())),
