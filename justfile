@@ -32,6 +32,7 @@ lint:
 demo: build
     scripts/demo.sh
 
-# Records per second and per CPU-second of `uppercase` through the daemon.
-bench records="200000": build
+# Records per second and per CPU-second of `uppercase` through a release build of the daemon.
+bench records="100000": plugins
+    cargo build --release --locked -p eddy
     scripts/bench.sh {{ records }}

@@ -30,6 +30,8 @@
 //! plugin logic is unit-tested with plain `cargo test` through
 //! [`testing::TestHarness`].
 
+#![warn(missing_docs)]
+
 // Lets generated code name this crate `::eddy_sdk` from inside it, as it does
 // from plugin crates.
 #[cfg(target_arch = "wasm32")]

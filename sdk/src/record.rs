@@ -1,3 +1,8 @@
+/// Bytes as text, if they are valid UTF-8.
+fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
+    bytes.and_then(|b| std::str::from_utf8(b).ok())
+}
+
 /// A Kafka record header. Values may be null, as in Kafka.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -97,7 +102,7 @@ impl Record {
 
     /// The key as UTF-8 text, if it has a key and the key is valid UTF-8.
     pub fn key_str(&self) -> Option<&str> {
-        self.key().and_then(|k| std::str::from_utf8(k).ok())
+        utf8(self.key())
     }
 
     /// The value; `None` for a tombstone.
@@ -107,7 +112,7 @@ impl Record {
 
     /// The value as UTF-8 text, if there is a value and it is valid UTF-8.
     pub fn value_str(&self) -> Option<&str> {
-        self.value().and_then(|v| std::str::from_utf8(v).ok())
+        utf8(self.value())
     }
 
     /// Whether this record is a tombstone (it has no value).
@@ -240,7 +245,7 @@ impl OutputRecord {
 
     /// The key as UTF-8 text, if there is one and it is valid UTF-8.
     pub fn key_str(&self) -> Option<&str> {
-        self.key().and_then(|k| std::str::from_utf8(k).ok())
+        utf8(self.key())
     }
 
     /// The value; `None` for a tombstone.
@@ -250,7 +255,7 @@ impl OutputRecord {
 
     /// The value as UTF-8 text, if there is one and it is valid UTF-8.
     pub fn value_str(&self) -> Option<&str> {
-        self.value().and_then(|v| std::str::from_utf8(v).ok())
+        utf8(self.value())
     }
 
     /// The headers, in order.

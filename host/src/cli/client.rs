@@ -170,8 +170,8 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
             print_pipeline(&pipeline, format)
         }
         PipelineCommand::List { server, format } => {
-            let mut client = PipelineServiceClient::new(connect(&server).await?);
-            let pipelines = client
+            let pipelines = pipelines(&server)
+                .await?
                 .list_pipelines(v1::ListPipelinesRequest {})
                 .await
                 .map_err(rpc)?
@@ -184,8 +184,8 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
             server,
             format,
         } => {
-            let mut client = PipelineServiceClient::new(connect(&server).await?);
-            let pipeline = client
+            let pipeline = pipelines(&server)
+                .await?
                 .get_pipeline(v1::GetPipelineRequest { name })
                 .await
                 .map_err(rpc)?
@@ -193,33 +193,40 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
             print_pipeline(&pipeline, format)
         }
         PipelineCommand::Pause { name, server } => {
-            let mut client = PipelineServiceClient::new(connect(&server).await?);
-            client
-                .pause_pipeline(v1::PausePipelineRequest { name: name.clone() })
+            let request = v1::PausePipelineRequest { name: name.clone() };
+            pipelines(&server)
+                .await?
+                .pause_pipeline(request)
                 .await
                 .map_err(rpc)?;
             println!("paused {name}");
             Ok(())
         }
         PipelineCommand::Resume { name, server } => {
-            let mut client = PipelineServiceClient::new(connect(&server).await?);
-            client
-                .resume_pipeline(v1::ResumePipelineRequest { name: name.clone() })
+            let request = v1::ResumePipelineRequest { name: name.clone() };
+            pipelines(&server)
+                .await?
+                .resume_pipeline(request)
                 .await
                 .map_err(rpc)?;
             println!("resumed {name}");
             Ok(())
         }
         PipelineCommand::Delete { name, server } => {
-            let mut client = PipelineServiceClient::new(connect(&server).await?);
-            client
-                .delete_pipeline(v1::DeletePipelineRequest { name: name.clone() })
+            let request = v1::DeletePipelineRequest { name: name.clone() };
+            pipelines(&server)
+                .await?
+                .delete_pipeline(request)
                 .await
                 .map_err(rpc)?;
             println!("deleted {name}");
             Ok(())
         }
     }
+}
+
+async fn pipelines(server: &ServerArgs) -> anyhow::Result<PipelineServiceClient<Channel>> {
+    Ok(PipelineServiceClient::new(connect(server).await?))
 }
 
 /// Asks the daemon which Kafka it uses.

@@ -61,10 +61,14 @@ pub enum Command {
     DevBroker(DevBrokerArgs),
 
     /// Upload and list WebAssembly modules.
+    ///
+    /// Example: eddy module push target/wasm32-wasip2/release/uppercase.wasm
     #[command(subcommand)]
     Module(ModuleCommand),
 
     /// Deploy and operate pipelines.
+    ///
+    /// Example: eddy pipeline create shout --module uppercase.wasm --input lines --output lines-upper
     #[command(subcommand)]
     Pipeline(PipelineCommand),
 

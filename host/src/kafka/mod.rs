@@ -5,7 +5,7 @@ mod broker;
 mod topics;
 
 pub use broker::EmbeddedBroker;
-pub use topics::{TopicSpec, group_offsets, group_offsets_with, partition_count, watermarks};
+pub use topics::{KafkaMetadata, TopicSpec, group_offsets, group_offsets_with};
 
 use rdkafka::ClientConfig;
 use std::time::Duration;
@@ -45,7 +45,10 @@ impl KafkaSettings {
             .set("isolation.level", "read_committed")
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", heartbeat_ms.to_string())
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            // Bounds the records prefetched per partition: a task that falls
+            // behind holds at most this much in memory.
+            .set("queued.max.messages.kbytes", "8192");
         config
     }
 

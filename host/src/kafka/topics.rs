@@ -44,43 +44,51 @@ impl FromStr for TopicSpec {
     }
 }
 
-fn metadata_consumer(kafka: &KafkaSettings) -> anyhow::Result<BaseConsumer> {
-    kafka
-        .metadata_client()
-        .create()
-        .context("could not create a Kafka client")
+/// A long-lived client for metadata and watermark queries: creating a
+/// client per query would cost a connection (and threads) each time.
+pub struct KafkaMetadata {
+    client: BaseConsumer,
+    brokers: String,
 }
 
-/// The number of partitions of `topic`, or an error that says whether the
-/// topic is missing or the broker unreachable.
-pub fn partition_count(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<i32> {
-    let consumer = metadata_consumer(kafka)?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), QUERY_TIMEOUT)
-        .with_context(|| format!("could not reach Kafka at {}", kafka.brokers))?;
-    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-        bail!("topic `{topic}` does not exist");
-    };
-    if t.error().is_some() || t.partitions().is_empty() {
-        bail!(
-            "topic `{topic}` does not exist: create it first (for the embedded broker, \
-             `eddy serve --topic {topic}:PARTITIONS`; for a dev broker, \
-             `eddy dev-broker --topic {topic}:PARTITIONS`)"
-        );
+impl KafkaMetadata {
+    /// Creates the client; it connects lazily.
+    pub fn new(kafka: &KafkaSettings) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: kafka
+                .metadata_client()
+                .create()
+                .context("could not create a Kafka client")?,
+            brokers: kafka.brokers.clone(),
+        })
     }
-    i32::try_from(t.partitions().len()).context("too many partitions")
-}
 
-/// The low and high watermarks of one partition.
-pub fn watermarks(
-    kafka: &KafkaSettings,
-    topic: &str,
-    partition: i32,
-) -> anyhow::Result<(i64, i64)> {
-    let consumer = metadata_consumer(kafka)?;
-    consumer
-        .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
-        .with_context(|| format!("could not read the offsets of {topic}/{partition}"))
+    /// The number of partitions of `topic`, or an error that says whether
+    /// the topic is missing or the broker unreachable.
+    pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+        let metadata = self
+            .client
+            .fetch_metadata(Some(topic), QUERY_TIMEOUT)
+            .with_context(|| format!("could not reach Kafka at {}", self.brokers))?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            bail!("topic `{topic}` does not exist");
+        };
+        if t.error().is_some() || t.partitions().is_empty() {
+            bail!(
+                "topic `{topic}` does not exist: create it first (for the embedded broker, \
+                 `eddy serve --topic {topic}:PARTITIONS`; for a dev broker, \
+                 `eddy dev-broker --topic {topic}:PARTITIONS`)"
+            );
+        }
+        i32::try_from(t.partitions().len()).context("too many partitions")
+    }
+
+    /// The low and high watermarks of one partition.
+    pub fn watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        self.client
+            .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
+            .with_context(|| format!("could not read the offsets of {topic}/{partition}"))
+    }
 }
 
 /// The offsets `group` has committed for `partitions`; `None` where nothing

@@ -4,10 +4,10 @@
 //! Its methods block (they talk to Kafka and wait for tasks to commit), so
 //! the control plane calls them from blocking threads.
 
-use super::runner::PipelineRunner;
+use super::runner::{PartitionView, PipelineRunner};
 use super::spec::{PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
-use crate::kafka::{self, KafkaSettings};
+use crate::kafka::{self, KafkaMetadata, KafkaSettings};
 use crate::modules::ModuleStore;
 use crate::runtime::{ModuleError, Runtime};
 use crate::task::TaskPlan;
@@ -55,6 +55,8 @@ struct StoredPipeline {
 struct Entry {
     stored: StoredPipeline,
     runner: Option<PipelineRunner>,
+    /// Why the pipeline could not be started, if it could not.
+    start_error: Option<String>,
 }
 
 /// A snapshot of one pipeline for the control plane.
@@ -69,6 +71,7 @@ pub struct PipelineManager {
     runtime: Arc<Runtime>,
     modules: Arc<ModuleStore>,
     kafka: KafkaSettings,
+    metadata: Arc<KafkaMetadata>,
     dir: PathBuf,
     ceilings: LimitsConfig,
     group_prefix: String,
@@ -97,6 +100,7 @@ impl PipelineManager {
             pipelines: Mutex::new(BTreeMap::new()),
             runtime,
             modules,
+            metadata: Arc::new(KafkaMetadata::new(&kafka)?),
             kafka,
             dir,
             ceilings,
@@ -140,19 +144,26 @@ impl PipelineManager {
                 }
             };
             let name = stored.spec.name.clone();
-            let runner = if stored.paused {
-                None
+            let (runner, start_error) = if stored.paused {
+                (None, None)
             } else {
                 match self.start(&stored.spec) {
-                    Ok(runner) => Some(runner),
+                    Ok(runner) => (Some(runner), None),
                     Err(e) => {
                         tracing::error!(pipeline = %name, error = %e, "could not start restored pipeline");
-                        None
+                        (None, Some(format!("could not start: {e}")))
                     }
                 }
             };
             tracing::info!(pipeline = %name, paused = stored.paused, "restored pipeline");
-            self.lock().insert(name, Entry { stored, runner });
+            self.lock().insert(
+                name,
+                Entry {
+                    stored,
+                    runner,
+                    start_error,
+                },
+            );
         }
         Ok(())
     }
@@ -173,7 +184,11 @@ impl PipelineManager {
             group: self.group(&spec.name),
             config: Arc::new(spec.config.clone()),
         });
-        Ok(PipelineRunner::start(plan, self.kafka.clone())?)
+        Ok(PipelineRunner::start(
+            plan,
+            self.kafka.clone(),
+            self.metadata.clone(),
+        )?)
     }
 
     /// Validates, checks its topics, records its start offsets, saves and
@@ -207,12 +222,19 @@ impl PipelineManager {
                 return Err(ManagerError::AlreadyExists(name));
             }
             self.persist(&stored)?;
-            let runner = self.start(&stored.spec)?;
+            let runner = match self.start(&stored.spec) {
+                Ok(runner) => runner,
+                Err(e) => {
+                    let _ = std::fs::remove_file(self.spec_path(&name));
+                    return Err(e);
+                }
+            };
             pipelines.insert(
                 name.clone(),
                 Entry {
                     stored,
                     runner: Some(runner),
+                    start_error: None,
                 },
             );
         }
@@ -221,7 +243,7 @@ impl PipelineManager {
     }
 
     fn topic_partitions(&self, topic: &str) -> Result<i32, ManagerError> {
-        kafka::partition_count(&self.kafka, topic).map_err(|e| {
+        self.metadata.partition_count(topic).map_err(|e| {
             let message = format!("{e:#}");
             if message.contains("could not reach Kafka") {
                 ManagerError::Unavailable(message)
@@ -240,7 +262,9 @@ impl PipelineManager {
     ) -> Result<(), ManagerError> {
         let mut tpl = TopicPartitionList::new();
         for (topic, partition) in partitions {
-            let (low, high) = kafka::watermarks(&self.kafka, topic, *partition)
+            let (low, high) = self
+                .metadata
+                .watermarks(topic, *partition)
                 .map_err(|e| ManagerError::Unavailable(format!("{e:#}")))?;
             let offset = match spec.start_from {
                 StartFrom::Earliest => low,
@@ -261,16 +285,40 @@ impl PipelineManager {
 
     /// A pipeline with its per-partition status.
     pub fn get(&self, name: &str) -> Result<PipelineView, ManagerError> {
-        let (stored, partitions, error, failed) = {
+        let (stored, partitions, error, failed, committed) = {
             let pipelines = self.lock();
             let entry = pipelines
                 .get(name)
                 .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-            let (partitions, error, failed) = match &entry.runner {
-                Some(r) => (r.partitions(), r.error(), r.failed()),
-                None => (Vec::new(), None, false),
-            };
-            (entry.stored.clone(), partitions, error, failed)
+            match &entry.runner {
+                Some(r) => {
+                    let partitions = r.partitions();
+                    let keys: Vec<(String, i32)> =
+                        partitions.iter().map(|p| p.partition.clone()).collect();
+                    let committed = r.committed(&keys);
+                    (
+                        entry.stored.clone(),
+                        partitions,
+                        r.error(),
+                        r.failed(),
+                        committed,
+                    )
+                }
+                None => (
+                    entry.stored.clone(),
+                    Vec::new(),
+                    entry.start_error.clone(),
+                    entry.start_error.is_some(),
+                    None,
+                ),
+            }
+        };
+        // A stopped pipeline has no consumer: read its partitions and the
+        // group's offsets from the broker.
+        let (partitions, committed) = if committed.is_none() && partitions.is_empty() {
+            self.stopped_partitions(&stored.spec)
+        } else {
+            (partitions, committed)
         };
         let state = if stored.paused {
             v1::PipelineState::Paused
@@ -279,17 +327,17 @@ impl PipelineManager {
         } else {
             v1::PipelineState::Running
         };
-        let keys: Vec<(String, i32)> = partitions.iter().map(|p| p.partition.clone()).collect();
-        let committed = kafka::group_offsets(&self.kafka, &self.group(name), &keys)
-            .unwrap_or_else(|_| vec![None; keys.len()]);
+        let committed = committed.unwrap_or_else(|| vec![None; partitions.len()]);
         let partitions = partitions
             .iter()
             .zip(committed)
             .map(|(p, committed)| {
                 let (topic, partition) = &p.partition;
                 let committed = committed.unwrap_or(p.status.committed());
-                let high =
-                    kafka::watermarks(&self.kafka, topic, *partition).map_or(-1, |(_, high)| high);
+                let high = self
+                    .metadata
+                    .watermarks(topic, *partition)
+                    .map_or(-1, |(_, high)| high);
                 v1::PartitionStatus {
                     topic: topic.clone(),
                     partition: *partition,
@@ -318,6 +366,29 @@ impl PipelineManager {
         })
     }
 
+    fn stopped_partitions(
+        &self,
+        spec: &PipelineSpec,
+    ) -> (Vec<PartitionView>, Option<Vec<Option<i64>>>) {
+        let keys: Vec<(String, i32)> = spec
+            .inputs
+            .iter()
+            .flat_map(|topic| {
+                let count = self.metadata.partition_count(topic).unwrap_or(0);
+                (0..count).map(move |p| (topic.clone(), p))
+            })
+            .collect();
+        let committed = kafka::group_offsets(&self.kafka, &self.group(&spec.name), &keys).ok();
+        let views = keys
+            .into_iter()
+            .map(|partition| PartitionView {
+                partition,
+                status: Arc::default(),
+            })
+            .collect();
+        (views, committed)
+    }
+
     /// Every pipeline.
     pub fn list(&self) -> Vec<PipelineView> {
         let names: Vec<String> = self.lock().keys().cloned().collect();
@@ -332,6 +403,7 @@ impl PipelineManager {
                 .get_mut(name)
                 .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
             entry.stored.paused = true;
+            entry.start_error = None;
             self.persist(&entry.stored)?;
             entry.runner.take()
         };
@@ -362,9 +434,18 @@ impl PipelineManager {
         if let Some(old) = old {
             old.stop();
         }
-        let runner = self.start(&spec)?;
+        let started = self.start(&spec);
         if let Some(entry) = self.lock().get_mut(name) {
-            entry.runner = Some(runner);
+            match started {
+                Ok(runner) => {
+                    entry.runner = Some(runner);
+                    entry.start_error = None;
+                }
+                Err(e) => {
+                    entry.start_error = Some(format!("could not start: {e}"));
+                    return Err(e);
+                }
+            }
         }
         tracing::info!(pipeline = %name, "pipeline resumed");
         self.get(name)

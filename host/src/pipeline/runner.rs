@@ -7,7 +7,7 @@
 //! pace. On revoke, tasks finish their batch and commit before the partition
 //! is handed over.
 
-use crate::kafka::{KafkaSettings, partition_count};
+use crate::kafka::{KafkaMetadata, KafkaSettings, group_offsets_with};
 use crate::task::{Parked, PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
@@ -202,7 +202,11 @@ pub struct PartitionView {
 impl PipelineRunner {
     /// Starts the pipeline: its consumer joins the group on a thread of its
     /// own, retrying while the broker is unreachable.
-    pub fn start(plan: Arc<TaskPlan>, kafka: KafkaSettings) -> anyhow::Result<Self> {
+    pub fn start(
+        plan: Arc<TaskPlan>,
+        kafka: KafkaSettings,
+        metadata: Arc<KafkaMetadata>,
+    ) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             plan,
             consumer: Mutex::new(Weak::new()),
@@ -219,7 +223,7 @@ impl PipelineRunner {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("poll-{}", shared.plan.spec.name))
-                .spawn(move || serve_consumer(&shared, &kafka, &config, &stop))?
+                .spawn(move || serve_consumer(&shared, &metadata, &config, &stop))?
         };
         Ok(Self {
             shared,
@@ -237,6 +241,13 @@ impl PipelineRunner {
                 status: status.clone(),
             })
             .collect()
+    }
+
+    /// The offsets the group has committed for `partitions`, read through
+    /// the pipeline's own consumer; `None` before it exists.
+    pub fn committed(&self, partitions: &[TopicPartition]) -> Option<Vec<Option<i64>>> {
+        let consumer = lock(&self.shared.consumer).upgrade()?;
+        group_offsets_with(&*consumer, partitions).ok()
     }
 
     /// A pipeline-level error (consumer or broker trouble), if any.
@@ -274,7 +285,7 @@ impl Drop for PipelineRunner {
 /// subscribes, then serves the consumer until told to stop.
 fn serve_consumer(
     shared: &Arc<Shared>,
-    kafka: &KafkaSettings,
+    metadata: &KafkaMetadata,
     config: &ClientConfig,
     stop: &AtomicBool,
 ) {
@@ -285,7 +296,7 @@ fn serve_consumer(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            match partition_count(kafka, topic) {
+            match metadata.partition_count(topic) {
                 Ok(count) => {
                     inputs.extend((0..count).map(|p| (topic.clone(), p)));
                     break;

@@ -146,7 +146,6 @@ impl Guest {
             };
         }
         let stderr = ctx.stderr.contents();
-        let stderr = String::from_utf8_lossy(&stderr);
         let tail: String = stderr
             .trim_end()
             .chars()

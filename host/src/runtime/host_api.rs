@@ -10,7 +10,6 @@ use std::ops::Bound;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A pending timer: (time, domain, key), ordered by time.
@@ -52,14 +51,14 @@ pub(super) struct GuestCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(super) limiter: MemoryLimiter,
-    pub(super) stderr: MemoryOutputPipe,
+    pub(super) stderr: super::stderr::StderrTail,
     pub(super) services: TaskServices,
 }
 
 impl GuestCtx {
     pub(super) fn new(services: TaskServices, memory_bytes: u64) -> Self {
         // Panics print here; the tail is attached to the trap's error.
-        let stderr = MemoryOutputPipe::new(1 << 20);
+        let stderr = super::stderr::StderrTail::default();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stderr(stderr.clone())
             .allow_tcp(false)

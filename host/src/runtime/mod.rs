@@ -9,6 +9,7 @@
 mod bindings;
 mod guest;
 mod host_api;
+mod stderr;
 mod validate;
 
 pub use guest::{Guest, GuestError, GuestLimits};

@@ -332,12 +332,22 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                             .seek(&self.topic, self.partition, offset, Duration::from_secs(10))
                             .map_err(|e| Fault::Consume(format!("could not seek: {e}")))
                     }
-                    Some(offset) => Err(Fault::Consume(format!(
-                        "committed offset {offset} of {}/{} is no longer in the log (retention \
-                         deleted records before they were processed: {error}). eddy does not skip \
-                         records silently; delete and re-create the pipeline to start over",
-                        self.topic, self.partition
-                    ))),
+                    Some(offset) => {
+                        let range = self
+                            .consumer
+                            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(10))
+                            .map_or_else(
+                                |_| "unknown".to_owned(),
+                                |(low, high)| format!("{low}..{high}"),
+                            );
+                        Err(Fault::Consume(format!(
+                            "committed offset {offset} of {}/{} is outside the log, which now holds \
+                             offsets {range} ({error}); records before the log start were deleted \
+                             by retention before eddy processed them. eddy never skips records \
+                             silently: delete and re-create the pipeline to start over",
+                            self.topic, self.partition
+                        )))
+                    }
                 }
             }
             _ => {

@@ -157,3 +157,53 @@ fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> 
     assert_eq!(duplicated, 0, "a clean stop replays nothing");
     Ok(())
 }
+
+#[test]
+fn an_offset_outside_the_log_fails_loudly_instead_of_jumping() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 1), ("out", 1)])?;
+    let inputs = numbered(10);
+    produce(broker.bootstrap(), "in", &inputs)?;
+    daemon.deploy("shout", "uppercase", "in", "out", &[])?;
+    consume(
+        broker.bootstrap(),
+        "out",
+        10,
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
+    daemon.eddy_ok(&["pipeline", "pause", "shout"])?;
+    // The group's position now points past anything the log holds.
+    eddy_tests::commit_group_offset(broker.bootstrap(), "eddy.shout", "in", 0, 500)?;
+    daemon.eddy_ok(&["pipeline", "resume", "shout"])?;
+    let failed = wait_for(
+        "the task to fail on its position",
+        Duration::from_secs(60),
+        || {
+            let p = daemon.pipeline("shout")?;
+            Ok(p.partitions
+            .iter()
+            .any(|s| s.last_error.contains("committed offset 500 of in/0 is outside the log, which now holds offsets 0..10"))
+            .then_some(p))
+        },
+    )?;
+    assert_eq!(failed.state, eddy_tests::v1::PipelineState::Failed as i32);
+    produce(broker.bootstrap(), "in", &[Rec::value("later")])?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        11,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )?;
+    assert_eq!(
+        out.len(),
+        10,
+        "nothing was processed after the bad position"
+    );
+    assert_eq!(
+        group_committed(broker.bootstrap(), "eddy.shout", "in", 1)?,
+        [500],
+        "the position was not moved silently"
+    );
+    Ok(())
+}
