@@ -20,7 +20,8 @@ build: plugins
 
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins).
 test: build
-    cargo test --workspace --locked
+    cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+    awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$CARGO_TARGET_DIR/test-output.txt"
 
 # Formatting and lints, as CI checks them.
 lint:

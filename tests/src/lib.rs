@@ -548,22 +548,3 @@ pub fn group_committed(
         )
         .collect())
 }
-
-/// Commits `offset` for `group` on one partition, as an operator's offset
-/// reset tool would.
-pub fn commit_group_offset(
-    brokers: &str,
-    group: &str,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-    consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
-    Ok(())
-}
