@@ -11,20 +11,26 @@ fn numbered(n: usize) -> Vec<Rec> {
         .collect()
 }
 
-/// Counts each upper-cased value; returns (missing, duplicated).
-fn reconcile(inputs: &[Rec], outputs: &[Rec]) -> (Vec<String>, usize) {
+/// Asserts every input's upper-cased value is among the outputs; returns
+/// how many outputs are duplicates.
+fn assert_nothing_lost(inputs: &[Rec], outputs: &[Rec]) -> usize {
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for o in outputs {
         *counts.entry(o.text().unwrap_or_default()).or_default() += 1;
     }
-    let missing = inputs
+    let missing: Vec<String> = inputs
         .iter()
         .filter_map(Rec::text)
         .map(|v| v.to_uppercase())
         .filter(|v| !counts.contains_key(v))
         .collect();
-    let duplicated = counts.values().filter(|c| **c > 1).map(|c| c - 1).sum();
-    (missing, duplicated)
+    assert!(
+        missing.is_empty(),
+        "{} inputs missing from the output, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    counts.values().filter(|c| **c > 1).map(|c| c - 1).sum()
 }
 
 #[test]
@@ -40,13 +46,7 @@ fn ten_thousand_records_over_three_partitions_none_lost() -> anyhow::Result<()> 
         Duration::from_secs(120),
         Duration::from_secs(2),
     )?;
-    let (missing, duplicated) = reconcile(&inputs, &out);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    let duplicated = assert_nothing_lost(&inputs, &out);
     assert_eq!(duplicated, 0, "no crash, so no duplicates");
     let status = wait_for("all input committed", Duration::from_secs(30), || {
         let p = daemon.pipeline("shout")?;
@@ -93,13 +93,7 @@ fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
         Duration::from_secs(180),
         Duration::from_secs(2),
     )?;
-    let (missing, duplicated) = reconcile(&inputs, &out);
-    assert!(
-        missing.is_empty(),
-        "{} missing, e.g. {:?}",
-        missing.len(),
-        missing.first()
-    );
+    let duplicated = assert_nothing_lost(&inputs, &out);
     eprintln!(
         "killed with {committed}/{total} committed; {duplicated} duplicates after restart (at-least-once)"
     );
@@ -152,8 +146,7 @@ fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> 
         Duration::from_secs(2),
     )?;
     let all: Vec<Rec> = first.iter().chain(&second).cloned().collect();
-    let (missing, duplicated) = reconcile(&all, &out);
-    assert!(missing.is_empty(), "missing {missing:?}");
+    let duplicated = assert_nothing_lost(&all, &out);
     assert_eq!(duplicated, 0, "a clean stop replays nothing");
     Ok(())
 }
