@@ -24,6 +24,9 @@ pub struct ServeConfig {
     pub brokers: String,
     /// Topics to create in the embedded broker, as `NAME:PARTITIONS`.
     pub topics: Vec<String>,
+    /// How much each partition of the embedded broker keeps, in bytes
+    /// (oldest data is deleted beyond it, as retention would).
+    pub embedded_retention_bytes: u64,
     /// Consumer group session timeout: how long a dead daemon keeps its
     /// partitions before the group moves them.
     #[serde(with = "humantime_serde")]
@@ -72,6 +75,7 @@ impl Default for ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             brokers: String::new(),
             topics: Vec::new(),
+            embedded_retention_bytes: crate::kafka::DEFAULT_RETENTION_BYTES,
             session_timeout: Duration::from_secs(30),
             group_prefix: "eddy.".into(),
             limits: LimitsConfig::default(),
@@ -86,6 +90,7 @@ const ENV_KEYS: &[&str] = &[
     "listen",
     "brokers",
     "topics",
+    "embedded_retention_bytes",
     "session_timeout",
     "group_prefix",
     "limits",

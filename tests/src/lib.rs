@@ -114,8 +114,13 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker with these topics (`(name, partitions)`).
     pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
+        Self::start_with(topics, &[])
+    }
+
+    /// Starts a broker with these topics and extra `eddy dev-broker` flags.
+    pub fn start_with(topics: &[(&str, i32)], extra: &[&str]) -> anyhow::Result<Self> {
         let mut command = Command::new(eddy_bin());
-        command.arg("dev-broker");
+        command.arg("dev-broker").args(extra);
         for (name, partitions) in topics {
             command.arg("--topic").arg(format!("{name}:{partitions}"));
         }

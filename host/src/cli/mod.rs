@@ -107,9 +107,13 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DevBrokerArgs {
-    /// Create a topic, as NAME:PARTITIONS (repeatable).
+    /// Create a topic, as NAME:PARTITIONS (repeatable). Clients can also
+    /// create topics (CreateTopics).
     #[arg(long = "topic", value_name = "NAME:PARTITIONS")]
     pub topics: Vec<TopicSpec>,
+    /// How much each partition keeps before the oldest data is deleted, e.g. 64MiB.
+    #[arg(long, value_parser = parse_bytes, default_value = "1GiB")]
+    pub retention: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -329,7 +333,7 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::DevBroker(args) => crate::daemon::dev_broker(args.topics).await,
+        Command::DevBroker(args) => crate::daemon::dev_broker(args.topics, args.retention).await,
         Command::Module(m) => run_client(ClientCommand::Module(m)).await,
         Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,
         Command::Produce(args) => produce(args).await,

@@ -1,12 +1,89 @@
 //! The embedded broker: librdkafka's mock cluster, a Kafka wire-protocol
-//! peer on 127.0.0.1 that any Kafka client can reach. It lives in memory for
+//! peer on 127.0.0.1 that any Kafka client can reach. eddy vendors librdkafka
+//! with a patched mock (`vendor/rdkafka-sys/PATCHES.md`): transactions,
+//! fencing, CreateTopics and configurable retention. It lives in memory for
 //! as long as its owner.
 
 use super::TopicSpec;
-use anyhow::Context as _;
-use rdkafka::mocking::MockCluster;
+use anyhow::{Context as _, bail};
+use rdkafka::ClientConfig;
+use rdkafka::bindings as rdsys;
+use rdkafka::producer::{BaseProducer, Producer as _};
+use std::ffi::{CStr, CString};
+use std::ptr::NonNull;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+
+/// How much each partition of an embedded broker keeps by default.
+pub const DEFAULT_RETENTION_BYTES: u64 = 1 << 30;
+
+/// The mock cluster and the client handle it runs on. Not `Send`: it lives
+/// on the thread that created it.
+struct MockCluster {
+    cluster: NonNull<rdsys::rd_kafka_mock_cluster_t>,
+    // Dropped after the cluster (see Drop): the cluster runs on its handle.
+    _client: BaseProducer,
+}
+
+impl MockCluster {
+    fn new(retention_bytes: u64) -> anyhow::Result<Self> {
+        let client: BaseProducer = ClientConfig::new()
+            .set("log_level", "3")
+            .create()
+            .context("could not create the broker's client handle")?;
+        // SAFETY: the handle is valid and outlives the cluster, which is
+        // destroyed first in Drop.
+        let raw = unsafe { rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), 1) };
+        let cluster = NonNull::new(raw).context("librdkafka could not start the mock cluster")?;
+        let max_bytes = usize::try_from(retention_bytes).unwrap_or(usize::MAX);
+        // SAFETY: `cluster` is a live mock cluster; no topic exists yet, as
+        // the function requires.
+        unsafe {
+            rdsys::rd_kafka_mock_set_partition_retention(cluster.as_ptr(), max_bytes, 100_000_000)
+        };
+        Ok(Self {
+            cluster,
+            _client: client,
+        })
+    }
+
+    fn bootstrap(&self) -> String {
+        // SAFETY: the cluster is live; the string it returns lives as long
+        // as the cluster and is copied here.
+        unsafe {
+            CStr::from_ptr(rdsys::rd_kafka_mock_cluster_bootstraps(
+                self.cluster.as_ptr(),
+            ))
+        }
+        .to_string_lossy()
+        .into_owned()
+    }
+
+    fn create_topic(&self, topic: &TopicSpec) -> anyhow::Result<()> {
+        let name = CString::new(topic.name.as_str()).context("topic names cannot contain NUL")?;
+        // SAFETY: the cluster is live and `name` outlives the call.
+        let err = unsafe {
+            rdsys::rd_kafka_mock_topic_create(
+                self.cluster.as_ptr(),
+                name.as_ptr(),
+                topic.partitions,
+                1,
+            )
+        };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            bail!("could not create topic {}: {err:?}", topic.name);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        // SAFETY: created by rd_kafka_mock_cluster_new and destroyed once,
+        // before the client handle it runs on.
+        unsafe { rdsys::rd_kafka_mock_cluster_destroy(self.cluster.as_ptr()) };
+    }
+}
 
 /// A running embedded broker; dropping it stops the broker.
 pub struct EmbeddedBroker {
@@ -16,23 +93,29 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a one-broker cluster and creates `topics` in it.
-    pub fn start(topics: &[TopicSpec]) -> anyhow::Result<Self> {
+    /// Starts a one-broker cluster keeping up to `retention_bytes` per
+    /// partition, and creates `topics` in it.
+    pub fn start(topics: &[TopicSpec], retention_bytes: u64) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let topics = topics.to_vec();
-        // The mock cluster handle is not Send: it lives on its own thread.
         let thread = std::thread::Builder::new()
             .name("eddy-broker".into())
             .spawn(move || {
-                let cluster = match start_cluster(&topics) {
+                let started = MockCluster::new(retention_bytes).and_then(|cluster| {
+                    for topic in &topics {
+                        cluster.create_topic(topic)?;
+                    }
+                    Ok(cluster)
+                });
+                let cluster = match started {
                     Ok(cluster) => cluster,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                let _ = ready_tx.send(Ok(cluster.bootstrap()));
                 // Runs until the owner is dropped.
                 let _ = stop_rx.recv();
                 drop(cluster);
@@ -51,18 +134,6 @@ impl EmbeddedBroker {
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap
     }
-}
-
-fn start_cluster(
-    topics: &[TopicSpec],
-) -> anyhow::Result<MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
-    let cluster = MockCluster::new(1).context("could not start the embedded Kafka broker")?;
-    for topic in topics {
-        cluster
-            .create_topic(&topic.name, topic.partitions, 1)
-            .with_context(|| format!("could not create topic {}", topic.name))?;
-    }
-    Ok(cluster)
 }
 
 impl Drop for EmbeddedBroker {

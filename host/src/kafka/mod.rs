@@ -4,7 +4,7 @@
 mod broker;
 mod topics;
 
-pub use broker::EmbeddedBroker;
+pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
 pub use topics::{KafkaMetadata, TopicSpec, group_offsets, group_offsets_with};
 
 use rdkafka::ClientConfig;

@@ -153,7 +153,10 @@ fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> 
 
 #[test]
 fn an_offset_that_fell_out_of_the_log_fails_loudly_instead_of_jumping() -> anyhow::Result<()> {
-    let (broker, daemon, _dir) = setup(&[("in", 1), ("out", 1)])?;
+    let broker =
+        eddy_tests::Broker::start_with(&[("in", 1), ("out", 1)], &["--retention", "5MiB"])?;
+    let dir = tempfile::tempdir()?;
+    let daemon = eddy_tests::Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     produce(broker.bootstrap(), "in", &numbered(10))?;
     daemon.deploy("shout", "uppercase", "in", "out", &[])?;
     consume(
@@ -165,7 +168,7 @@ fn an_offset_that_fell_out_of_the_log_fails_loudly_instead_of_jumping() -> anyho
     )?;
     daemon.eddy_ok(&["pipeline", "pause", "shout"])?;
     // While the pipeline is paused, retention deletes what it has not read:
-    // the development broker keeps 5 MiB per partition, 8 MiB are written.
+    // this broker keeps 5 MiB per partition, 8 MiB are written.
     let big: Vec<Rec> = (0..8 * 1024)
         .map(|i| Rec::value(format!("{i:01024}")))
         .collect();

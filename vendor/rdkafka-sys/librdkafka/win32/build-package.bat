@@ -1,0 +1,3 @@
+
+powershell "%CD%\package-nuget.ps1"
+
