@@ -29,11 +29,16 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
 
+# Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py).
+probe-broker probe: build
+    python3 -c "import confluent_kafka" 2>/dev/null || pip3 install --quiet confluent-kafka
+    scripts/probe-broker.sh {{ probe }}
+
 # Start the daemon on its embedded broker, deploy `uppercase`, produce lines, print the output.
 demo: build
     scripts/demo.sh
 
 # Records per second and per CPU-second of `uppercase` through a release build of the daemon.
-bench records="100000": plugins
+bench records="1000000": plugins
     cargo build --release --locked -p eddy
     scripts/bench.sh {{ records }}

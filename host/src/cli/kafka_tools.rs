@@ -5,6 +5,7 @@ use super::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -39,7 +40,7 @@ pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<String>, _>>()
     })
     .await??;
-    let mut deliveries = Vec::with_capacity(lines.len());
+    let mut deliveries = std::collections::VecDeque::new();
     for line in &lines {
         let (key, value) = match &separator {
             Some(sep) => match line.split_once(sep.as_str()) {
@@ -52,20 +53,41 @@ pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         if let Some(key) = key {
             record = record.key(key);
         }
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| anyhow::anyhow!("could not produce to {topic}: {e}"))?,
-        );
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    deliveries.push_back(delivery);
+                    break;
+                }
+                // The local queue is full: wait for the oldest delivery.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    match deliveries.pop_front() {
+                        Some(oldest) => delivered(oldest, &topic, &brokers).await?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((e, _)) => anyhow::bail!("could not produce to {topic}: {e}"),
+            }
+        }
     }
     for delivery in deliveries {
-        delivery
-            .await
-            .context("producer closed")?
-            .map_err(|(e, _)| anyhow::anyhow!("could not produce to {topic} at {brokers}: {e}"))?;
+        delivered(delivery, &topic, &brokers).await?;
     }
     producer.flush(Duration::from_secs(10))?;
     eprintln!("produced {} records to {topic}", lines.len());
+    Ok(())
+}
+
+async fn delivered(
+    delivery: rdkafka::producer::DeliveryFuture,
+    topic: &str,
+    brokers: &str,
+) -> anyhow::Result<()> {
+    delivery
+        .await
+        .context("producer closed")?
+        .map_err(|(e, _)| anyhow::anyhow!("could not produce to {topic} at {brokers}: {e}"))?;
     Ok(())
 }
 

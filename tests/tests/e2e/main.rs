@@ -1,6 +1,7 @@
 //! End to end: the real `eddy` binary against `eddy dev-broker` in its own
 //! process, deploying plugins built from `plugins/`. Run with `just test`.
 
+mod broker;
 mod control_plane;
 mod delivery;
 mod hostile;
