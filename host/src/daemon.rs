@@ -52,7 +52,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         topics.push(t.parse().map_err(|e: String| anyhow::anyhow!(e))?);
     }
     let broker = if config.brokers.is_empty() {
-        let broker = EmbeddedBroker::start(&topics, config.embedded_retention_bytes)?;
+        let broker = EmbeddedBroker::start(&topics, config.embedded_retention_bytes, None)?;
         announce(&format!(
             "eddy: embedded Kafka broker at {}",
             broker.bootstrap()
@@ -126,8 +126,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
 }
 
 /// Runs a broker in this process until SIGTERM or Ctrl-C.
-pub async fn dev_broker(topics: Vec<TopicSpec>, retention_bytes: u64) -> anyhow::Result<()> {
-    let broker = EmbeddedBroker::start(&topics, retention_bytes)?;
+pub async fn dev_broker(
+    topics: Vec<TopicSpec>,
+    retention_bytes: u64,
+    port: Option<u16>,
+) -> anyhow::Result<()> {
+    let broker = EmbeddedBroker::start(&topics, retention_bytes, port)?;
     announce(broker.bootstrap());
     eprintln!(
         "eddy dev-broker: Kafka-protocol broker at {} (in memory; stop with Ctrl-C)",

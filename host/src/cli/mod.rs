@@ -57,7 +57,10 @@ pub enum Command {
     /// Run a Kafka-protocol broker for development and tests, in its own
     /// process, until stopped. Prints its bootstrap address on stdout.
     ///
-    /// Example: eddy dev-broker --topic input:3 --topic output:3
+    /// It honours transactions, fencing, CreateTopics and retention; it keeps
+    /// everything in memory.
+    ///
+    /// Example: eddy dev-broker --port 9092 --topic input:3 --topic output:3
     DevBroker(DevBrokerArgs),
 
     /// Upload and list WebAssembly modules.
@@ -114,6 +117,9 @@ pub struct DevBrokerArgs {
     /// How much each partition keeps before the oldest data is deleted, e.g. 64MiB.
     #[arg(long, value_parser = parse_bytes, default_value = "1GiB")]
     pub retention: u64,
+    /// Listen on 127.0.0.1:PORT instead of a free port.
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,7 +339,9 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Command::DevBroker(args) => crate::daemon::dev_broker(args.topics, args.retention).await,
+        Command::DevBroker(args) => {
+            crate::daemon::dev_broker(args.topics, args.retention, args.port).await
+        }
         Command::Module(m) => run_client(ClientCommand::Module(m)).await,
         Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,
         Command::Produce(args) => produce(args).await,

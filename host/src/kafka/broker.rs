@@ -26,15 +26,27 @@ struct MockCluster {
 }
 
 impl MockCluster {
-    fn new(retention_bytes: u64) -> anyhow::Result<Self> {
+    fn new(retention_bytes: u64, port: Option<u16>) -> anyhow::Result<Self> {
         let client: BaseProducer = ClientConfig::new()
             .set("log_level", "3")
             .create()
             .context("could not create the broker's client handle")?;
         // SAFETY: the handle is valid and outlives the cluster, which is
         // destroyed first in Drop.
-        let raw = unsafe { rdsys::rd_kafka_mock_cluster_new(client.client().native_ptr(), 1) };
-        let cluster = NonNull::new(raw).context("librdkafka could not start the mock cluster")?;
+        let raw = unsafe {
+            rdsys::rd_kafka_mock_cluster_new_on_port(
+                client.client().native_ptr(),
+                1,
+                port.map_or(0, i32::from),
+            )
+        };
+        let cluster = NonNull::new(raw).with_context(|| match port {
+            Some(port) => format!(
+                "could not start the broker on 127.0.0.1:{port} (is the port in use? pick \
+                 another with --port, or leave it out for a free one)"
+            ),
+            None => "librdkafka could not start the mock cluster".to_owned(),
+        })?;
         let max_bytes = usize::try_from(retention_bytes).unwrap_or(usize::MAX);
         // SAFETY: `cluster` is a live mock cluster; no topic exists yet, as
         // the function requires.
@@ -93,16 +105,20 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a one-broker cluster keeping up to `retention_bytes` per
-    /// partition, and creates `topics` in it.
-    pub fn start(topics: &[TopicSpec], retention_bytes: u64) -> anyhow::Result<Self> {
+    /// Starts a one-broker cluster on `port` (a free one if `None`),
+    /// keeping up to `retention_bytes` per partition, and creates `topics`.
+    pub fn start(
+        topics: &[TopicSpec],
+        retention_bytes: u64,
+        port: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let topics = topics.to_vec();
         let thread = std::thread::Builder::new()
             .name("eddy-broker".into())
             .spawn(move || {
-                let started = MockCluster::new(retention_bytes).and_then(|cluster| {
+                let started = MockCluster::new(retention_bytes, port).and_then(|cluster| {
                     for topic in &topics {
                         cluster.create_topic(topic)?;
                     }

@@ -43,7 +43,7 @@ fn values(records: &[Rec]) -> Vec<String> {
 }
 
 #[test]
-fn create_topics_with_the_requested_partition_count() -> anyhow::Result<()> {
+fn create_and_delete_topics() -> anyhow::Result<()> {
     let broker = Broker::start(&[])?;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
@@ -62,6 +62,23 @@ fn create_topics_with_the_requested_partition_count() -> anyhow::Result<()> {
     );
     let metadata = admin.inner().fetch_metadata(Some("five"), T)?;
     assert_eq!(metadata.topics()[0].partitions().len(), 5);
+
+    let deleted = eddy_tests::block_on(admin.delete_topics(&["five"], &options))?;
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    let metadata = admin.inner().fetch_metadata(None, T)?;
+    let names: Vec<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    assert!(
+        !names.contains(&"five") && names.contains(&"one"),
+        "{names:?}"
+    );
+    let again = eddy_tests::block_on(admin.delete_topics(&["five"], &options))?;
+    assert!(
+        matches!(
+            again[0],
+            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition))
+        ),
+        "{again:?}"
+    );
     Ok(())
 }
 
@@ -238,5 +255,36 @@ fn a_consumer_group_spreads_partitions_over_members_and_rebalances() -> anyhow::
         );
         a.poll(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+#[test]
+fn the_broker_listens_on_the_port_it_is_given() -> anyhow::Result<()> {
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let broker = Broker::start_with(&[("t", 1)], &["--port", &port.to_string()])?;
+    assert_eq!(broker.bootstrap(), format!("127.0.0.1:{port}"));
+    produce(broker.bootstrap(), "t", &[Rec::value("via the fixed port")])?;
+    let seen = consume(
+        broker.bootstrap(),
+        "t",
+        1,
+        Duration::from_secs(20),
+        Duration::ZERO,
+    )?;
+    assert_eq!(values(&seen), ["via the fixed port"]);
+
+    // A second broker on the same port is refused with a clear error.
+    let out = std::process::Command::new(eddy_tests::eddy_bin())
+        .args(["dev-broker", "--port", &port.to_string()])
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("could not start the broker on 127.0.0.1:{port}")),
+        "{stderr}"
+    );
     Ok(())
 }

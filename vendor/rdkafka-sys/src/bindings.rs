@@ -3649,6 +3649,14 @@ extern "C" {
     ) -> *mut rd_kafka_mock_cluster_t;
 }
 extern "C" {
+    /// eddy patch: brokers listen on `port`, `port + 1`, ...
+    pub fn rd_kafka_mock_cluster_new_on_port(
+        rk: *mut rd_kafka_t,
+        broker_cnt: c_int,
+        port: c_int,
+    ) -> *mut rd_kafka_mock_cluster_t;
+}
+extern "C" {
     pub fn rd_kafka_mock_cluster_destroy(mcluster: *mut rd_kafka_mock_cluster_t);
 }
 extern "C" {

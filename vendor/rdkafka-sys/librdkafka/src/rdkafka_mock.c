@@ -918,6 +918,39 @@ static void rd_kafka_mock_topic_destroy(rd_kafka_mock_topic_t *mtopic) {
 }
 
 
+/**
+ * @brief Deletes \p mtopic and what open transactions keep about its
+ *        partitions (eddy patch: DeleteTopics).
+ */
+void rd_kafka_mock_topic_delete(rd_kafka_mock_cluster_t *mcluster,
+                                rd_kafka_mock_topic_t *mtopic) {
+        rd_kafka_mock_txn_t *mtxn;
+        int i;
+
+        TAILQ_FOREACH(mtxn, &mcluster->txns, link) {
+                rd_kafka_mock_txn_offset_t *toff, *tmp;
+
+                for (i = 0; i < mtopic->partition_cnt; i++)
+                        rd_list_remove(&mtxn->partitions,
+                                       &mtopic->partitions[i]);
+
+                TAILQ_FOREACH_SAFE(toff, &mtxn->offsets, link, tmp) {
+                        if (toff->mpart->topic != mtopic)
+                                continue;
+                        TAILQ_REMOVE(&mtxn->offsets, toff, link);
+                        rd_kafkap_str_destroy(toff->group);
+                        if (toff->metadata)
+                                rd_kafkap_str_destroy(toff->metadata);
+                        rd_free(toff);
+                }
+        }
+
+        rd_kafka_dbg(mcluster->rk, MOCK, "MOCK", "Deleted topic \"%s\"",
+                     mtopic->name);
+        rd_kafka_mock_topic_destroy(mtopic);
+}
+
+
 static rd_kafka_mock_topic_t *
 rd_kafka_mock_topic_new(rd_kafka_mock_cluster_t *mcluster,
                         const char *topic,
@@ -1999,6 +2032,11 @@ rd_kafka_mock_broker_new(rd_kafka_mock_cluster_t *mcluster,
                 return NULL;
         }
 
+        /* eddy patch: fixed ports when the cluster was given a base port. */
+        if (mcluster->listen_port_base > 0)
+                sin.sin_port =
+                    htons((uint16_t)(mcluster->listen_port_base + broker_id - 1));
+
         listen_s = rd_kafka_mock_broker_new_listener(mcluster, &sin);
         if (listen_s == -1) {
                 if (err)
@@ -3073,14 +3111,52 @@ void rd_kafka_mock_cluster_destroy(rd_kafka_mock_cluster_t *mcluster) {
 
 rd_kafka_mock_cluster_t *rd_kafka_mock_cluster_new(rd_kafka_t *rk,
                                                    int broker_cnt) {
+        return rd_kafka_mock_cluster_new_on_port(rk, broker_cnt, 0);
+}
+
+/**
+ * @returns rd_true if 127.0.0.1:\p port can be bound now (eddy patch).
+ */
+static rd_bool_t rd_kafka_mock_port_available(int port) {
+        struct sockaddr_in sin = {
+            .sin_family = AF_INET,
+            .sin_addr   = {.s_addr = htonl(INADDR_LOOPBACK)},
+            .sin_port   = htons((uint16_t)port)};
+        int on = 1;
+        rd_bool_t ok;
+        rd_socket_t s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+
+        if (s == RD_SOCKET_ERROR)
+                return rd_false;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, (void *)&on, sizeof(on));
+        ok = bind(s, (struct sockaddr *)&sin, sizeof(sin)) != RD_SOCKET_ERROR;
+        rd_socket_close(s);
+        return ok;
+}
+
+rd_kafka_mock_cluster_t *rd_kafka_mock_cluster_new_on_port(rd_kafka_t *rk,
+                                                           int broker_cnt,
+                                                           int port) {
         rd_kafka_mock_cluster_t *mcluster;
         rd_kafka_mock_broker_t *mrkb;
         int i, r;
         size_t bootstraps_len = 0;
         size_t of;
 
+        /* Fail before anything is set up: a broker that cannot listen
+         * makes the code below tear down a half-built cluster. */
+        for (i = 0; port > 0 && i < broker_cnt; i++) {
+                if (port + i > 65535 || !rd_kafka_mock_port_available(port + i)) {
+                        rd_kafka_log(rk, LOG_ERR, "MOCK",
+                                     "Mock broker port %d is not available",
+                                     port + i);
+                        return NULL;
+                }
+        }
+
         mcluster     = rd_calloc(1, sizeof(*mcluster));
         mcluster->rk = rk;
+        mcluster->listen_port_base = port;
 
         mcluster->dummy_rkb =
             rd_kafka_broker_add(rk, RD_KAFKA_INTERNAL, RD_KAFKA_PROTO_PLAINTEXT,

@@ -96,6 +96,19 @@ rd_kafka_mock_cluster_t *rd_kafka_mock_cluster_new(rd_kafka_t *rk,
 
 
 /**
+ * @brief Like rd_kafka_mock_cluster_new() but broker N listens on
+ *        127.0.0.1:\p port + N - 1 instead of an ephemeral port; \p port 0
+ *        picks ephemeral ports (eddy patch).
+ *
+ * @returns NULL if a port cannot be bound (it is in use, say).
+ */
+RD_EXPORT
+rd_kafka_mock_cluster_t *rd_kafka_mock_cluster_new_on_port(rd_kafka_t *rk,
+                                                           int broker_cnt,
+                                                           int port);
+
+
+/**
  * @brief Destroy mock cluster.
  */
 RD_EXPORT

@@ -2242,6 +2242,66 @@ err_parse:
 
 
 /**
+ * @brief Handle DeleteTopics (eddy patch), versions 0 to 3.
+ */
+static int rd_kafka_mock_handle_DeleteTopics(rd_kafka_mock_connection_t *mconn,
+                                             rd_kafka_buf_t *rkbuf) {
+        rd_kafka_mock_cluster_t *mcluster = mconn->broker->cluster;
+        const rd_bool_t log_decode_errors = rd_true;
+        rd_kafka_buf_t *resp = rd_kafka_mock_buf_new_response(rkbuf);
+        rd_kafka_resp_err_t all_err;
+        int32_t TopicsCnt, TimeoutMs;
+        rd_kafkap_str_t *Names;
+        int i;
+
+        if (rkbuf->rkbuf_reqhdr.ApiVersion >= 1) {
+                /* Response: ThrottleTimeMs */
+                rd_kafka_buf_write_i32(resp, 0);
+        }
+
+        /* #TopicNames */
+        rd_kafka_buf_read_arraycnt(rkbuf, &TopicsCnt, RD_KAFKAP_TOPICS_MAX);
+        Names = rd_alloca(sizeof(*Names) * RD_MAX(TopicsCnt, 1));
+        for (i = 0; i < TopicsCnt; i++)
+                rd_kafka_buf_read_str(rkbuf, &Names[i]);
+        rd_kafka_buf_read_i32(rkbuf, &TimeoutMs);
+
+        /* Response: #Responses */
+        rd_kafka_buf_write_arraycnt(resp, TopicsCnt);
+
+        /* Inject error */
+        all_err = rd_kafka_mock_next_request_error(mconn, resp);
+
+        for (i = 0; i < TopicsCnt; i++) {
+                rd_kafka_resp_err_t err = all_err;
+                rd_kafka_mock_topic_t *mtopic;
+
+                if (!err) {
+                        mtopic =
+                            rd_kafka_mock_topic_find_by_kstr(mcluster, &Names[i]);
+                        if (!mtopic)
+                                err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+                        else
+                                rd_kafka_mock_topic_delete(mcluster, mtopic);
+                }
+
+                /* Response: Name */
+                rd_kafka_buf_write_kstr(resp, &Names[i]);
+                /* Response: ErrorCode */
+                rd_kafka_buf_write_i16(resp, err);
+        }
+
+        rd_kafka_mock_connection_send_response(mconn, resp);
+
+        return 0;
+
+err_parse:
+        rd_kafka_buf_destroy(resp);
+        return -1;
+}
+
+
+/**
  * @brief Handle InitProducerId
  */
 static int
@@ -3219,6 +3279,8 @@ const struct rd_kafka_mock_api_handler
                                        rd_kafka_mock_handle_FindCoordinator},
         [RD_KAFKAP_CreateTopics]    = {0, 4, -1,
                                        rd_kafka_mock_handle_CreateTopics},
+        [RD_KAFKAP_DeleteTopics]    = {0, 3, -1,
+                                       rd_kafka_mock_handle_DeleteTopics},
         [RD_KAFKAP_InitProducerId]  = {0, 4, 2,
                                        rd_kafka_mock_handle_InitProducerId},
         [RD_KAFKAP_JoinGroup]       = {0, 6, 6, rd_kafka_mock_handle_JoinGroup},

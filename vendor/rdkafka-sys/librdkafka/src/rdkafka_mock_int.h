@@ -462,6 +462,9 @@ struct rd_kafka_mock_cluster_s {
 
         int32_t controller_id; /**< Current controller */
 
+        int listen_port_base; /**< Broker N listens on this port + N - 1;
+                               *   0: ephemeral ports (eddy patch) */
+
         TAILQ_HEAD(, rd_kafka_mock_broker_s) brokers;
         int broker_cnt;
 
@@ -576,6 +579,8 @@ rd_kafka_mock_partition_t *
 rd_kafka_mock_partition_find(const rd_kafka_mock_topic_t *mtopic,
                              int32_t partition);
 int64_t rd_kafka_mock_partition_lso(const rd_kafka_mock_partition_t *mpart);
+void rd_kafka_mock_topic_delete(rd_kafka_mock_cluster_t *mcluster,
+                                rd_kafka_mock_topic_t *mtopic);
 void rd_kafka_mock_txn_add_offset(rd_kafka_mock_cluster_t *mcluster,
                                   const rd_kafkap_str_t *TransactionalId,
                                   rd_kafka_mock_partition_t *mpart,
