@@ -436,21 +436,16 @@ void rd_kafka_mock_txn_add_offset(rd_kafka_mock_cluster_t *mcluster,
 }
 
 /**
- * @brief Appends a transaction control marker (COMMIT or ABORT) for
- *        \p pid to the partition log, as a real broker does on EndTxn.
- *
- * The marker is a v2 RecordBatch with the transactional and control
- * attributes and one record: key (version, type), value (version,
- * coordinator epoch).
+ * @brief Encodes a transaction control marker (COMMIT or ABORT) for \p pid
+ *        into \p buf: a v2 RecordBatch with the transactional and control
+ *        attributes and one record: key (version, type), value (version,
+ *        coordinator epoch). BaseOffset and PartitionLeaderEpoch are left 0:
+ *        they are set on append, outside the CRC.
  */
-static rd_kafka_mock_msgset_t *
-rd_kafka_mock_partition_write_marker(rd_kafka_mock_partition_t *mpart,
-                                     rd_kafka_pid_t pid,
-                                     rd_bool_t commit) {
-        /* 61 bytes of batch header + 17 bytes of record. */
-        char buf[78];
-        rd_kafkap_bytes_t bytes;
-        int64_t now = rd_uclock() / 1000;
+void rd_kafka_mock_txn_marker_build(char *buf,
+                                    rd_kafka_pid_t pid,
+                                    rd_bool_t commit,
+                                    int64_t timestamp) {
         int64_t i64;
         int32_t i32;
         int16_t i16;
@@ -469,16 +464,15 @@ rd_kafka_mock_partition_write_marker(rd_kafka_mock_partition_t *mpart,
             0x00                    /* Headers: 0 */
         };
 
-        memset(buf, 0, sizeof(buf));
-        /* BaseOffset and PartitionLeaderEpoch are set on append. */
-        i32 = htobe32((int32_t)sizeof(buf) - 12);
+        memset(buf, 0, RD_KAFKA_MOCK_TXN_MARKER_SIZE);
+        i32 = htobe32(RD_KAFKA_MOCK_TXN_MARKER_SIZE - 12);
         memcpy(buf + 8, &i32, 4); /* BatchLength */
         buf[16] = 2;              /* Magic */
         i16     = htobe16(RD_KAFKA_MSGSET_V2_ATTR_TRANSACTIONAL |
                           RD_KAFKA_MSGSET_V2_ATTR_CONTROL);
         memcpy(buf + 21, &i16, 2); /* Attributes */
         /* LastOffsetDelta: 0 */
-        i64 = htobe64(now);
+        i64 = htobe64(timestamp);
         memcpy(buf + 27, &i64, 8); /* BaseTimestamp */
         memcpy(buf + 35, &i64, 8); /* MaxTimestamp */
         i64 = htobe64(pid.id);
@@ -492,12 +486,38 @@ rd_kafka_mock_partition_write_marker(rd_kafka_mock_partition_t *mpart,
         memcpy(buf + 61, record, sizeof(record));
         buf[61 + 8] = commit ? 1 : 0; /* Key: Type (0 abort, 1 commit) */
 
-        crc = htobe32(rd_crc32c(0, buf + 21, sizeof(buf) - 21));
+        crc = htobe32(rd_crc32c(0, buf + 21, RD_KAFKA_MOCK_TXN_MARKER_SIZE - 21));
         memcpy(buf + 17, &crc, 4); /* CRC */
+}
 
+/**
+ * @brief Appends a transaction control marker for \p pid to the partition
+ *        log, as a real broker does on EndTxn.
+ */
+static rd_kafka_mock_msgset_t *
+rd_kafka_mock_partition_write_marker(rd_kafka_mock_partition_t *mpart,
+                                     rd_kafka_pid_t pid,
+                                     rd_bool_t commit) {
+        char buf[RD_KAFKA_MOCK_TXN_MARKER_SIZE];
+        rd_kafkap_bytes_t bytes;
+
+        rd_kafka_mock_txn_marker_build(buf, pid, commit, rd_uclock() / 1000);
         bytes.len  = (int32_t)sizeof(buf);
         bytes.data = buf;
         return rd_kafka_mock_msgset_new(mpart, &bytes, 1);
+}
+
+/**
+ * @returns rd_true if the aborted transaction \p ptxn has records or its
+ *          marker within [\p first_offset, \p last_offset]: a
+ *          read_committed Fetch returning that range must list it.
+ */
+rd_bool_t
+rd_kafka_mock_partition_txn_overlaps(const rd_kafka_mock_partition_txn_t *ptxn,
+                                     int64_t first_offset,
+                                     int64_t last_offset) {
+        return ptxn->first_offset <= last_offset &&
+               ptxn->last_offset >= first_offset;
 }
 
 /**
@@ -4009,10 +4029,108 @@ static int ut_cgrp_consumer_member_next_assignment(void) {
 }
 
 /**
+ * @brief The transaction marker is a well-formed v2 control batch
+ *        (eddy patch).
+ */
+static int ut_txn_marker(void) {
+        char buf[RD_KAFKA_MOCK_TXN_MARKER_SIZE];
+        rd_kafka_pid_t pid = {.id = 4242, .epoch = 7};
+        int64_t i64;
+        int32_t i32;
+        int16_t i16;
+        uint32_t crc;
+
+        RD_UT_BEGIN();
+
+        rd_kafka_mock_txn_marker_build(buf, pid, rd_true /*commit*/, 1000);
+        memcpy(&i32, buf + 8, 4);
+        RD_UT_ASSERT(be32toh(i32) == RD_KAFKA_MOCK_TXN_MARKER_SIZE - 12,
+                     "BatchLength %d", (int)be32toh(i32));
+        RD_UT_ASSERT(buf[16] == 2, "Magic %d", buf[16]);
+        memcpy(&i16, buf + 21, 2);
+        RD_UT_ASSERT(be16toh(i16) == (RD_KAFKA_MSGSET_V2_ATTR_TRANSACTIONAL |
+                                      RD_KAFKA_MSGSET_V2_ATTR_CONTROL),
+                     "Attributes 0x%x", (int)be16toh(i16));
+        memcpy(&i64, buf + 27, 8);
+        RD_UT_ASSERT(be64toh(i64) == 1000, "BaseTimestamp");
+        memcpy(&i64, buf + 43, 8);
+        RD_UT_ASSERT(be64toh(i64) == 4242, "ProducerId");
+        memcpy(&i16, buf + 51, 2);
+        RD_UT_ASSERT(be16toh(i16) == 7, "ProducerEpoch");
+        memcpy(&i32, buf + 57, 4);
+        RD_UT_ASSERT(be32toh(i32) == 1, "RecordCount");
+        RD_UT_ASSERT(buf[61] == 0x20, "record length: 16 as a zigzag varint");
+        RD_UT_ASSERT(buf[61 + 8] == 1, "key type: commit");
+        memcpy(&crc, buf + 17, 4);
+        RD_UT_ASSERT(be32toh(crc) ==
+                         rd_crc32c(0, buf + 21,
+                                   RD_KAFKA_MOCK_TXN_MARKER_SIZE - 21),
+                     "CRC32C over Attributes and what follows");
+
+        rd_kafka_mock_txn_marker_build(buf, pid, rd_false /*abort*/, 1000);
+        RD_UT_ASSERT(buf[61 + 8] == 0, "key type: abort");
+
+        RD_UT_PASS();
+}
+
+/**
+ * @brief The LSO is the first offset of the oldest open transaction, else
+ *        the end offset (eddy patch).
+ */
+static int ut_partition_lso(void) {
+        rd_kafka_mock_partition_t mpart;
+        rd_kafka_mock_partition_txn_t a = {1, 10, -1}, b = {2, 5, -1};
+
+        RD_UT_BEGIN();
+
+        memset(&mpart, 0, sizeof(mpart));
+        mpart.end_offset = 20;
+        rd_list_init(&mpart.ongoing_txns, 0, NULL);
+        RD_UT_ASSERT(rd_kafka_mock_partition_lso(&mpart) == 20,
+                     "no open transaction: the end offset");
+        rd_list_add(&mpart.ongoing_txns, &a);
+        RD_UT_ASSERT(rd_kafka_mock_partition_lso(&mpart) == 10, "one open");
+        rd_list_add(&mpart.ongoing_txns, &b);
+        RD_UT_ASSERT(rd_kafka_mock_partition_lso(&mpart) == 5, "the oldest");
+        rd_list_remove(&mpart.ongoing_txns, &b);
+        RD_UT_ASSERT(rd_kafka_mock_partition_lso(&mpart) == 10,
+                     "after the oldest ended");
+        rd_list_destroy(&mpart.ongoing_txns);
+
+        RD_UT_PASS();
+}
+
+/**
+ * @brief Which aborted transactions a read_committed Fetch lists
+ *        (eddy patch).
+ */
+static int ut_aborted_txn_overlap(void) {
+        rd_kafka_mock_partition_txn_t t = {1, 10, 20};
+
+        RD_UT_BEGIN();
+
+        RD_UT_ASSERT(!rd_kafka_mock_partition_txn_overlaps(&t, 0, 9),
+                     "a range before it");
+        RD_UT_ASSERT(rd_kafka_mock_partition_txn_overlaps(&t, 0, 10),
+                     "a range ending at its first record");
+        RD_UT_ASSERT(rd_kafka_mock_partition_txn_overlaps(&t, 15, 30),
+                     "a range starting inside it");
+        RD_UT_ASSERT(rd_kafka_mock_partition_txn_overlaps(&t, 20, 30),
+                     "a range starting at its marker");
+        RD_UT_ASSERT(!rd_kafka_mock_partition_txn_overlaps(&t, 21, 30),
+                     "a range after it");
+
+        RD_UT_PASS();
+}
+
+/**
  * @brief Mock cluster unit tests
  */
 int unittest_mock_cluster(void) {
         int fails = 0;
         fails += ut_cgrp_consumer_member_next_assignment();
+        fails += ut_txn_marker();
+        fails += ut_partition_lso();
+        fails += ut_aborted_txn_overlap();
         return fails;
 }

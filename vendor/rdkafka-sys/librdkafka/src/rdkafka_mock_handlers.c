@@ -569,10 +569,9 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
                                         RD_LIST_FOREACH(ptxn,
                                                         &mpart->aborted_txns,
                                                         i) {
-                                                if (ptxn->first_offset <=
-                                                        mset->last_offset &&
-                                                    ptxn->last_offset >=
-                                                        FetchOffset)
+                                                if (rd_kafka_mock_partition_txn_overlaps(
+                                                        ptxn, FetchOffset,
+                                                        mset->last_offset))
                                                         AbortedCnt++;
                                         }
                                 }
@@ -582,10 +581,9 @@ static int rd_kafka_mock_handle_Fetch(rd_kafka_mock_connection_t *mconn,
                                         RD_LIST_FOREACH(ptxn,
                                                         &mpart->aborted_txns,
                                                         i) {
-                                                if (!(ptxn->first_offset <=
-                                                          mset->last_offset &&
-                                                      ptxn->last_offset >=
-                                                          FetchOffset))
+                                                if (!rd_kafka_mock_partition_txn_overlaps(
+                                                        ptxn, FetchOffset,
+                                                        mset->last_offset))
                                                         continue;
                                                 /* Response: ProducerId */
                                                 rd_kafka_buf_write_i64(

@@ -579,6 +579,17 @@ rd_kafka_mock_partition_t *
 rd_kafka_mock_partition_find(const rd_kafka_mock_topic_t *mtopic,
                              int32_t partition);
 int64_t rd_kafka_mock_partition_lso(const rd_kafka_mock_partition_t *mpart);
+
+/** Size of an encoded transaction control marker batch (eddy patch). */
+#define RD_KAFKA_MOCK_TXN_MARKER_SIZE 78
+void rd_kafka_mock_txn_marker_build(char *buf,
+                                    rd_kafka_pid_t pid,
+                                    rd_bool_t commit,
+                                    int64_t timestamp);
+rd_bool_t
+rd_kafka_mock_partition_txn_overlaps(const rd_kafka_mock_partition_txn_t *ptxn,
+                                     int64_t first_offset,
+                                     int64_t last_offset);
 void rd_kafka_mock_topic_delete(rd_kafka_mock_cluster_t *mcluster,
                                 rd_kafka_mock_topic_t *mtopic);
 void rd_kafka_mock_txn_add_offset(rd_kafka_mock_cluster_t *mcluster,
