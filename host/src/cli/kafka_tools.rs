@@ -9,8 +9,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt as _;
 
 async fn brokers(args: &BrokerArgs) -> anyhow::Result<String> {
     match &args.brokers {
@@ -31,25 +32,20 @@ pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         .set("linger.ms", "5")
         .create()
         .context("could not create a producer")?;
-    let topic = args.topic.clone();
-    let separator = args.key_separator.clone();
-    let lines = tokio::task::spawn_blocking(move || {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<Vec<String>, _>>()
-    })
-    .await??;
+    let topic = args.topic.as_str();
+    let separator = args.key_separator.as_deref();
+    // Lines are produced as they arrive, so `tail -f log | eddy produce`
+    // works; at most MAX_IN_FLIGHT deliveries are awaited at any time.
+    const MAX_IN_FLIGHT: usize = 10_000;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut deliveries = std::collections::VecDeque::new();
-    for line in &lines {
-        let (key, value) = match &separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(k), v),
-                None => (None, line.as_str()),
-            },
+    let mut count = 0u64;
+    while let Some(line) = lines.next_line().await.context("could not read stdin")? {
+        let (key, value) = match separator.and_then(|sep| line.split_once(sep)) {
+            Some((k, v)) => (Some(k), v),
             None => (None, line.as_str()),
         };
-        let mut record = FutureRecord::<str, str>::to(&topic).payload(value);
+        let mut record = FutureRecord::<str, str>::to(topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
         }
@@ -63,19 +59,25 @@ pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     match deliveries.pop_front() {
-                        Some(oldest) => delivered(oldest, &topic, &brokers).await?,
+                        Some(oldest) => delivered(oldest, topic, &brokers).await?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 Err((e, _)) => anyhow::bail!("could not produce to {topic}: {e}"),
             }
         }
+        count += 1;
+        if deliveries.len() >= MAX_IN_FLIGHT
+            && let Some(oldest) = deliveries.pop_front()
+        {
+            delivered(oldest, topic, &brokers).await?;
+        }
     }
     for delivery in deliveries {
-        delivered(delivery, &topic, &brokers).await?;
+        delivered(delivery, topic, &brokers).await?;
     }
     producer.flush(Duration::from_secs(10))?;
-    eprintln!("produced {} records to {topic}", lines.len());
+    eprintln!("produced {count} records to {topic}");
     Ok(())
 }
 

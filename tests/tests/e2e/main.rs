@@ -2,6 +2,7 @@
 //! process, deploying plugins built from `plugins/`. Run with `just test`.
 
 mod broker;
+mod cli;
 mod control_plane;
 mod delivery;
 mod hostile;
