@@ -326,33 +326,27 @@ impl PipelineManager {
 
     /// A pipeline with its per-partition status.
     pub fn get(&self, name: &str) -> Result<PipelineView, ManagerError> {
-        let (stored, partitions, error, failed, committed) = {
+        let (stored, status, start_error) = {
             let pipelines = self.lock();
             let entry = pipelines
                 .get(name)
                 .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-            match &entry.runner {
-                Some(r) => {
-                    let partitions = r.partitions();
-                    let keys: Vec<(String, i32)> =
-                        partitions.iter().map(|p| p.partition.clone()).collect();
-                    let committed = r.committed(&keys);
-                    (
-                        entry.stored.clone(),
-                        partitions,
-                        r.error(),
-                        r.failed(),
-                        committed,
-                    )
-                }
-                None => (
-                    entry.stored.clone(),
-                    Vec::new(),
-                    entry.start_error.clone(),
-                    entry.start_error.is_some(),
-                    None,
-                ),
+            (
+                entry.stored.clone(),
+                entry.runner.as_ref().map(PipelineRunner::status),
+                entry.start_error.clone(),
+            )
+        };
+        // Outside the lock: these may wait on Kafka.
+        let (partitions, error, failed, committed) = match status {
+            Some(status) => {
+                let partitions = status.partitions();
+                let keys: Vec<(String, i32)> =
+                    partitions.iter().map(|p| p.partition.clone()).collect();
+                let committed = status.committed(&keys);
+                (partitions, status.error(), status.failed(), committed)
             }
+            None => (Vec::new(), start_error.clone(), start_error.is_some(), None),
         };
         // A stopped pipeline has no consumer: read its partitions and the
         // group's offsets from the broker.
@@ -463,7 +457,7 @@ impl PipelineManager {
             let entry = pipelines
                 .get_mut(name)
                 .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-            let healthy = entry.runner.as_ref().is_some_and(|r| !r.failed());
+            let healthy = entry.runner.as_ref().is_some_and(|r| !r.status().failed());
             if healthy && !entry.stored.paused {
                 drop(pipelines);
                 return self.get(name);

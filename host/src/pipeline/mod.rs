@@ -6,5 +6,5 @@ mod runner;
 mod spec;
 
 pub use manager::{ManagerError, PipelineManager, PipelineView};
-pub use runner::{PartitionView, PipelineRunner, TopicPartition};
+pub use runner::{PartitionView, PipelineRunner, RunnerStatus, TopicPartition};
 pub use spec::{Guarantee, Limits, PipelineSpec, SpecError, StartFrom, check_name};

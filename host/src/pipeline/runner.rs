@@ -191,6 +191,40 @@ pub struct PipelineRunner {
     poller: Option<JoinHandle<()>>,
 }
 
+/// What a running pipeline reports about itself.
+#[derive(Clone)]
+pub struct RunnerStatus(Arc<Shared>);
+
+impl RunnerStatus {
+    /// The partitions this pipeline has seen, with their task status.
+    pub fn partitions(&self) -> Vec<PartitionView> {
+        lock(&self.0.statuses)
+            .iter()
+            .map(|(tp, status)| PartitionView {
+                partition: tp.clone(),
+                status: status.clone(),
+            })
+            .collect()
+    }
+
+    /// The offsets the group has committed for `partitions`, read from
+    /// Kafka through the pipeline's own consumer; `None` before it exists.
+    pub fn committed(&self, partitions: &[TopicPartition]) -> Option<Vec<Option<i64>>> {
+        let consumer = lock(&self.0.consumer).upgrade()?;
+        group_offsets_with(&*consumer, partitions).ok()
+    }
+
+    /// A pipeline-level error (consumer or broker trouble), if any.
+    pub fn error(&self) -> Option<String> {
+        lock(&self.0.error).clone()
+    }
+
+    /// Whether any task failed.
+    pub fn failed(&self) -> bool {
+        lock(&self.0.statuses).values().any(|s| s.failed())
+    }
+}
+
 /// One partition as the status shows it.
 pub struct PartitionView {
     /// Topic and partition.
@@ -232,32 +266,10 @@ impl PipelineRunner {
         })
     }
 
-    /// The partitions this pipeline has seen, with their task status.
-    pub fn partitions(&self) -> Vec<PartitionView> {
-        lock(&self.shared.statuses)
-            .iter()
-            .map(|(tp, status)| PartitionView {
-                partition: tp.clone(),
-                status: status.clone(),
-            })
-            .collect()
-    }
-
-    /// The offsets the group has committed for `partitions`, read through
-    /// the pipeline's own consumer; `None` before it exists.
-    pub fn committed(&self, partitions: &[TopicPartition]) -> Option<Vec<Option<i64>>> {
-        let consumer = lock(&self.shared.consumer).upgrade()?;
-        group_offsets_with(&*consumer, partitions).ok()
-    }
-
-    /// A pipeline-level error (consumer or broker trouble), if any.
-    pub fn error(&self) -> Option<String> {
-        lock(&self.shared.error).clone()
-    }
-
-    /// Whether any task failed.
-    pub fn failed(&self) -> bool {
-        lock(&self.shared.statuses).values().any(|s| s.failed())
+    /// A handle on the pipeline's status, usable without holding on to the
+    /// runner (queries through it may wait on Kafka).
+    pub fn status(&self) -> RunnerStatus {
+        RunnerStatus(self.shared.clone())
     }
 
     /// Stops every task (each finishes its batch and commits), leaves the
