@@ -30,8 +30,14 @@ pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         .set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000")
         .create()
         .context("could not create a producer")?;
+    // Fail fast, with a clear message, when the broker cannot be reached.
+    producer
+        .client()
+        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
+        .with_context(|| format!("could not reach Kafka at {brokers}"))?;
     let topic = args.topic.as_str();
     let separator = args.key_separator.as_deref();
     // Lines are produced as they arrive, so `tail -f log | eddy produce`

@@ -296,12 +296,17 @@ pub struct ConsumeArgs {
     pub broker: BrokerArgs,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "info,librdkafka=warn,rdkafka=warn,wasmtime=warn,cranelift=warn",
-        )
-    });
+/// Logs go to stderr, filtered by `RUST_LOG`. The daemon logs at info by
+/// default; client verbs only warn, and leave librdkafka's own connection
+/// chatter out: their errors say what went wrong.
+fn init_logging(daemon: bool) {
+    let default = if daemon {
+        "info,librdkafka=warn,rdkafka=warn,wasmtime=warn,cranelift=warn"
+    } else {
+        "warn,librdkafka=off,rdkafka=off"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -331,7 +336,10 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
 
 /// Runs a parsed command line; errors are printed with their causes.
 pub async fn run(cli: Cli) -> std::process::ExitCode {
-    init_logging();
+    init_logging(matches!(
+        cli.command,
+        Command::Serve(_) | Command::DevBroker(_)
+    ));
     let result = match cli.command {
         Command::Serve(args) => {
             match crate::config::ServeConfig::load(args.config.as_deref(), overrides(&args)) {

@@ -52,3 +52,34 @@ fn produce_streams_stdin_and_consume_reads_it_back() -> anyhow::Result<()> {
     assert_eq!(lines, ["\tno key here", "k1\tfirst"]);
     Ok(())
 }
+
+#[test]
+fn an_unreachable_broker_is_one_clear_error_not_a_hang() -> anyhow::Result<()> {
+    // Nothing listens on port 9 of loopback.
+    let started = std::time::Instant::now();
+    let mut producer = Command::new(eddy_bin())
+        .args(["produce", "t", "--brokers", "127.0.0.1:9"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = producer.stdin.take() {
+        writeln!(stdin, "hello")?;
+    }
+    let out = producer.wait_with_output()?;
+    assert!(!out.status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("could not reach Kafka at 127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().count() <= 2,
+        "no flood of client logs: {stderr}"
+    );
+    Ok(())
+}
