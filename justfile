@@ -2,17 +2,23 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-# One target directory for the host and the wasm32-wasip2 plugins.
+# Where the eddy binary lands. Set CARGO_BUILD_BUILD_DIR to share the
+# (large) intermediate build artefacts between checkouts, as .ci/run does.
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 
 # Every crate under plugins/ (each is built for wasm32-wasip2).
 plugins := `ls -d plugins/*/ | xargs -n1 basename | tr '\n' ' '`
 
+# Plugins get a target directory of their own, inside this checkout: a
+# cdylib's file name carries no hash, so checkouts sharing CARGO_TARGET_DIR
+# would overwrite each other's .wasm. They are small and quick to build.
+plugins_target := justfile_directory() / "target" / "plugins"
+
 default: demo
 
-# Build every plugin for wasm32-wasip2 (release): target/wasm32-wasip2/release/*.wasm
+# Build every plugin for wasm32-wasip2 (release): target/plugins/wasm32-wasip2/release/*.wasm
 plugins:
-    cargo build --release --target wasm32-wasip2 --locked {{ prepend("-p ", plugins) }}
+    CARGO_TARGET_DIR={{ plugins_target }} CARGO_BUILD_BUILD_DIR={{ plugins_target }} cargo build --release --target wasm32-wasip2 --locked {{ prepend("-p ", plugins) }}
 
 # Build the plugins and the eddy binary.
 build: plugins
@@ -20,14 +26,14 @@ build: plugins
 
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins).
 test: build
-    cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+    EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$CARGO_TARGET_DIR/test-output.txt"
 
 # Formatting and lints, as CI checks them.
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
+    CARGO_TARGET_DIR={{ plugins_target }} CARGO_BUILD_BUILD_DIR={{ plugins_target }} cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
 
 # Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py).
 probe-broker probe: build

@@ -12,7 +12,7 @@ records=${1:-1000000}
 partitions=4
 target=${CARGO_TARGET_DIR:-target}
 eddy="$target/release/eddy"
-plugin="$target/wasm32-wasip2/release/uppercase.wasm"
+plugin="$(dirname "$0")/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
 work=$(mktemp -d)
 pids=()
 cleanup() {

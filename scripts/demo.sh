@@ -6,7 +6,7 @@ set -euo pipefail
 
 target=${CARGO_TARGET_DIR:-target}
 eddy="$target/debug/eddy"
-plugin="$target/wasm32-wasip2/release/uppercase.wasm"
+plugin="$(dirname "$0")/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
 work=$(mktemp -d)
 export EDDY_SERVER=http://127.0.0.1:50151
 

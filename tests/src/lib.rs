@@ -2,8 +2,8 @@
 //! in its own process (`eddy dev-broker`), plugins built from `plugins/`, and
 //! an independent Kafka client to write inputs and read outputs.
 //!
-//! Build first (`just build`); the harness finds the binary and the plugins in
-//! the target directory of the test binary itself, or `EDDY_BIN` if set.
+//! Build first (`just build`); the harness finds the binary at `EDDY_BIN` or
+//! in this checkout's `target/debug/`, and the plugins in `target/plugins/`.
 
 use anyhow::{Context as _, bail};
 use rdkafka::ClientConfig;
@@ -19,20 +19,12 @@ use std::time::{Duration, Instant};
 
 pub use eddy_proto::v1;
 
-/// The target directory the tests were built in.
-fn target_dir() -> PathBuf {
-    // The test binary runs from <target>/debug/deps/.
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
-/// The `eddy` binary under test.
+/// The `eddy` binary under test: `EDDY_BIN` (as `just test` sets it), else
+/// this checkout's `target/debug/eddy`.
 pub fn eddy_bin() -> PathBuf {
     let path = std::env::var_os("EDDY_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug").join("eddy"));
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/eddy"));
     assert!(
         path.is_file(),
         "{} is missing: run `just build` (or `cargo build -p eddy`) before the tests",
@@ -41,12 +33,15 @@ pub fn eddy_bin() -> PathBuf {
     path
 }
 
-/// A plugin built for wasm32-wasip2, by crate name (`split-words`).
+/// A plugin built for wasm32-wasip2 by `just plugins`, by crate name
+/// (`split-words`): in this checkout's `target/plugins`, or `EDDY_PLUGINS_DIR`.
 pub fn plugin(name: &str) -> PathBuf {
-    let path = target_dir()
-        .join("wasm32-wasip2")
-        .join("release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
+    let dir = std::env::var_os("EDDY_PLUGINS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins/wasm32-wasip2/release")
+        });
+    let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
     assert!(
         path.is_file(),
         "{} is missing: run `just plugins` before the tests",

@@ -65,7 +65,7 @@ pub enum Command {
 
     /// Upload and list WebAssembly modules.
     ///
-    /// Example: eddy module push target/wasm32-wasip2/release/uppercase.wasm
+    /// Example: eddy module push target/plugins/wasm32-wasip2/release/uppercase.wasm
     #[command(subcommand)]
     Module(ModuleCommand),
 
@@ -126,7 +126,7 @@ pub struct DevBrokerArgs {
 pub enum ModuleCommand {
     /// Upload a module (.wasm component); prints its digest.
     ///
-    /// Example: eddy module push target/wasm32-wasip2/release/uppercase.wasm
+    /// Example: eddy module push target/plugins/wasm32-wasip2/release/uppercase.wasm
     Push {
         /// The .wasm file.
         file: PathBuf,

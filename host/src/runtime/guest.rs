@@ -45,14 +45,6 @@ pub enum GuestError {
     Instantiate(String),
 }
 
-impl GuestError {
-    /// Whether the instance can take another call after this error. After a
-    /// trap it cannot: a new instance is needed.
-    pub fn instance_usable(&self) -> bool {
-        matches!(self, GuestError::Failed { .. })
-    }
-}
-
 /// A guest instance owned by one task.
 pub struct Guest {
     store: Store<GuestCtx>,

@@ -127,9 +127,9 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Runs until told to stop; a failure parks the task (the partition
-    /// stays owned, nothing is committed past the failing batch) until the
-    /// pipeline is resumed.
+    /// Runs until told to stop. Any failure stops the task: the partition
+    /// stays owned and paused, nothing is committed past the failing batch,
+    /// until the pipeline is resumed.
     pub fn run(mut self, parked: Option<Parked>) -> TaskExit<C> {
         self.status.set_assigned(true);
         self.status.clear_failure();
@@ -148,14 +148,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 continue;
             };
             if let Err(fault) = self.step(g) {
+                // Whatever failed, the task stops here: the failed batch was
+                // taken off the queue, so carrying on would commit past it.
+                // Its state writes die with the instance.
                 self.fail(&fault.to_string());
-                if let Fault::Guest(e) = &fault
-                    && e.instance_usable()
-                {
-                    g.services().state.discard();
-                } else {
-                    guest = None;
-                }
+                guest = None;
             }
         }
         self.commit(CommitMode::Sync);
@@ -185,6 +182,12 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             "task failed; it holds its partition until the pipeline is resumed"
         );
         self.status.fail(error.to_owned());
+        // Stop fetching what the failed task will not process.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(task = &*self.label, error = %e, "could not pause the partition");
+        }
     }
 
     fn start_guest(&self, parked: Option<Parked>) -> Result<Guest, GuestError> {

@@ -1,6 +1,8 @@
-//! A hostile fixture: panics (a trap, to the host) on records whose value
-//! contains the configured `trigger` (default `boom`), and passes every other
-//! record through. The host must fail only this pipeline, visibly.
+//! A hostile fixture: fails on records whose value contains the configured
+//! `trigger` (default `boom`), and passes every other record through. With
+//! `how=panic` (the default) it panics, a trap to the host; with `how=error`
+//! it returns an error. The host must fail only this pipeline, visibly, and
+//! never move past the failing record.
 
 use eddy_sdk::prelude::*;
 
@@ -8,11 +10,21 @@ use eddy_sdk::prelude::*;
 #[derive(Default)]
 pub struct Trap {
     trigger: String,
+    return_error: bool,
 }
 
 impl Processor for Trap {
     fn init(&mut self, _task: &Task) -> Result<()> {
         self.trigger = config::get("trigger").unwrap_or_else(|| "boom".into());
+        self.return_error = match config::get("how").as_deref() {
+            None | Some("panic") => false,
+            Some("error") => true,
+            Some(other) => {
+                return Err(Error::new(format!(
+                    "config `how` must be `panic` or `error`, not `{other}`"
+                )));
+            }
+        };
         Ok(())
     }
 
@@ -21,7 +33,11 @@ impl Processor for Trap {
             .value_str()
             .is_some_and(|v| v.contains(&self.trigger))
         {
-            panic!("poisoned record at offset {}", record.offset());
+            let message = format!("poisoned record at offset {}", record.offset());
+            if self.return_error {
+                return Err(Error::new(message));
+            }
+            panic!("{message}");
         }
         out.emit(record);
         Ok(())
@@ -41,6 +57,15 @@ mod tests {
             .process([Record::new("fine")])
             .expect("no trigger");
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn returns_an_error_when_asked_to() {
+        let err = TestHarness::<Trap>::new()
+            .config("how", "error")
+            .process([Record::new("boom")])
+            .expect_err("the trigger fails");
+        assert!(err.message().contains("poisoned record"), "{err}");
     }
 
     #[test]

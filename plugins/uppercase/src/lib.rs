@@ -4,7 +4,7 @@
 //! Keys, headers and timestamps pass through; tombstones stay tombstones.
 //!
 //! Build with `just plugins`, then deploy:
-//! `eddy pipeline create shout --module target/wasm32-wasip2/release/uppercase.wasm --input in --output out`
+//! `eddy pipeline create shout --module target/plugins/wasm32-wasip2/release/uppercase.wasm --input in --output out`
 
 use eddy_sdk::prelude::*;
 

@@ -102,3 +102,36 @@ fn hostile_guests_fail_only_their_own_pipeline() -> anyhow::Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn a_guest_error_stops_the_task_without_skipping_the_failed_records() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 1), ("out", 1)])?;
+    daemon.deploy("picky", "trap", "in", "out", &["--config", "how=error"])?;
+    produce(broker.bootstrap(), "in", &[Rec::value("boom")])?;
+    let failed = wait_for("the task to fail", Duration::from_secs(30), || {
+        let p = daemon.pipeline("picky")?;
+        Ok((p.state == v1::PipelineState::Failed as i32).then_some(p))
+    })?;
+    assert!(
+        failed.partitions[0]
+            .last_error
+            .contains("guest failed: poisoned record at offset 0"),
+        "{}",
+        failed.partitions[0].last_error
+    );
+    // A record behind the failed one is neither processed nor committed past.
+    produce(broker.bootstrap(), "in", &[Rec::value("after")])?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        1,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )?;
+    assert!(
+        out.is_empty(),
+        "nothing is processed after a failure: {out:?}"
+    );
+    assert_eq!(daemon.pipeline("picky")?.partitions[0].committed_offset, 0);
+    Ok(())
+}
