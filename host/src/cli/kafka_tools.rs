@@ -2,6 +2,7 @@
 //! needs no other tool.
 
 use super::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
+use crate::kafka::{KafkaMetadata, KafkaSettings};
 use anyhow::Context as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -113,16 +114,8 @@ fn consume_blocking(args: &ConsumeArgs, brokers: &str) -> anyhow::Result<()> {
         .set("isolation.level", "read_committed")
         .create()
         .context("could not create a consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-        .with_context(|| format!("could not reach Kafka at {brokers}"))?;
-    let partitions = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == args.topic)
-        .map(|t| t.partitions().len())
-        .filter(|n| *n > 0)
-        .with_context(|| format!("topic `{}` does not exist", args.topic))?;
+    let partitions =
+        KafkaMetadata::new(&KafkaSettings::new(brokers))?.partition_count(&args.topic)?;
     let start = if args.from_beginning {
         Offset::Beginning
     } else {
@@ -130,7 +123,7 @@ fn consume_blocking(args: &ConsumeArgs, brokers: &str) -> anyhow::Result<()> {
     };
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(&args.topic, i32::try_from(p)?, start)?;
+        tpl.add_partition_offset(&args.topic, p, start)?;
     }
     consumer.assign(&tpl)?;
     let mut seen = 0u64;

@@ -5,7 +5,7 @@ mod broker;
 mod topics;
 
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
-pub use topics::{KafkaMetadata, TopicSpec, group_offsets, group_offsets_with};
+pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
 
 use rdkafka::ClientConfig;
 use std::time::Duration;
@@ -20,6 +20,15 @@ pub struct KafkaSettings {
 }
 
 impl KafkaSettings {
+    /// Settings for `brokers` with the default session timeout, for clients
+    /// that join no group.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            session_timeout: Duration::from_secs(30),
+        }
+    }
+
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config

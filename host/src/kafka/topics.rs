@@ -1,7 +1,7 @@
 //! Topic metadata and consumer-group offsets.
 
 use super::KafkaSettings;
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::str::FromStr;
@@ -44,6 +44,21 @@ impl FromStr for TopicSpec {
     }
 }
 
+/// Why a topic's partitions could not be counted.
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    /// The broker did not answer.
+    #[error("could not reach Kafka at {0}")]
+    Unreachable(String),
+    /// The broker answered: no such topic.
+    #[error(
+        "topic `{0}` does not exist: create it first (for the embedded broker, \
+         `eddy serve --topic {0}:PARTITIONS`; for a dev broker, \
+         `eddy dev-broker --topic {0}:PARTITIONS`)"
+    )]
+    Missing(String),
+}
+
 /// A long-lived client for metadata and watermark queries: creating a
 /// client per query would cost a connection (and threads) each time.
 pub struct KafkaMetadata {
@@ -63,24 +78,18 @@ impl KafkaMetadata {
         })
     }
 
-    /// The number of partitions of `topic`, or an error that says whether
-    /// the topic is missing or the broker unreachable.
-    pub fn partition_count(&self, topic: &str) -> anyhow::Result<i32> {
+    /// The number of partitions of `topic`.
+    pub fn partition_count(&self, topic: &str) -> Result<i32, TopicError> {
         let metadata = self
             .client
             .fetch_metadata(Some(topic), QUERY_TIMEOUT)
-            .with_context(|| format!("could not reach Kafka at {}", self.brokers))?;
-        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
-            bail!("topic `{topic}` does not exist");
-        };
-        if t.error().is_some() || t.partitions().is_empty() {
-            bail!(
-                "topic `{topic}` does not exist: create it first (for the embedded broker, \
-                 `eddy serve --topic {topic}:PARTITIONS`; for a dev broker, \
-                 `eddy dev-broker --topic {topic}:PARTITIONS`)"
-            );
+            .map_err(|e| TopicError::Unreachable(format!("{}: {e}", self.brokers)))?;
+        match metadata.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+            }
+            _ => Err(TopicError::Missing(topic.to_owned())),
         }
-        i32::try_from(t.partitions().len()).context("too many partitions")
     }
 
     /// The low and high watermarks of one partition.

@@ -7,14 +7,13 @@
 use super::runner::{PartitionView, PipelineRunner};
 use super::spec::{PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
-use crate::kafka::{self, KafkaMetadata, KafkaSettings};
+use crate::kafka::{self, KafkaMetadata, KafkaSettings, TopicError};
 use crate::modules::ModuleStore;
 use crate::runtime::{ModuleError, Runtime};
 use crate::task::TaskPlan;
 use anyhow::Context as _;
 use eddy_proto::v1;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -244,13 +243,9 @@ impl PipelineManager {
     }
 
     fn topic_partitions(&self, topic: &str) -> Result<i32, ManagerError> {
-        self.metadata.partition_count(topic).map_err(|e| {
-            let message = format!("{e:#}");
-            if message.contains("could not reach Kafka") {
-                ManagerError::Unavailable(message)
-            } else {
-                ManagerError::InvalidSpec(SpecError(message))
-            }
+        self.metadata.partition_count(topic).map_err(|e| match e {
+            TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
+            TopicError::Missing(_) => ManagerError::InvalidSpec(SpecError(e.to_string())),
         })
     }
 
@@ -274,52 +269,12 @@ impl PipelineManager {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(offset))
                 .context("bad offset")?;
         }
-        let group = self.group(&spec.name);
         let consumer: BaseConsumer = self
             .kafka
-            .consumer(&group)
+            .consumer(&self.group(&spec.name))
             .create()
             .context("could not create a Kafka client")?;
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownMemberId) => {
-                // Kafka accepts a standalone commit to an empty group; some
-                // brokers (librdkafka's mock, which the embedded broker is)
-                // only accept commits from members. Commit as one.
-                drop(consumer);
-                self.commit_as_member(&group, &spec.inputs, &tpl)
-            }
-            result => result.map_err(|e| {
-                ManagerError::Unavailable(format!("could not record the start offsets: {e}"))
-            }),
-        }
-    }
-
-    /// Joins `group` alone (no daemon runs the pipeline yet), commits
-    /// `offsets` and leaves.
-    fn commit_as_member(
-        &self,
-        group: &str,
-        topics: &[String],
-        offsets: &TopicPartitionList,
-    ) -> Result<(), ManagerError> {
-        let consumer: BaseConsumer = self
-            .kafka
-            .consumer(group)
-            .create()
-            .context("could not create a Kafka client")?;
-        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).context("could not subscribe")?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-            if std::time::Instant::now() >= deadline {
-                return Err(ManagerError::Unavailable(format!(
-                    "could not record the start offsets: group {group} did not assign partitions \
-                     within 60s (is another daemon still running this pipeline?)"
-                )));
-            }
-            let _ = consumer.poll(std::time::Duration::from_millis(100));
-        }
-        consumer.commit(offsets, CommitMode::Sync).map_err(|e| {
+        consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
             ManagerError::Unavailable(format!("could not record the start offsets: {e}"))
         })
     }

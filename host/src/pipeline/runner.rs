@@ -314,7 +314,7 @@ fn serve_consumer(
                     break;
                 }
                 Err(e) => {
-                    let message = format!("waiting for input topic: {e:#}");
+                    let message = format!("waiting for input topic: {e}");
                     tracing::warn!(pipeline = %name, "{message}");
                     shared.set_error(Some(message));
                     std::thread::sleep(Duration::from_secs(2));
