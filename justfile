@@ -48,3 +48,8 @@ demo: build
 bench records="1000000": plugins
     cargo build --release --locked -p eddy
     scripts/bench.sh {{ records }}
+
+# Restore time of durable state: N keys, clean restart, SIGKILL, state directory lost.
+bench-restore keys="1000000": plugins
+    cargo build --release --locked -p eddy
+    scripts/bench-restore.sh {{ keys }}

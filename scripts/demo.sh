@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # The demo: start `eddy serve` on its embedded broker, deploy `uppercase`,
-# produce a few lines, print the upper-cased output, stop the daemon.
+# produce a few lines, print the upper-cased output; then a word count
+# (`split-words` -> `count`, two steps with durable state) queried with
+# `eddy state`; stop the daemon.
 # Run with `just demo` (it builds everything first).
 set -euo pipefail
 
 target=${CARGO_TARGET_DIR:-target}
 eddy="$target/debug/eddy"
-plugin="$(dirname "$0")/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
+plugins="$(dirname "$0")/../target/plugins/wasm32-wasip2/release"
+plugin="$plugins/uppercase.wasm"
 work=$(mktemp -d)
 export EDDY_SERVER=http://127.0.0.1:50151
 
 "$eddy" serve --data-dir "$work/data" --listen 127.0.0.1:50151 \
-    --topic lines:3 --topic lines-upper:3 >"$work/serve.out" 2>"$work/serve.log" &
+    --topic lines:3 --topic lines-upper:3 --topic word-counts:3 >"$work/serve.out" 2>"$work/serve.log" &
 daemon=$!
 trap 'kill -TERM $daemon 2>/dev/null; wait $daemon 2>/dev/null; rm -rf "$work"' EXIT
 
@@ -33,3 +36,17 @@ echo "+ eddy consume lines-upper --from-beginning --count 3"
 
 echo "+ eddy pipeline get shout"
 "$eddy" pipeline get shout
+
+echo "+ eddy pipeline create wc --module split-words.wasm --module count.wasm --input lines --output word-counts"
+"$eddy" pipeline create wc --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
+    --input lines --output word-counts >/dev/null
+printf 'eddy counts words\nwords of eddy\n' | "$eddy" produce lines
+echo "+ printf 'eddy counts words\nwords of eddy\n' | eddy produce lines"
+for _ in $(seq 300); do
+    [ "$("$eddy" state get wc words 2>/dev/null)" = 3 ] && break
+    sleep 0.1
+done
+echo "+ eddy state get wc eddy"
+"$eddy" state get wc eddy
+echo "+ eddy state scan wc --prefix w"
+"$eddy" state scan wc --prefix w

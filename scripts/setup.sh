@@ -1,7 +1,23 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
-# the wasm32-wasip2 target and `just`. Safe to run again.
+# the wasm32-wasip2 target, `just`, and libclang (RocksDB's bindings are
+# generated with it). Safe to run again.
 set -euo pipefail
+
+have_libclang() {
+    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 ||
+        [ -n "${LIBCLANG_PATH:-}" ]
+}
+if ! have_libclang; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq libclang-dev >/dev/null
+    else
+        echo "setup: install libclang (e.g. libclang-dev) for RocksDB's bindings" >&2
+        exit 1
+    fi
+fi
 
 rustup target add wasm32-wasip2 >/dev/null
 
@@ -15,4 +31,4 @@ if ! command -v just >/dev/null 2>&1; then
         cargo install just --locked --quiet
     fi
 fi
-echo "setup: $(rustc --version), wasm32-wasip2 target, $(just --version)" >&2
+echo "setup: $(rustc --version), wasm32-wasip2 target, $(just --version), libclang" >&2

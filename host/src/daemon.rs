@@ -78,6 +78,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         modules.clone(),
         kafka,
         config.pipelines_dir(),
+        config.state_dir(),
         config.limits.clone(),
         config.group_prefix.clone(),
     )?);

@@ -10,8 +10,10 @@ pub fn run_batch<P: Processor>(
 ) -> Result<Vec<OutputRecord>, (Error, Option<u32>)> {
     let mut out = Emitter::default();
     let mut outputs = Vec::with_capacity(records.len());
+    let mut last = None;
     for (index, record) in records.into_iter().enumerate() {
         let timestamp = record.timestamp();
+        last = Some(timestamp);
         processor
             .process(record, &mut out)
             .map_err(|e| (e, u32::try_from(index).ok()))?;
@@ -20,6 +22,11 @@ pub fn run_batch<P: Processor>(
             None => o.with_timestamp(timestamp),
         }));
     }
+    processor.flush(&mut out).map_err(|e| (e, None))?;
+    outputs.extend(out.take().into_iter().map(|o| match (o.timestamp(), last) {
+        (None, Some(t)) => o.with_timestamp(t),
+        _ => o,
+    }));
     Ok(outputs)
 }
 

@@ -48,6 +48,46 @@ where
         .transpose()
 }
 
+/// The value of `key` as a duration such as `500ms`, `30s`, `10m`, `2h` or
+/// `1d` (a bare number is milliseconds); `None` when not configured.
+///
+/// ```
+/// # use eddy_sdk::{config, testing::TestHarness};
+/// # #[derive(Default)] struct P;
+/// # impl eddy_sdk::Processor for P {
+/// #   fn process(&mut self, _: eddy_sdk::Record, _: &mut eddy_sdk::Emitter) -> eddy_sdk::Result { Ok(()) }
+/// # }
+/// let _host = TestHarness::<P>::new().config("ttl", "10m");
+/// assert_eq!(config::duration("ttl")?, Some(std::time::Duration::from_secs(600)));
+/// # Ok::<(), eddy_sdk::Error>(())
+/// ```
+pub fn duration(key: &str) -> Result<Option<std::time::Duration>, Error> {
+    let Some(raw) = get(key) else {
+        return Ok(None);
+    };
+    let text = raw.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let millis_per = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match number.parse::<u64>() {
+        Ok(n) if millis_per > 0 => Ok(Some(std::time::Duration::from_millis(
+            n.saturating_mul(millis_per),
+        ))),
+        _ => Err(Error::new(format!(
+            "configuration key `{key}` = {raw:?} is not a duration (write e.g. 500ms, 30s, 10m, 2h)"
+        ))),
+    }
+}
+
 /// Every configured pair.
 pub fn all() -> Vec<(String, String)> {
     crate::host::config_all()

@@ -21,7 +21,7 @@ pub(crate) enum StateFailure {
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use super::StateFailure;
-    use crate::__private::bindings::eddy::processor::{config, log, state, timers, types};
+    use crate::__private::bindings::eddy::processor::{config, log, metrics, state, timers, types};
     use crate::log::Level;
     use crate::timers::TimeDomain;
 
@@ -100,6 +100,10 @@ mod imp {
 
     pub(crate) fn stream_time() -> Option<i64> {
         timers::stream_time()
+    }
+
+    pub(crate) fn metrics_increment(name: &str, delta: u64) {
+        metrics::increment(name, delta);
     }
 }
 
@@ -195,5 +199,9 @@ mod imp {
 
     pub(crate) fn stream_time() -> Option<i64> {
         with_host(|h| h.stream_time)
+    }
+
+    pub(crate) fn metrics_increment(name: &str, delta: u64) {
+        with_host(|h| *h.counters.entry(name.to_owned()).or_default() += delta);
     }
 }

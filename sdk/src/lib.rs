@@ -44,8 +44,11 @@ mod record;
 
 pub mod config;
 pub mod log;
+pub mod metrics;
 pub mod state;
 pub mod timers;
+#[cfg(feature = "serde")]
+pub mod windows;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
@@ -62,6 +65,6 @@ pub use timers::{TimeDomain, Timer};
 pub mod prelude {
     pub use crate::{
         Emitter, Error, Header, OutputRecord, Processor, Record, Result, Task, TimeDomain, Timer,
-        config, log, state, timers,
+        config, log, metrics, state, timers,
     };
 }

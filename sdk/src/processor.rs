@@ -46,6 +46,15 @@ pub trait Processor: Default + 'static {
     /// Handles one record, emitting any number of output records.
     fn process(&mut self, record: Record, out: &mut Emitter) -> Result;
 
+    /// Called after the last record of each batch, before its timers fire:
+    /// emit what was buffered across the batch (the latest count per key,
+    /// say, as Kafka Streams' record cache does on commit). Outputs default
+    /// to the timestamp of the batch's last record.
+    fn flush(&mut self, out: &mut Emitter) -> Result {
+        let _ = out;
+        Ok(())
+    }
+
     /// Handles a timer set with [`timers::set`](crate::timers::set) whose
     /// time has passed.
     fn on_timer(&mut self, timer: Timer, out: &mut Emitter) -> Result {

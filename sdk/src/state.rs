@@ -88,6 +88,35 @@ pub fn put_u64(key: impl AsRef<[u8]>, value: u64) -> Result<(), Error> {
     put(key, value.to_be_bytes())
 }
 
+/// The value stored under `key`, in the compact encoding of [`put_typed`].
+///
+/// ```
+/// # use eddy_sdk::{state, testing::TestHarness};
+/// # #[derive(Default)] struct P;
+/// # impl eddy_sdk::Processor for P {
+/// #   fn process(&mut self, _: eddy_sdk::Record, _: &mut eddy_sdk::Emitter) -> eddy_sdk::Result { Ok(()) }
+/// # }
+/// # let _host = TestHarness::<P>::new();
+/// state::put_typed("card/42", &(3u32, 99.5f64))?;
+/// assert_eq!(state::get_typed::<(u32, f64)>("card/42")?, Some((3, 99.5)));
+/// # Ok::<(), eddy_sdk::Error>(())
+/// ```
+#[cfg(feature = "serde")]
+pub fn get_typed<T: serde::de::DeserializeOwned>(
+    key: impl AsRef<[u8]>,
+) -> Result<Option<T>, Error> {
+    get(key)?
+        .map(|bytes| postcard::from_bytes(&bytes).map_err(Error::from))
+        .transpose()
+}
+
+/// Stores `value` under `key` in postcard, a compact binary encoding
+/// (varints, no field names): state stays small on disk and in the changelog.
+#[cfg(feature = "serde")]
+pub fn put_typed<T: serde::Serialize>(key: impl AsRef<[u8]>, value: &T) -> Result<(), Error> {
+    put(key, postcard::to_stdvec(value)?)
+}
+
 /// The JSON value stored under `key`.
 #[cfg(feature = "json")]
 pub fn get_json<T: serde::de::DeserializeOwned>(key: impl AsRef<[u8]>) -> Result<Option<T>, Error> {

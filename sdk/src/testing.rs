@@ -41,6 +41,7 @@ pub(crate) struct TestHost {
     pub(crate) timers: BTreeSet<(i64, TimeDomain, Vec<u8>)>,
     pub(crate) logs: Vec<(Level, String)>,
     pub(crate) stream_time: Option<i64>,
+    pub(crate) counters: BTreeMap<String, u64>,
 }
 
 thread_local! {
@@ -112,18 +113,24 @@ impl<P: Processor> TestHarness<P> {
             .ok_or_else(|| Error::new("processor missing"))
     }
 
-    /// Processes one batch, then fires the event-time timers that stream
-    /// time has passed, returning every record emitted.
+    /// Processes one batch, then advances stream time to the batch's
+    /// highest timestamp and fires the event-time timers it passed,
+    /// returning every record emitted (as the daemon does).
     pub fn process(
         &mut self,
         records: impl IntoIterator<Item = Record>,
     ) -> Result<Vec<OutputRecord>, Error> {
         let records: Vec<Record> = records.into_iter().collect();
-        if let Some(max) = records.iter().map(Record::timestamp).max() {
-            with_host(|h| h.stream_time = Some(h.stream_time.map_or(max, |t| t.max(max))));
-        }
+        let max = records
+            .iter()
+            .map(Record::timestamp)
+            .filter(|t| *t >= 0)
+            .max();
         let processor = self.instance()?;
         let mut out = crate::__private::run_batch(processor, records).map_err(|(e, _)| e)?;
+        if let Some(max) = max {
+            with_host(|h| h.stream_time = Some(h.stream_time.map_or(max, |t| t.max(max))));
+        }
         if let Some(now) = with_host(|h| h.stream_time) {
             out.extend(self.fire(TimeDomain::EventTime, now)?);
         }
@@ -184,6 +191,11 @@ impl<P: Processor> TestHarness<P> {
                 })
                 .collect()
         })
+    }
+
+    /// A counter the processor reported (see [`crate::metrics`]), 0 if never.
+    pub fn counter(&self, name: &str) -> u64 {
+        with_host(|h| h.counters.get(name).copied().unwrap_or(0))
     }
 
     /// The messages the processor logged, with their levels.

@@ -48,7 +48,8 @@ pub fn cancel(domain: TimeDomain, at: i64, key: impl AsRef<[u8]>) {
     crate::host::timer_cancel(domain, at, key.as_ref());
 }
 
-/// The task's stream time, or `None` before its first record.
+/// The task's stream time as of the end of the previous batch, or `None`
+/// before the first. [`crate::windows`] tracks it record by record.
 pub fn stream_time() -> Option<i64> {
     crate::host::stream_time()
 }

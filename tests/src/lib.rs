@@ -11,6 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -250,6 +251,76 @@ impl Daemon {
         self.eddy_ok(&args).map(drop)
     }
 
+    /// Deploys a pipeline of several steps (plugins in order).
+    pub fn deploy_steps(
+        &self,
+        name: &str,
+        plugins: &[&str],
+        input: &str,
+        output: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<()> {
+        let modules: Vec<String> = plugins
+            .iter()
+            .map(|p| plugin(p).to_string_lossy().into_owned())
+            .collect();
+        let mut args = vec![
+            "pipeline", "create", name, "--input", input, "--output", output,
+        ];
+        for m in &modules {
+            args.extend(["--module", m.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        self.eddy_ok(&args).map(drop)
+    }
+
+    /// A state query over gRPC.
+    pub fn query_state(
+        &self,
+        request: v1::QueryStateRequest,
+    ) -> Result<v1::QueryStateResponse, tonic::Status> {
+        let server = self.server.clone();
+        block_on(async move {
+            let mut client = v1::pipeline_service_client::PipelineServiceClient::connect(server)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            client
+                .query_state(request)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    }
+
+    /// Every state entry of a pipeline's last step, as text, paging through
+    /// scans.
+    pub fn state_all(&self, pipeline: &str) -> Result<BTreeMap<String, String>, tonic::Status> {
+        let mut all = BTreeMap::new();
+        let mut after = Vec::new();
+        loop {
+            let page = self.query_state(v1::QueryStateRequest {
+                pipeline: pipeline.to_owned(),
+                step: None,
+                query: Some(v1::query_state_request::Query::Scan(v1::StateScan {
+                    prefix: Vec::new(),
+                    start_after: after.clone(),
+                    limit: 5000,
+                })),
+            })?;
+            if let Some(last) = page.entries.last() {
+                after = last.key.clone();
+            }
+            for e in page.entries {
+                all.insert(
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    String::from_utf8_lossy(&e.value).into_owned(),
+                );
+            }
+            if !page.more {
+                return Ok(all);
+            }
+        }
+    }
+
     /// A pipeline's status, over gRPC.
     pub fn pipeline(&self, name: &str) -> Result<v1::Pipeline, tonic::Status> {
         let server = self.server.clone();
@@ -321,6 +392,8 @@ pub struct Rec {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub partition: i32,
     pub offset: i64,
+    /// Event time in ms; `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
 }
 
 impl Rec {
@@ -332,12 +405,19 @@ impl Rec {
             headers: Vec::new(),
             partition: -1,
             offset: -1,
+            timestamp: None,
         }
     }
 
     /// Sets the key.
     pub fn keyed(mut self, k: impl Into<Vec<u8>>) -> Self {
         self.key = Some(k.into());
+        self
+    }
+
+    /// Sets the event time, in ms.
+    pub fn at(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
         self
     }
 
@@ -349,6 +429,7 @@ impl Rec {
             headers: Vec::new(),
             partition: -1,
             offset: -1,
+            timestamp: None,
         }
     }
 
@@ -385,6 +466,9 @@ pub fn produce(brokers: &str, topic: &str, records: &[Rec]) -> anyhow::Result<()
         }
         if r.partition >= 0 {
             record = record.partition(r.partition);
+        }
+        if let Some(t) = r.timestamp {
+            record = record.timestamp(t);
         }
         if !r.headers.is_empty() {
             record = record.headers(r.headers.iter().fold(OwnedHeaders::new(), |hs, (k, v)| {
@@ -467,6 +551,7 @@ pub fn consume(
                 .unwrap_or_default(),
             partition: m.partition(),
             offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
         });
     }
     Ok(out)
@@ -520,6 +605,25 @@ pub fn create_pipeline(
             .await
             .map(tonic::Response::into_inner)
     })
+}
+
+/// The (low, high) watermarks of every partition of `topic`; empty if the
+/// topic does not exist.
+pub fn watermarks(brokers: &str, topic: &str) -> anyhow::Result<Vec<(i64, i64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    (0..partitions)
+        .map(|p| {
+            Ok(consumer.fetch_watermarks(topic, i32::try_from(p)?, Duration::from_secs(10))?)
+        })
+        .collect()
 }
 
 /// The offsets a consumer group has committed on `topic` (partition -> offset),

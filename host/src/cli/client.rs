@@ -1,7 +1,7 @@
 //! Client verbs: talk to a daemon's control plane.
 
-use super::output::{print_module, print_modules, print_pipeline, print_pipelines};
-use super::{CreateArgs, ModuleCommand, PipelineCommand, ServerArgs, StartArg};
+use super::output::{print_entries, print_module, print_modules, print_pipeline, print_pipelines};
+use super::{CreateArgs, ModuleCommand, PipelineCommand, ServerArgs, StartArg, StateCommand};
 use anyhow::{Context as _, bail};
 use eddy_proto::v1::{
     self, module_service_client::ModuleServiceClient,
@@ -38,7 +38,61 @@ pub(super) async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
     match command {
         ClientCommand::Module(m) => run_module(m).await,
         ClientCommand::Pipeline(p) => run_pipeline(p).await,
+        ClientCommand::State(q) => run_state(q).await,
     }
+}
+
+async fn run_state(command: StateCommand) -> anyhow::Result<()> {
+    use v1::query_state_request::Query;
+    let (server, format, request) = match command {
+        StateCommand::Get {
+            pipeline,
+            key,
+            step,
+            server,
+            format,
+        } => (
+            server,
+            format,
+            v1::QueryStateRequest {
+                pipeline,
+                step,
+                query: Some(Query::Key(key.into_bytes())),
+            },
+        ),
+        StateCommand::Scan {
+            pipeline,
+            prefix,
+            start_after,
+            limit,
+            step,
+            server,
+            format,
+        } => (
+            server,
+            format,
+            v1::QueryStateRequest {
+                pipeline,
+                step,
+                query: Some(Query::Scan(v1::StateScan {
+                    prefix: prefix.into_bytes(),
+                    start_after: start_after.into_bytes(),
+                    limit,
+                })),
+            },
+        ),
+    };
+    let is_get = matches!(request.query, Some(Query::Key(_)));
+    let response = pipelines(&server)
+        .await?
+        .query_state(request)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if is_get && response.entries.is_empty() {
+        bail!("no such key");
+    }
+    print_entries(&response, is_get, format)
 }
 
 /// The verbs that need a daemon.
@@ -47,6 +101,8 @@ pub(super) enum ClientCommand {
     Module(ModuleCommand),
     /// `eddy pipeline ...`
     Pipeline(PipelineCommand),
+    /// `eddy state ...`
+    State(StateCommand),
 }
 
 async fn run_module(command: ModuleCommand) -> anyhow::Result<()> {
@@ -120,11 +176,14 @@ async fn push(channel: Channel, file: &Path) -> anyhow::Result<v1::Module> {
 
 use tokio_stream::StreamExt as _;
 
-fn spec(args: CreateArgs, module: String) -> v1::PipelineSpec {
+fn spec(args: CreateArgs, modules: Vec<String>) -> v1::PipelineSpec {
     let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     v1::PipelineSpec {
         name: args.name,
-        steps: vec![v1::Step { module }],
+        steps: modules
+            .into_iter()
+            .map(|module| v1::Step { module })
+            .collect(),
         inputs: args.inputs,
         output: args.output,
         named_outputs: args.named_outputs.into_iter().collect(),
@@ -151,18 +210,21 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
             format,
         } => {
             let channel = connect(&server).await?;
-            let path = Path::new(&args.module);
-            let module = if path.is_file() {
-                push(channel.clone(), path).await?.digest
-            } else if args.module.ends_with(".wasm") {
-                bail!("module file {} does not exist", args.module);
-            } else {
-                args.module.clone()
-            };
+            let mut modules = Vec::with_capacity(args.modules.len());
+            for module in &args.modules {
+                let path = Path::new(module);
+                modules.push(if path.is_file() {
+                    push(channel.clone(), path).await?.digest
+                } else if module.ends_with(".wasm") {
+                    bail!("module file {module} does not exist");
+                } else {
+                    module.clone()
+                });
+            }
             let mut client = PipelineServiceClient::new(channel);
             let pipeline = client
                 .create_pipeline(v1::CreatePipelineRequest {
-                    spec: Some(spec(args, module)),
+                    spec: Some(spec(args, modules)),
                 })
                 .await
                 .map_err(rpc)?

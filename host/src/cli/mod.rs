@@ -75,6 +75,12 @@ pub enum Command {
     #[command(subcommand)]
     Pipeline(PipelineCommand),
 
+    /// Read a pipeline's state (interactive queries).
+    ///
+    /// Example: eddy state get word-count hello
+    #[command(subcommand)]
+    State(StateCommand),
+
     /// Produce one record per line of stdin to a topic.
     ///
     /// Example: printf 'k1:hello\nk2:world\n' | eddy produce lines --key-separator :
@@ -161,8 +167,10 @@ pub struct CreateArgs {
     /// The pipeline's name.
     pub name: String,
     /// A .wasm file (uploaded first) or the digest of an uploaded module.
-    #[arg(long, value_name = "FILE|DIGEST")]
-    pub module: String,
+    /// Repeat it for a pipeline of several steps, in order: records between
+    /// steps go through a repartition topic keyed by the previous step's keys.
+    #[arg(long = "module", value_name = "FILE|DIGEST", required = true)]
+    pub modules: Vec<String>,
     /// Input topic (repeatable).
     #[arg(long = "input", required = true)]
     pub inputs: Vec<String>,
@@ -250,6 +258,51 @@ pub enum PipelineCommand {
         name: String,
         #[command(flatten)]
         server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the value of one key, read from the partition that owns it.
+    ///
+    /// Example: eddy state get word-count hello
+    Get {
+        /// The pipeline.
+        pipeline: String,
+        /// The key (UTF-8).
+        key: String,
+        /// Which step's state (default: the last step).
+        #[arg(long)]
+        step: Option<u32>,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print entries in key order, across all partitions.
+    ///
+    /// Example: eddy state scan word-count --prefix he --limit 20
+    Scan {
+        /// The pipeline.
+        pipeline: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Only keys after this one (to page through a large state).
+        #[arg(long, default_value = "")]
+        start_after: String,
+        /// At most this many entries (at most 10000).
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// Which step's state (default: the last step).
+        #[arg(long)]
+        step: Option<u32>,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
     },
 }
 
@@ -352,6 +405,7 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
         }
         Command::Module(m) => run_client(ClientCommand::Module(m)).await,
         Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,
+        Command::State(q) => run_client(ClientCommand::State(q)).await,
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
     };

@@ -45,6 +45,16 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
             "records_out": s.records_out,
             "last_error": s.last_error,
             "assigned": s.assigned,
+            "step": s.step,
+            "restore": s.restore.as_ref().map(|r| json!({
+                "restoring": r.restoring,
+                "start_offset": r.start_offset,
+                "end_offset": r.end_offset,
+                "position": r.position,
+                "replayed": r.replayed,
+                "duration_ms": r.duration_ms,
+            })),
+            "counters": s.counters,
         })).collect::<Vec<_>>(),
     })
 }
@@ -97,20 +107,39 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
     }
     if !p.partitions.is_empty() {
         println!(
-            "\n{:<24} {:>10} {:>10} {:>8} {:>10} {:>10}  ERROR",
-            "PARTITION", "COMMITTED", "END", "LAG", "IN", "OUT"
+            "\n{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12}  NOTES",
+            "STEP", "PARTITION", "COMMITTED", "END", "LAG", "IN", "OUT", "RESTORED"
         );
     }
     for s in &p.partitions {
+        let restore = s.restore.unwrap_or_default();
+        let restored = if restore.restoring {
+            format!(
+                "{}/{}",
+                restore.position - restore.start_offset,
+                restore.end_offset - restore.start_offset
+            )
+        } else {
+            restore.replayed.to_string()
+        };
+        let mut notes: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if restore.restoring {
+            notes.push("restoring".into());
+        }
+        if !s.last_error.is_empty() {
+            notes.push(format!("error: {}", s.last_error));
+        }
         println!(
-            "{:<24} {:>10} {:>10} {:>8} {:>10} {:>10}  {}",
+            "{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12}  {}",
+            s.step,
             format!("{}/{}", s.topic, s.partition),
             s.committed_offset,
             s.high_watermark,
             s.lag,
             s.records_in,
             s.records_out,
-            s.last_error
+            restored,
+            notes.join("; ")
         );
     }
     Ok(())
@@ -135,6 +164,52 @@ pub(super) fn print_pipelines(pipelines: &[v1::Pipeline], format: Format) -> any
                     spec.inputs.join(","),
                     spec.output
                 );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn entry_json(e: &v1::StateEntry) -> Value {
+    json!({
+        "key": String::from_utf8_lossy(&e.key),
+        "value": String::from_utf8_lossy(&e.value),
+        "value_hex": hex::encode(&e.value),
+        "topic": e.topic,
+        "partition": e.partition,
+    })
+}
+
+/// Prints state entries: the value alone for a lookup, KEY<TAB>VALUE for a
+/// scan (values that are not UTF-8 are printed in hex).
+pub(super) fn print_entries(
+    response: &v1::QueryStateResponse,
+    single: bool,
+    format: Format,
+) -> anyhow::Result<()> {
+    let shown = |bytes: &[u8]| match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => format!("0x{}", hex::encode(bytes)),
+    };
+    match format {
+        Format::Json if single => match response.entries.first() {
+            Some(e) => print_json(&entry_json(e)),
+            None => Ok(()),
+        },
+        Format::Json => print_json(&json!({
+            "entries": response.entries.iter().map(entry_json).collect::<Vec<_>>(),
+            "more": response.more,
+        })),
+        Format::Text => {
+            for e in &response.entries {
+                if single {
+                    println!("{}", shown(&e.value));
+                } else {
+                    println!("{}\t{}", shown(&e.key), shown(&e.value));
+                }
+            }
+            if response.more {
+                eprintln!("(more entries: use --start-after with the last key)");
             }
             Ok(())
         }

@@ -98,4 +98,13 @@ impl PipelineService for PipelineServiceImpl {
         self.run(move |m| m.delete(&name)).await?;
         Ok(Response::new(v1::DeletePipelineResponse {}))
     }
+
+    async fn query_state(
+        &self,
+        request: Request<v1::QueryStateRequest>,
+    ) -> Result<Response<v1::QueryStateResponse>, Status> {
+        let request = request.into_inner();
+        let response = self.run(move |m| m.query_state(request)).await?;
+        Ok(Response::new(response))
+    }
 }

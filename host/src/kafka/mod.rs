@@ -1,10 +1,14 @@
 //! Kafka I/O: client settings shared by every consumer and producer eddy
 //! creates, the embedded broker, and topic metadata.
 
+mod admin;
 mod broker;
+mod partitioner;
 mod topics;
 
+pub use admin::{InternalTopic, delete_topics, ensure_topic};
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
+pub use partitioner::murmur2_partition;
 pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
 
 use rdkafka::ClientConfig;
@@ -72,6 +76,34 @@ impl KafkaSettings {
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "100000")
             .set("message.timeout.ms", "60000");
+        config
+    }
+
+    /// A transactional producer with the stable id `id`: initialising it
+    /// fences every earlier producer of that id.
+    pub fn transactional_producer(&self, id: &str) -> ClientConfig {
+        let mut config = self.producer();
+        config
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000");
+        config
+    }
+
+    /// A consumer that reads one changelog partition by assignment, to
+    /// restore state: committed records only, and an end-of-partition event
+    /// so the restore knows it caught up.
+    pub fn restore_consumer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", "eddy-restore")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "error")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("allow.auto.create.topics", "false")
+            .set("fetch.max.bytes", "52428800")
+            .set("max.partition.fetch.bytes", "10485760");
         config
     }
 

@@ -57,6 +57,35 @@ pub enum TopicError {
          `eddy dev-broker --topic {0}:PARTITIONS`)"
     )]
     Missing(String),
+    /// An internal topic exists with the wrong number of partitions.
+    #[error(
+        "topic `{topic}` has {actual} partitions but this pipeline needs {expected} (one per \
+         input partition of its step); if the input gained partitions, delete and re-create \
+         the pipeline, or delete `{topic}` to rebuild it"
+    )]
+    PartitionMismatch {
+        /// The topic.
+        topic: String,
+        /// What the pipeline needs.
+        expected: i32,
+        /// What the topic has.
+        actual: i32,
+    },
+    /// The broker refused to create or delete a topic.
+    #[error("topic `{topic}`: {error}")]
+    CreateFailed {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        error: String,
+    },
+}
+
+impl TopicError {
+    /// Whether retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::PartitionMismatch { .. })
+    }
 }
 
 /// A long-lived client for metadata and watermark queries: creating a

@@ -5,11 +5,12 @@
 //! the control plane calls them from blocking threads.
 
 use super::runner::{PartitionView, PipelineRunner};
-use super::spec::{PipelineSpec, SpecError, StartFrom};
+use super::spec::{InternalNames, PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
-use crate::kafka::{self, KafkaMetadata, KafkaSettings, TopicError};
+use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
 use crate::modules::ModuleStore;
 use crate::runtime::{ModuleError, Runtime};
+use crate::state::PipelineDb;
 use crate::task::TaskPlan;
 use anyhow::Context as _;
 use eddy_proto::v1;
@@ -73,6 +74,10 @@ pub struct PipelineManager {
     kafka: KafkaSettings,
     metadata: Arc<KafkaMetadata>,
     dir: PathBuf,
+    state_dir: PathBuf,
+    /// Open state stores, one per pipeline, kept across pause and resume
+    /// (RocksDB allows one handle per process).
+    dbs: Mutex<BTreeMap<String, Arc<PipelineDb>>>,
     ceilings: LimitsConfig,
     group_prefix: String,
 }
@@ -84,13 +89,15 @@ fn now_ms() -> i64 {
 }
 
 impl PipelineManager {
-    /// A manager over the specs in `dir`; call [`restore`](Self::restore) to
-    /// start them.
+    /// A manager over the specs in `dir`, keeping state under `state_dir`;
+    /// call [`restore`](Self::restore) to start them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         runtime: Arc<Runtime>,
         modules: Arc<ModuleStore>,
         kafka: KafkaSettings,
         dir: PathBuf,
+        state_dir: PathBuf,
         ceilings: LimitsConfig,
         group_prefix: String,
     ) -> anyhow::Result<Self> {
@@ -103,6 +110,8 @@ impl PipelineManager {
             metadata: Arc::new(KafkaMetadata::new(&kafka)?),
             kafka,
             dir,
+            state_dir,
+            dbs: Mutex::new(BTreeMap::new()),
             ceilings,
             group_prefix,
         })
@@ -112,8 +121,56 @@ impl PipelineManager {
         self.pipelines.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn names<'a>(&'a self, name: &'a str) -> InternalNames<'a> {
+        InternalNames {
+            prefix: &self.group_prefix,
+            pipeline: name,
+        }
+    }
+
     fn group(&self, name: &str) -> String {
-        format!("{}{name}", self.group_prefix)
+        self.names(name).group(0)
+    }
+
+    fn db(&self, name: &str) -> Result<Arc<PipelineDb>, ManagerError> {
+        let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(
+            PipelineDb::open(&self.state_dir.join(name))
+                .map_err(|e| ManagerError::Internal(anyhow::anyhow!(e)))?,
+        );
+        dbs.insert(name.to_owned(), db.clone());
+        Ok(db)
+    }
+
+    /// Closes and deletes a pipeline's state store, once its tasks let go.
+    fn destroy_state(&self, name: &str) -> anyhow::Result<()> {
+        let db = self
+            .dbs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(mut db) = db {
+            // Status readers may hold it for a moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if std::time::Instant::now() < deadline => {
+                        db = still_shared;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(_) => anyhow::bail!("the state store of {name} is still in use"),
+                }
+            }
+        }
+        PipelineDb::destroy(&self.state_dir.join(name))
+            .with_context(|| format!("could not delete the state of {name}"))
     }
 
     fn spec_path(&self, name: &str) -> PathBuf {
@@ -169,26 +226,35 @@ impl PipelineManager {
     }
 
     fn start(&self, spec: &PipelineSpec) -> Result<PipelineRunner, ManagerError> {
-        let digest = &spec.steps[0];
-        let module = self.runtime.module(digest, || self.modules.bytes(digest))?;
-        let producer = self
+        let producer: rdkafka::producer::FutureProducer = self
             .kafka
             .producer()
             .create()
             .context("could not create the producer")?;
-        let plan = Arc::new(TaskPlan {
-            spec: Arc::new(spec.clone()),
-            module,
-            runtime: self.runtime.clone(),
-            producer,
-            group: self.group(&spec.name),
-            config: Arc::new(spec.config.clone()),
-        });
-        Ok(PipelineRunner::start(
-            plan,
-            self.kafka.clone(),
-            self.metadata.clone(),
-        )?)
+        let db = self.db(&spec.name)?;
+        let spec = Arc::new(spec.clone());
+        let config = Arc::new(spec.config.clone());
+        let names = self.names(&spec.name);
+        let mut plans = Vec::with_capacity(spec.steps.len());
+        for (step, digest) in (0u32..).zip(&spec.steps) {
+            let module = self.runtime.module(digest, || self.modules.bytes(digest))?;
+            plans.push(Arc::new(TaskPlan {
+                spec: spec.clone(),
+                step,
+                inputs: spec.step_inputs(names, step),
+                output: spec.step_output(names, step),
+                changelog: names.changelog(step),
+                transactional: (step as usize) + 1 < spec.steps.len(),
+                db: db.clone(),
+                kafka: self.kafka.clone(),
+                module,
+                runtime: self.runtime.clone(),
+                producer: producer.clone(),
+                group: names.group(step),
+                config: config.clone(),
+            }));
+        }
+        Ok(PipelineRunner::start(plans, &self.kafka, &self.metadata)?)
     }
 
     /// Validates, checks its topics, records its start offsets, saves and
@@ -199,17 +265,34 @@ impl PipelineManager {
             return Err(ManagerError::AlreadyExists(spec.name));
         }
         // Compile now so a module problem fails the request, not the tasks.
-        let digest = &spec.steps[0];
-        self.runtime.module(digest, || self.modules.bytes(digest))?;
+        for digest in &spec.steps {
+            self.runtime.module(digest, || self.modules.bytes(digest))?;
+        }
         let mut inputs = Vec::new();
+        let mut widest = 1;
         for topic in &spec.inputs {
             let count = self.topic_partitions(topic)?;
+            widest = widest.max(count);
             inputs.extend((0..count).map(|p| (topic.clone(), p)));
         }
         for topic in spec.output_topics() {
             self.topic_partitions(topic)?;
         }
-        self.commit_start_offsets(&spec, &inputs)?;
+        // Between steps, records go through a repartition topic as wide as
+        // the widest input (as in Kafka Streams), keyed by murmur2.
+        // Later steps start at the beginning of their repartition topic.
+        let names = self.names(&spec.name);
+        for step in 1..u32::try_from(spec.steps.len()).unwrap_or(1) {
+            let name = names.repartition(step);
+            let topic = InternalTopic::repartition(&name, widest);
+            kafka::ensure_topic(&self.kafka, &self.metadata, &topic).map_err(|e| match e {
+                TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
+                _ => ManagerError::InvalidSpec(SpecError(e.to_string())),
+            })?;
+            let partitions: Vec<(String, i32)> = (0..widest).map(|p| (name.clone(), p)).collect();
+            self.commit_start_offsets(&names.group(step), StartFrom::Earliest, &partitions)?;
+        }
+        self.commit_start_offsets(&self.group(&spec.name), spec.start_from, &inputs)?;
         let stored = StoredPipeline {
             spec,
             paused: false,
@@ -245,7 +328,7 @@ impl PipelineManager {
     fn topic_partitions(&self, topic: &str) -> Result<i32, ManagerError> {
         self.metadata.partition_count(topic).map_err(|e| match e {
             TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
-            TopicError::Missing(_) => ManagerError::InvalidSpec(SpecError(e.to_string())),
+            _ => ManagerError::InvalidSpec(SpecError(e.to_string())),
         })
     }
 
@@ -253,7 +336,8 @@ impl PipelineManager {
     /// exactly there and any later out-of-range position is an error.
     fn commit_start_offsets(
         &self,
-        spec: &PipelineSpec,
+        group: &str,
+        start_from: StartFrom,
         partitions: &[(String, i32)],
     ) -> Result<(), ManagerError> {
         let mut tpl = TopicPartitionList::new();
@@ -262,7 +346,7 @@ impl PipelineManager {
                 .metadata
                 .watermarks(topic, *partition)
                 .map_err(|e| ManagerError::Unavailable(format!("{e:#}")))?;
-            let offset = match spec.start_from {
+            let offset = match start_from {
                 StartFrom::Earliest => low,
                 StartFrom::Latest => high,
             };
@@ -271,7 +355,7 @@ impl PipelineManager {
         }
         let consumer: BaseConsumer = self
             .kafka
-            .consumer(&self.group(&spec.name))
+            .consumer(group)
             .create()
             .context("could not create a Kafka client")?;
         consumer.commit(&tpl, CommitMode::Sync).map_err(|e| {
@@ -296,9 +380,7 @@ impl PipelineManager {
         let (partitions, error, failed, committed) = match status {
             Some(status) => {
                 let partitions = status.partitions();
-                let keys: Vec<(String, i32)> =
-                    partitions.iter().map(|p| p.partition.clone()).collect();
-                let committed = status.committed(&keys);
+                let committed = status.committed(&partitions);
                 (partitions, status.error(), status.failed(), committed)
             }
             None => (Vec::new(), start_error.clone(), start_error.is_some(), None),
@@ -342,6 +424,19 @@ impl PipelineManager {
                     records_out: p.status.records_out(),
                     last_error: p.status.last_error(),
                     assigned: p.status.assigned(),
+                    step: p.step,
+                    restore: Some({
+                        let r = p.status.restore();
+                        v1::RestoreStatus {
+                            restoring: r.restoring,
+                            start_offset: r.start,
+                            end_offset: r.end,
+                            position: r.position,
+                            replayed: r.replayed,
+                            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
+                        }
+                    }),
+                    counters: p.status.counters().into_iter().collect(),
                 }
             })
             .collect();
@@ -360,23 +455,28 @@ impl PipelineManager {
         &self,
         spec: &PipelineSpec,
     ) -> (Vec<PartitionView>, Option<Vec<Option<i64>>>) {
-        let keys: Vec<(String, i32)> = spec
-            .inputs
-            .iter()
-            .flat_map(|topic| {
-                let count = self.metadata.partition_count(topic).unwrap_or(0);
-                (0..count).map(move |p| (topic.clone(), p))
-            })
-            .collect();
-        let committed = kafka::group_offsets(&self.kafka, &self.group(&spec.name), &keys).ok();
-        let views = keys
-            .into_iter()
-            .map(|partition| PartitionView {
+        let names = self.names(&spec.name);
+        let mut views = Vec::new();
+        let mut committed = Vec::new();
+        for step in 0..u32::try_from(spec.steps.len()).unwrap_or(0) {
+            let keys: Vec<(String, i32)> = spec
+                .step_inputs(names, step)
+                .into_iter()
+                .flat_map(|topic| {
+                    let count = self.metadata.partition_count(&topic).unwrap_or(0);
+                    (0..count).map(move |p| (topic.clone(), p))
+                })
+                .collect();
+            let offsets = kafka::group_offsets(&self.kafka, &names.group(step), &keys)
+                .unwrap_or_else(|_| vec![None; keys.len()]);
+            committed.extend(offsets);
+            views.extend(keys.into_iter().map(|partition| PartitionView {
+                step,
                 partition,
                 status: Arc::default(),
-            })
-            .collect();
-        (views, committed)
+            }));
+        }
+        (views, Some(committed))
     }
 
     /// Every pipeline.
@@ -441,7 +541,8 @@ impl PipelineManager {
         self.get(name)
     }
 
-    /// Stops a pipeline and forgets it: its spec and its consumer group.
+    /// Stops a pipeline and forgets it: its spec, its state store and its
+    /// internal topics (the consumer groups' offsets stay on the broker).
     pub fn delete(&self, name: &str) -> Result<(), ManagerError> {
         let entry = self
             .lock()
@@ -452,8 +553,62 @@ impl PipelineManager {
         }
         std::fs::remove_file(self.spec_path(name))
             .with_context(|| format!("could not remove the spec of {name}"))?;
+        self.destroy_state(name)?;
+        let topics = self.names(name).topics(entry.stored.spec.steps.len());
+        if let Err(e) = kafka::delete_topics(&self.kafka, &topics) {
+            tracing::warn!(pipeline = %name, error = %e, ?topics, "could not delete the internal topics; delete them by hand");
+        }
         tracing::info!(pipeline = %name, "pipeline deleted");
         Ok(())
+    }
+
+    /// Reads a step's state: one key, or a scan (see [`super::query`]).
+    pub fn query_state(
+        &self,
+        request: v1::QueryStateRequest,
+    ) -> Result<v1::QueryStateResponse, ManagerError> {
+        let (status, steps, paused) = {
+            let pipelines = self.lock();
+            let entry = pipelines
+                .get(&request.pipeline)
+                .ok_or_else(|| ManagerError::NotFound(request.pipeline.clone()))?;
+            (
+                entry.runner.as_ref().map(PipelineRunner::status),
+                entry.stored.spec.steps.len(),
+                entry.stored.paused,
+            )
+        };
+        let last = u32::try_from(steps.saturating_sub(1)).unwrap_or(0);
+        let step = request.step.unwrap_or(last);
+        if step > last {
+            return Err(ManagerError::InvalidSpec(SpecError(format!(
+                "pipeline `{}` has steps 0 to {last}; there is no step {step}",
+                request.pipeline
+            ))));
+        }
+        let Some(status) = status else {
+            return Err(ManagerError::Unavailable(format!(
+                "pipeline `{}` is {}; resume it to query its state",
+                request.pipeline,
+                if paused { "paused" } else { "not running" }
+            )));
+        };
+        let tasks = status.step(step).ok_or_else(|| {
+            ManagerError::Unavailable(format!("step {step} is not running on this daemon"))
+        })?;
+        if tasks.inputs.is_empty() {
+            return Err(ManagerError::Unavailable(format!(
+                "pipeline `{}` is starting; try again shortly",
+                request.pipeline
+            )));
+        }
+        match request.query {
+            Some(v1::query_state_request::Query::Key(key)) => tasks.get(&key),
+            Some(v1::query_state_request::Query::Scan(scan)) => tasks.scan(&scan),
+            None => Err(ManagerError::InvalidSpec(SpecError(
+                "a state query needs a key or a scan".into(),
+            ))),
+        }
     }
 
     /// Stops every pipeline (each task commits); used on shutdown.

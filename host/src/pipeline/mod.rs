@@ -2,9 +2,10 @@
 //! them, and the runner that executes one on this daemon.
 
 mod manager;
+mod query;
 mod runner;
 mod spec;
 
 pub use manager::{ManagerError, PipelineManager, PipelineView};
-pub use runner::{PartitionView, PipelineRunner, RunnerStatus, TopicPartition};
-pub use spec::{Guarantee, Limits, PipelineSpec, SpecError, StartFrom, check_name};
+pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
+pub use spec::{Guarantee, InternalNames, Limits, PipelineSpec, SpecError, StartFrom, check_name};

@@ -1,14 +1,14 @@
-//! A running pipeline on this daemon: its consumer group membership, a
-//! thread that serves the consumer (rebalances, errors), and one task thread
-//! per assigned input partition.
+//! A running pipeline on this daemon: per step, its consumer group
+//! membership, a thread that serves the consumer (rebalances, errors), and
+//! one task thread per assigned input partition.
 //!
 //! Every input partition's messages are split into their own queue before
 //! the consumer subscribes, so each task pulls from its partition at its own
 //! pace. On revoke, tasks finish their batch and commit before the partition
 //! is handed over.
 
-use crate::kafka::{KafkaMetadata, KafkaSettings, group_offsets_with};
-use crate::task::{Parked, PartitionTask, TaskExit, TaskPlan, TaskStatus};
+use crate::kafka::{InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
+use crate::task::{PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -38,7 +38,8 @@ struct Shared {
     plan: Arc<TaskPlan>,
     consumer: Mutex<Weak<BaseConsumer<RebalanceHandler>>>,
     queues: Mutex<HashMap<TopicPartition, PartitionQueue<RebalanceHandler>>>,
-    parked: Mutex<HashMap<TopicPartition, Parked>>,
+    /// The step's input partitions, in changelog partition order.
+    inputs: Mutex<Vec<TopicPartition>>,
     tasks: Mutex<HashMap<TopicPartition, TaskHandle>>,
     statuses: Mutex<BTreeMap<TopicPartition, Arc<TaskStatus>>>,
     error: Mutex<Option<String>>,
@@ -66,11 +67,22 @@ impl Shared {
             self.status(&tp).fail(message);
             return;
         };
-        let parked = lock(&self.parked).remove(&tp);
+        let Some(changelog_partition) = lock(&self.inputs)
+            .iter()
+            .position(|t| *t == tp)
+            .and_then(|i| i32::try_from(i).ok())
+        else {
+            self.status(&tp).fail(format!(
+                "partition {}/{} is not an input of this step",
+                tp.0, tp.1
+            ));
+            return;
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let task = PartitionTask::new(
             tp.0.clone(),
             tp.1,
+            changelog_partition,
             queue,
             consumer,
             self.plan.clone(),
@@ -80,7 +92,7 @@ impl Shared {
         let name = format!("task-{}-{}", tp.0, tp.1);
         match std::thread::Builder::new()
             .name(name)
-            .spawn(move || task.run(parked))
+            .spawn(move || task.run())
         {
             Ok(thread) => {
                 lock(&self.tasks).insert(tp, TaskHandle { stop, thread });
@@ -110,10 +122,7 @@ impl Shared {
         for (tp, handle) in handles {
             match handle.thread.join() {
                 Ok(exit) => {
-                    lock(&self.queues).insert(tp.clone(), exit.queue);
-                    if let Some(parked) = exit.parked {
-                        lock(&self.parked).insert(tp, parked);
-                    }
+                    lock(&self.queues).insert(tp, exit.queue);
                 }
                 Err(_) => {
                     tracing::error!(pipeline = %self.plan.spec.name, partition = ?tp, "task thread panicked");
@@ -184,8 +193,41 @@ impl ConsumerContext for RebalanceHandler {
     }
 }
 
-/// A pipeline running on this daemon.
+/// A pipeline running on this daemon: one runner per step.
 pub struct PipelineRunner {
+    steps: Vec<StepRunner>,
+}
+
+impl PipelineRunner {
+    /// Starts every step of a pipeline, one plan per step.
+    pub fn start(
+        plans: Vec<Arc<TaskPlan>>,
+        kafka: &KafkaSettings,
+        metadata: &Arc<KafkaMetadata>,
+    ) -> anyhow::Result<Self> {
+        let steps = plans
+            .into_iter()
+            .map(|plan| StepRunner::start(plan, kafka.clone(), metadata.clone()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { steps })
+    }
+
+    /// A handle on the pipeline's status, usable without holding on to the
+    /// runner (queries through it may wait on Kafka).
+    pub fn status(&self) -> RunnerStatus {
+        RunnerStatus(self.steps.iter().map(|s| s.shared.clone()).collect())
+    }
+
+    /// Stops every step, first to last, each task finishing its batch.
+    pub fn stop(self) {
+        for step in self.steps {
+            step.stop();
+        }
+    }
+}
+
+/// One step of a pipeline running on this daemon.
+struct StepRunner {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     poller: Option<JoinHandle<()>>,
@@ -193,50 +235,91 @@ pub struct PipelineRunner {
 
 /// What a running pipeline reports about itself.
 #[derive(Clone)]
-pub struct RunnerStatus(Arc<Shared>);
+pub struct RunnerStatus(Vec<Arc<Shared>>);
+
+/// The tasks of one step on this daemon, for state queries.
+pub struct StepTasks {
+    /// The step's input partitions, in changelog partition order.
+    pub inputs: Vec<TopicPartition>,
+    /// The status of each partition's task.
+    pub statuses: BTreeMap<TopicPartition, Arc<TaskStatus>>,
+    /// The plan the step's tasks run.
+    pub plan: Arc<TaskPlan>,
+}
 
 impl RunnerStatus {
     /// The partitions this pipeline has seen, with their task status.
     pub fn partitions(&self) -> Vec<PartitionView> {
-        lock(&self.0.statuses)
+        self.0
             .iter()
-            .map(|(tp, status)| PartitionView {
-                partition: tp.clone(),
-                status: status.clone(),
+            .flat_map(|shared| {
+                let step = shared.plan.step;
+                lock(&shared.statuses)
+                    .iter()
+                    .map(|(tp, status)| PartitionView {
+                        step,
+                        partition: tp.clone(),
+                        status: status.clone(),
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect()
     }
 
-    /// The offsets the group has committed for `partitions`, read from
-    /// Kafka through the pipeline's own consumer; `None` before it exists.
-    pub fn committed(&self, partitions: &[TopicPartition]) -> Option<Vec<Option<i64>>> {
-        let consumer = lock(&self.0.consumer).upgrade()?;
-        group_offsets_with(&*consumer, partitions).ok()
+    /// The offsets each step's group has committed for `partitions`, read
+    /// from Kafka through the step's own consumer; `None` before it exists.
+    pub fn committed(&self, partitions: &[PartitionView]) -> Option<Vec<Option<i64>>> {
+        let mut out = Vec::with_capacity(partitions.len());
+        for view in partitions {
+            let shared = self.0.iter().find(|s| s.plan.step == view.step)?;
+            let consumer = lock(&shared.consumer).upgrade()?;
+            let offset = group_offsets_with(&*consumer, std::slice::from_ref(&view.partition))
+                .ok()?
+                .first()
+                .copied()
+                .flatten();
+            out.push(offset);
+        }
+        Some(out)
     }
 
     /// A pipeline-level error (consumer or broker trouble), if any.
     pub fn error(&self) -> Option<String> {
-        lock(&self.0.error).clone()
+        self.0.iter().find_map(|s| lock(&s.error).clone())
     }
 
     /// Whether any task failed.
     pub fn failed(&self) -> bool {
-        lock(&self.0.statuses).values().any(|s| s.failed())
+        self.0
+            .iter()
+            .any(|s| lock(&s.statuses).values().any(|s| s.failed()))
+    }
+
+    /// The tasks of `step` on this daemon, `None` if there is no such step.
+    pub fn step(&self, step: u32) -> Option<StepTasks> {
+        let shared = self.0.iter().find(|s| s.plan.step == step)?;
+        Some(StepTasks {
+            inputs: lock(&shared.inputs).clone(),
+            statuses: lock(&shared.statuses).clone(),
+            plan: shared.plan.clone(),
+        })
     }
 }
 
 /// One partition as the status shows it.
 pub struct PartitionView {
+    /// The pipeline step the partition is an input of.
+    pub step: u32,
     /// Topic and partition.
     pub partition: TopicPartition,
     /// The task's counters.
     pub status: Arc<TaskStatus>,
 }
 
-impl PipelineRunner {
-    /// Starts the pipeline: its consumer joins the group on a thread of its
+impl StepRunner {
+    /// Starts the step: its consumer joins the group on a thread of its
     /// own, retrying while the broker is unreachable.
-    pub fn start(
+    fn start(
         plan: Arc<TaskPlan>,
         kafka: KafkaSettings,
         metadata: Arc<KafkaMetadata>,
@@ -245,7 +328,7 @@ impl PipelineRunner {
             plan,
             consumer: Mutex::new(Weak::new()),
             queues: Mutex::new(HashMap::new()),
-            parked: Mutex::new(HashMap::new()),
+            inputs: Mutex::new(Vec::new()),
             tasks: Mutex::new(HashMap::new()),
             statuses: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
@@ -257,7 +340,7 @@ impl PipelineRunner {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("poll-{}", shared.plan.spec.name))
-                .spawn(move || serve_consumer(&shared, &metadata, &config, &stop))?
+                .spawn(move || serve_consumer(&shared, &kafka, &metadata, &config, &stop))?
         };
         Ok(Self {
             shared,
@@ -266,15 +349,9 @@ impl PipelineRunner {
         })
     }
 
-    /// A handle on the pipeline's status, usable without holding on to the
-    /// runner (queries through it may wait on Kafka).
-    pub fn status(&self) -> RunnerStatus {
-        RunnerStatus(self.shared.clone())
-    }
-
     /// Stops every task (each finishes its batch and commits), leaves the
     /// consumer group and flushes the producer.
-    pub fn stop(mut self) {
+    fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(poller) = self.poller.take()
             && poller.join().is_err()
@@ -284,7 +361,7 @@ impl PipelineRunner {
     }
 }
 
-impl Drop for PipelineRunner {
+impl Drop for StepRunner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(poller) = self.poller.take() {
@@ -297,13 +374,14 @@ impl Drop for PipelineRunner {
 /// subscribes, then serves the consumer until told to stop.
 fn serve_consumer(
     shared: &Arc<Shared>,
+    kafka: &KafkaSettings,
     metadata: &KafkaMetadata,
     config: &ClientConfig,
     stop: &AtomicBool,
 ) {
     let name = shared.plan.spec.name.clone();
     let mut inputs = Vec::new();
-    for topic in &shared.plan.spec.inputs {
+    for topic in &shared.plan.inputs {
         loop {
             if stop.load(Ordering::Relaxed) {
                 return;
@@ -322,6 +400,26 @@ fn serve_consumer(
             }
         }
     }
+    // The changelog has one partition per input partition.
+    let changelog = InternalTopic::changelog(&shared.plan.changelog, inputs.len());
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match crate::kafka::ensure_topic(kafka, metadata, &changelog) {
+            Ok(()) => break,
+            Err(e) => {
+                let message = format!("could not prepare the changelog: {e}");
+                tracing::warn!(pipeline = %name, "{message}");
+                shared.set_error(Some(message));
+                if e.is_permanent() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
+    *lock(&shared.inputs) = inputs.clone();
     let handler = RebalanceHandler {
         shared: Arc::downgrade(shared),
     };
@@ -344,7 +442,7 @@ fn serve_consumer(
                 .fail("could not split the partition's queue".into()),
         }
     }
-    let topics: Vec<&str> = shared.plan.spec.inputs.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = shared.plan.inputs.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
         shared.set_error(Some(format!("could not subscribe: {e}")));
         return;

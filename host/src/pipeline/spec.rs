@@ -77,8 +77,59 @@ fn invalid(message: impl Into<String>) -> SpecError {
     SpecError(message.into())
 }
 
-/// Checks a pipeline name: it names files and consumer groups.
+/// Most steps in one pipeline.
+const MAX_STEPS: usize = 16;
+
+/// The names of what eddy keeps for a pipeline on the broker: consumer
+/// groups and internal topics. Pipeline names are lower-case and may not end
+/// in `.step-N`, so these never collide across pipelines.
+#[derive(Clone, Copy, Debug)]
+pub struct InternalNames<'a> {
+    /// The daemon's group prefix.
+    pub prefix: &'a str,
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+}
+
+impl InternalNames<'_> {
+    /// The consumer group of `step`; the first step's is the pipeline's.
+    pub fn group(&self, step: u32) -> String {
+        match step {
+            0 => format!("{}{}", self.prefix, self.pipeline),
+            n => format!("{}{}.step-{n}", self.prefix, self.pipeline),
+        }
+    }
+
+    /// The compacted changelog of `step`'s state.
+    pub fn changelog(&self, step: u32) -> String {
+        format!("{}{}.step-{step}.changelog", self.prefix, self.pipeline)
+    }
+
+    /// The topic feeding `step` (from 1), partitioned by murmur2 of the key.
+    pub fn repartition(&self, step: u32) -> String {
+        format!("{}{}.step-{step}.repartition", self.prefix, self.pipeline)
+    }
+
+    /// Every internal topic of a pipeline with `steps` steps.
+    pub fn topics(&self, steps: usize) -> Vec<String> {
+        let steps = u32::try_from(steps).unwrap_or(0);
+        (0..steps)
+            .map(|s| self.changelog(s))
+            .chain((1..steps).map(|s| self.repartition(s)))
+            .collect()
+    }
+}
+
+/// Checks a pipeline name: it names files, consumer groups and topics.
 pub fn check_name(name: &str) -> Result<(), SpecError> {
+    if let Some((_, n)) = name.rsplit_once(".step-")
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid(format!(
+            "name `{name}` may not end in `.step-N`: eddy names the groups of later steps that way"
+        )));
+    }
     let ok = !name.is_empty()
         && name.len() <= 100
         && name
@@ -143,10 +194,11 @@ impl PipelineSpec {
         if spec.steps.is_empty() {
             return Err(invalid("a pipeline needs one step (a module digest)"));
         }
-        if spec.steps.len() > 1 {
-            return Err(invalid(
-                "multi-step pipelines are not supported yet: give exactly one step",
-            ));
+        if spec.steps.len() > MAX_STEPS {
+            return Err(invalid(format!(
+                "a pipeline has at most {MAX_STEPS} steps; this one has {}",
+                spec.steps.len()
+            )));
         }
         let steps = spec
             .steps
@@ -264,6 +316,23 @@ impl PipelineSpec {
         }
     }
 
+    /// The input topics of `step`.
+    pub fn step_inputs(&self, names: InternalNames<'_>, step: u32) -> Vec<String> {
+        match step {
+            0 => self.inputs.clone(),
+            n => vec![names.repartition(n)],
+        }
+    }
+
+    /// Where `step`'s default output goes.
+    pub fn step_output(&self, names: InternalNames<'_>, step: u32) -> String {
+        if step as usize + 1 >= self.steps.len() {
+            self.output.clone()
+        } else {
+            names.repartition(step + 1)
+        }
+    }
+
     /// Every topic the pipeline writes to.
     pub fn output_topics(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.output.as_str()).chain(self.named_outputs.values().map(String::as_str))
@@ -277,7 +346,8 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(check_name("word-count.v2").is_ok());
-        for bad in ["", "Upper", "has space", ".hidden", "a/b"] {
+        assert!(check_name("a.step-x").is_ok());
+        for bad in ["", "Upper", "has space", ".hidden", "a/b", "wc.step-1"] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
     }

@@ -3,8 +3,9 @@
 //! environment.
 
 use super::bindings::Processor;
-use super::bindings::eddy::processor::{config, log, state, timers, types};
-use crate::state::{StateError, TaskState};
+use super::bindings::eddy::processor::{config, log, metrics, state, timers, types};
+use crate::state::{StateError, TaskState, timer_key};
+use crate::task::TaskStatus;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -23,14 +24,17 @@ pub struct TaskServices {
     pub config: Arc<BTreeMap<String, String>>,
     /// The task's state, with the current batch's writes.
     pub state: TaskState,
-    /// Pending timers. Kept in memory with the task.
+    /// Pending timers, an index over the timers in `state`.
     pub timers: BTreeSet<TimerKey>,
     /// The highest record timestamp the task has seen.
     pub stream_time: Option<i64>,
+    /// The task's status, where guest counters go.
+    pub status: Arc<TaskStatus>,
 }
 
 impl TaskServices {
-    /// Removes and returns the timers of `domain` due at `now`, in time order.
+    /// Removes and returns the timers of `domain` due at `now`, in time
+    /// order; their removal commits with the batch that fires them.
     pub fn take_due_timers(&mut self, domain: types::TimeDomain, now: i64) -> Vec<TimerKey> {
         let due: Vec<TimerKey> = self
             .timers
@@ -41,6 +45,7 @@ impl TaskServices {
             .collect();
         for timer in &due {
             self.timers.remove(timer);
+            self.state.put_raw(timer_key(timer), None);
         }
         due
     }
@@ -216,14 +221,27 @@ impl state::Host for GuestCtx {
 
 impl timers::Host for GuestCtx {
     fn set(&mut self, domain: types::TimeDomain, at: i64, key: Vec<u8>) {
-        self.services.timers.insert((at, domain, key));
+        let timer = (at, domain, key);
+        self.services
+            .state
+            .put_raw(timer_key(&timer), Some(Vec::new()));
+        self.services.timers.insert(timer);
     }
 
     fn cancel(&mut self, domain: types::TimeDomain, at: i64, key: Vec<u8>) {
-        self.services.timers.remove(&(at, domain, key));
+        let timer = (at, domain, key);
+        if self.services.timers.remove(&timer) {
+            self.services.state.put_raw(timer_key(&timer), None);
+        }
     }
 
     fn stream_time(&mut self) -> Option<i64> {
         self.services.stream_time
+    }
+}
+
+impl metrics::Host for GuestCtx {
+    fn increment(&mut self, name: String, delta: u64) {
+        self.services.status.count(&name, delta);
     }
 }

@@ -2,7 +2,7 @@ use super::{Entries, StateError, StateStore, WriteBatch};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// State held in memory for the life of a task.
+/// State held in memory, for tests of the code above the store.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -34,6 +34,11 @@ impl StateStore for MemoryStore {
                 None => self.entries.remove(&key),
             };
         }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<(), StateError> {
+        self.entries.clear();
         Ok(())
     }
 }

@@ -1,16 +1,29 @@
-//! Task state: a key-value store per task behind a small trait, and the
-//! batch view guests read and write through.
+//! Task state: a key-value store per task behind a small trait, the batch
+//! view guests read and write through, and the layout both share with the
+//! changelog.
 //!
 //! The store only ever sees whole batches ([`WriteBatch`]); a guest's writes
-//! are buffered in [`TaskState`] until the batch's outputs are acknowledged,
-//! so a failed batch leaves the store untouched. The in-memory store here is
-//! what the daemon uses today: state lives as long as the task.
+//! are buffered in [`TaskState`] until the batch's changelog records are
+//! acknowledged, so a failed batch leaves the store untouched. Only
+//! [`rocks`] knows RocksDB; everything else works against [`StateStore`]
+//! (the in-memory store serves unit tests).
 
+mod checkpoint;
+mod keys;
 mod memory;
+pub mod rocks;
 mod task_state;
 
+pub use checkpoint::Checkpoint;
+pub use keys::{CHECKPOINT_KEY, POSITION_KEY, data_key, timer_from_key, timer_key};
 pub use memory::MemoryStore;
+pub use rocks::{PipelineDb, TaskStore};
 pub use task_state::{StateLimits, TaskState};
+
+/// The smallest key above every key starting with `prefix`; `None` if none.
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    task_state::prefix_successor(prefix)
+}
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -33,6 +46,10 @@ pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 pub type WriteBatch = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// A key-value store holding one task's committed state.
+///
+/// Keys are the store's own layout ([`keys`](self::data_key)): user data,
+/// timers and the checkpoint side by side, so one [`WriteBatch`] commits all
+/// three atomically.
 pub trait StateStore: Send {
     /// The value under `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError>;
@@ -47,4 +64,7 @@ pub trait StateStore: Send {
 
     /// Applies a batch atomically.
     fn apply(&mut self, batch: WriteBatch) -> Result<(), StateError>;
+
+    /// Removes everything, to rebuild from the changelog.
+    fn clear(&mut self) -> Result<(), StateError>;
 }

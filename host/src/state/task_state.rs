@@ -1,3 +1,4 @@
+use super::keys::{data_key, data_range, timer_from_key, timer_range, user_key};
 use super::{Entries, StateError, StateStore, WriteBatch};
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -22,6 +23,9 @@ impl Default for StateLimits {
 
 /// A task's view of its state during a batch: committed entries plus the
 /// batch's own writes, which reads see first.
+///
+/// Guest calls go to the data namespace; the host adds timers and the
+/// checkpoint to the same pending batch, so the batch commits as one.
 pub struct TaskState {
     store: Box<dyn StateStore>,
     pending: WriteBatch,
@@ -38,8 +42,13 @@ impl TaskState {
         }
     }
 
-    /// The value under `key`, this batch's writes included.
+    /// The value under the guest's `key`, this batch's writes included.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.get_raw(&data_key(key))
+    }
+
+    /// The value under a store key, this batch's writes included.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
         match self.pending.get(key) {
             Some(value) => Ok(value.clone()),
             None => self.store.get(key),
@@ -56,15 +65,20 @@ impl TaskState {
                 self.limits.max_value_bytes
             )));
         }
-        self.pending.insert(key, Some(value));
+        self.pending.insert(data_key(&key), Some(value));
         Ok(())
     }
 
     /// Buffers a delete.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<(), StateError> {
         self.check_key(&key)?;
-        self.pending.insert(key, None);
+        self.pending.insert(data_key(&key), None);
         Ok(())
+    }
+
+    /// Buffers a write of a store key (timers, the checkpoint).
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.pending.insert(key, value);
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), StateError> {
@@ -78,9 +92,34 @@ impl TaskState {
         Ok(())
     }
 
-    /// Up to `limit` entries within the bounds, in key order, merging the
-    /// batch's writes over the store.
+    /// Up to `limit` guest entries within the bounds, in key order, merging
+    /// the batch's writes over the store.
     pub fn scan(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StateError> {
+        let (lo, hi) = data_range();
+        let start = start.map(data_key);
+        let end = end.map(data_key);
+        let start = match &start {
+            Bound::Unbounded => Bound::Included(lo.as_slice()),
+            b => b.as_ref().map(Vec::as_slice),
+        };
+        let end = match &end {
+            Bound::Unbounded => Bound::Excluded(hi.as_slice()),
+            b => b.as_ref().map(Vec::as_slice),
+        };
+        Ok(self
+            .scan_raw(start, end, limit)?
+            .into_iter()
+            .filter_map(|(k, v)| user_key(&k).map(|k| (k.to_vec(), v)))
+            .collect())
+    }
+
+    /// [`scan`](Self::scan) over store keys.
+    pub fn scan_raw(
         &self,
         start: Bound<&[u8]>,
         end: Bound<&[u8]>,
@@ -104,7 +143,7 @@ impl TaskState {
         Ok(merged.into_iter().take(limit).collect())
     }
 
-    /// Entries whose key starts with `prefix`, after `start_after` if given.
+    /// Guest entries whose key starts with `prefix`, after `start_after` if given.
     pub fn scan_prefix(
         &self,
         prefix: &[u8],
@@ -120,24 +159,59 @@ impl TaskState {
         self.scan(start, end, limit)
     }
 
-    /// Makes the batch's writes durable in the store.
-    pub fn commit(&mut self) -> Result<(), StateError> {
-        let batch = std::mem::take(&mut self.pending);
+    /// Every pending timer in the store, for a task that starts.
+    pub fn stored_timers(&self) -> Result<Vec<crate::runtime::TimerKey>, StateError> {
+        let (lo, hi) = timer_range();
+        let entries = self.store.scan(
+            Bound::Included(lo.as_slice()),
+            Bound::Excluded(hi.as_slice()),
+            usize::MAX,
+        )?;
+        Ok(entries
+            .iter()
+            .filter_map(|(k, _)| timer_from_key(k))
+            .collect())
+    }
+
+    /// The batch's writes, in store keys.
+    pub fn pending(&self) -> &WriteBatch {
+        &self.pending
+    }
+
+    /// Takes the batch's writes, leaving nothing pending.
+    pub fn take_pending(&mut self) -> WriteBatch {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Applies a batch of store entries to the store (pending writes untouched).
+    pub fn apply(&mut self, batch: WriteBatch) -> Result<(), StateError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.store.apply(batch)
     }
 
+    /// Makes the batch's writes durable in the store.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        let batch = self.take_pending();
+        self.apply(batch)
+    }
+
     /// Forgets the batch's writes.
     pub fn discard(&mut self) {
         self.pending.clear();
+    }
+
+    /// Empties the store, to rebuild it from the changelog.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        self.pending.clear();
+        self.store.clear()
     }
 }
 
 /// The smallest key greater than every key starting with `prefix`, or `None`
 /// if there is none (the prefix is all `0xff`).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {

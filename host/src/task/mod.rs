@@ -1,30 +1,40 @@
 //! A task: one input partition of one pipeline, on its own thread.
 //!
-//! The loop is the unit of everything: poll up to N records or T ms from the
-//! partition's queue, make one guest call, produce the outputs, wait until
-//! Kafka acknowledges them, then commit the input offset and the batch's
-//! state. A crash anywhere before the commit replays the batch
-//! (at-least-once); nothing is committed that was not delivered.
+//! A task first restores its state (local store plus changelog tail, see
+//! [`changelog`]) and resumes its input from the checkpoint the state
+//! reaches. Then the loop is the unit of everything: poll up to N records or
+//! T ms from the partition's queue, make one guest call, produce the outputs
+//! and the batch's changelog records (mutations, then a checkpoint), wait
+//! until Kafka acknowledges them, then write the mutations and the
+//! checkpoint to the local store in one batch and commit the input offset
+//! to the group for lag tools. A crash anywhere before that replays the
+//! batch (at-least-once outputs) while state stays exact.
 //!
 //! The thread blocks only itself: a slow guest or a full producer queue
 //! stalls this partition (backpressure through librdkafka's bounded fetch
 //! queue), never the poll loop, the control plane or other pipelines.
 
+mod changelog;
+mod producer;
 mod status;
 
-pub use status::TaskStatus;
+pub use changelog::{Changelog, RestoreError, Restored};
+pub use status::{RestoreProgress, TaskStatus};
 
+use crate::kafka::KafkaSettings;
 use crate::pipeline::PipelineSpec;
 use crate::runtime::bindings_types::{
     Batch, FiredTimer, Header, InputRecord, OutputRecord, TaskInfo, TimeDomain,
 };
 use crate::runtime::{CompiledModule, Guest, GuestError, GuestLimits, Runtime, TaskServices};
-use crate::state::{MemoryStore, StateLimits, TaskState};
+use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, PipelineDb, StateLimits, TaskState};
+use changelog::{delivered, send};
+use producer::TaskProducer;
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,36 +44,42 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long one poll waits before the task checks whether it should stop.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
-/// What every task of one pipeline shares.
+/// What every task of one pipeline step shares.
 pub struct TaskPlan {
     /// The pipeline.
     pub spec: Arc<PipelineSpec>,
-    /// The compiled module of its step.
+    /// The step's position in the pipeline.
+    pub step: u32,
+    /// The step's input topics.
+    pub inputs: Vec<String>,
+    /// Where the step's default output goes: the next step's repartition
+    /// topic, or the pipeline's output after the last step.
+    pub output: String,
+    /// The step's changelog topic.
+    pub changelog: String,
+    /// Whether each batch commits as a Kafka transaction (a step feeding
+    /// another step: see [`producer`]).
+    pub transactional: bool,
+    /// The pipeline's state store.
+    pub db: Arc<PipelineDb>,
+    /// How to reach Kafka, for restore consumers.
+    pub kafka: KafkaSettings,
+    /// The compiled module of the step.
     pub module: CompiledModule,
     /// The engine.
     pub runtime: Arc<Runtime>,
     /// The pipeline's producer.
     pub producer: FutureProducer,
-    /// The pipeline's consumer group, for offset queries.
+    /// The step's consumer group.
     pub group: String,
     /// The pipeline's configuration, as guests see it.
     pub config: Arc<BTreeMap<String, String>>,
-}
-
-/// State a task leaves behind when its partition is revoked, picked up
-/// again if the partition comes back to this daemon.
-pub struct Parked {
-    state: TaskState,
-    timers: std::collections::BTreeSet<crate::runtime::TimerKey>,
-    stream_time: Option<i64>,
 }
 
 /// What a finished task hands back to its pipeline.
 pub struct TaskExit<C: ConsumerContext + 'static> {
     /// The partition's queue, for the next task on this partition.
     pub queue: PartitionQueue<C>,
-    /// The task's state, if it has any worth keeping.
-    pub parked: Option<Parked>,
 }
 
 /// Why a batch failed.
@@ -82,6 +98,10 @@ enum Fault {
     Consume(String),
     #[error("committing state failed: {0}")]
     State(#[from] crate::state::StateError),
+    #[error("writing the changelog failed: {0}")]
+    Changelog(KafkaError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
 }
 
 /// One partition's task.
@@ -94,22 +114,38 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     plan: Arc<TaskPlan>,
     status: Arc<TaskStatus>,
     stop: Arc<AtomicBool>,
-    /// The next offset to commit, once the batch that reached it is delivered.
+    changelog: Changelog,
+    /// Set up when the task starts.
+    producer: Option<TaskProducer>,
+    /// How far the committed state reaches.
+    checkpoint: Checkpoint,
+    /// The next offset to commit to the group, once its batch is delivered.
     uncommitted: Option<i64>,
 }
 
 impl<C: ConsumerContext + 'static> PartitionTask<C> {
-    /// A task for `topic`/`partition`; [`run`](Self::run) it on its own thread.
+    /// A task for `topic`/`partition`, logging to `changelog_partition` of
+    /// the step's changelog; [`run`](Self::run) it on its own thread.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topic: String,
         partition: i32,
+        changelog_partition: i32,
         queue: PartitionQueue<C>,
         consumer: Arc<BaseConsumer<C>>,
         plan: Arc<TaskPlan>,
         status: Arc<TaskStatus>,
         stop: Arc<AtomicBool>,
     ) -> Self {
-        let label: Arc<str> = format!("{}/{topic}-{partition}", plan.spec.name).into();
+        let label: Arc<str> = if plan.spec.steps.len() > 1 {
+            format!("{}/step-{}/{topic}-{partition}", plan.spec.name, plan.step).into()
+        } else {
+            format!("{}/{topic}-{partition}", plan.spec.name).into()
+        };
+        let changelog = Changelog {
+            topic: plan.changelog.clone(),
+            partition: changelog_partition,
+        };
         Self {
             topic,
             partition,
@@ -119,6 +155,9 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             plan,
             status,
             stop,
+            changelog,
+            producer: None,
+            checkpoint: Checkpoint::default(),
             uncommitted: None,
         }
     }
@@ -127,20 +166,25 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Runs until told to stop. Any failure stops the task: the partition
-    /// stays owned and paused, nothing is committed past the failing batch,
-    /// until the pipeline is resumed.
-    pub fn run(mut self, parked: Option<Parked>) -> TaskExit<C> {
+    /// Runs until told to stop: restores the partition's state, then
+    /// processes batches. Any failure stops the task: the partition stays
+    /// owned and paused, nothing is committed past the failing batch, until
+    /// the pipeline is resumed.
+    pub fn run(mut self) -> TaskExit<C> {
+        // Until the restore is done, queries must not read the local store.
+        self.status.restore_started(0, 0);
         self.status.set_assigned(true);
         self.status.clear_failure();
         tracing::info!(task = &*self.label, "task started");
-        let mut guest = match self.start_guest(parked) {
+        let mut guest = match self.start_guest() {
             Ok(guest) => Some(guest),
+            Err(Fault::Restore(RestoreError::Stopped)) => None,
             Err(e) => {
                 self.fail(&e.to_string());
                 None
             }
         };
+        self.status.restore_stopped();
         while !self.stopping() {
             let Some(g) = guest.as_mut() else {
                 // Failed: hold the partition idle until stopped.
@@ -158,21 +202,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.commit(CommitMode::Sync);
         self.status.set_assigned(false);
         tracing::info!(task = &*self.label, "task stopped");
-        let parked = guest.map(|mut g| {
-            let services = g.services();
-            Parked {
-                state: std::mem::replace(
-                    &mut services.state,
-                    TaskState::new(Box::new(MemoryStore::default()), StateLimits::default()),
-                ),
-                timers: std::mem::take(&mut services.timers),
-                stream_time: services.stream_time,
-            }
-        });
-        TaskExit {
-            queue: self.queue,
-            parked,
-        }
+        TaskExit { queue: self.queue }
     }
 
     fn fail(&self, error: &str) {
@@ -190,33 +220,65 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         }
     }
 
-    fn start_guest(&self, parked: Option<Parked>) -> Result<Guest, GuestError> {
-        let (state, timers, stream_time) = match parked {
-            Some(p) => (p.state, p.timers, p.stream_time),
-            None => (
-                TaskState::new(Box::new(MemoryStore::default()), StateLimits::default()),
-                Default::default(),
-                None,
-            ),
+    /// Restores the task's state, moves the input to where the state
+    /// reaches, and instantiates the guest over it.
+    fn start_guest(&mut self) -> Result<Guest, Fault> {
+        let plan = self.plan.clone();
+        let store = plan.db.task_store(
+            plan.step,
+            u32::try_from(self.changelog.partition).unwrap_or(0),
+        );
+        let mut state = TaskState::new(Box::new(store), StateLimits::default());
+        let producer = if plan.transactional {
+            let id = format!("{}-{}-{}", plan.group, self.topic, self.partition);
+            TaskProducer::transactional(&plan.kafka, &id).map_err(Fault::Produce)?
+        } else {
+            TaskProducer::shared(&plan.producer)
         };
+        let producer = self.producer.insert(producer);
+        let restored =
+            self.changelog
+                .restore(&plan.kafka, producer, &mut state, &self.status, &self.stop)?;
+        tracing::info!(
+            task = &*self.label,
+            replayed = restored.replayed,
+            repaired = restored.repaired,
+            checkpoint = ?restored.checkpoint,
+            "state restored"
+        );
+        if let Some(checkpoint) = restored.checkpoint {
+            self.checkpoint = checkpoint;
+            if let Some(offset) = checkpoint.offset {
+                self.consumer
+                    .seek(
+                        &self.topic,
+                        self.partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(10),
+                    )
+                    .map_err(|e| {
+                        Fault::Consume(format!("could not resume input at offset {offset}: {e}"))
+                    })?;
+                self.status.set_committed(offset);
+            }
+        }
+        let timers = state.stored_timers()?.into_iter().collect();
         let services = TaskServices {
             label: self.label.clone(),
-            config: self.plan.config.clone(),
+            config: plan.config.clone(),
             state,
             timers,
-            stream_time,
+            stream_time: self.checkpoint.stream_time,
+            status: self.status.clone(),
         };
         let limits = GuestLimits {
-            memory_bytes: self.plan.spec.limits.memory_bytes,
-            call_timeout: self.plan.spec.limits.call_timeout,
+            memory_bytes: plan.spec.limits.memory_bytes,
+            call_timeout: plan.spec.limits.call_timeout,
         };
-        let mut guest = self
-            .plan
-            .runtime
-            .instantiate(&self.plan.module, services, limits)?;
+        let mut guest = plan.runtime.instantiate(&plan.module, services, limits)?;
         guest.init(&TaskInfo {
-            pipeline: self.plan.spec.name.clone(),
-            step: 0,
+            pipeline: plan.spec.name.clone(),
+            step: plan.step,
             partition: self.partition,
         })?;
         Ok(guest)
@@ -232,8 +294,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 .take_due_timers(TimeDomain::WallClock, now_ms());
             if !due.is_empty() {
                 let outputs = guest.on_timers(&fired(due))?;
-                self.produce(&outputs, now_ms())?;
-                guest.services().state.commit()?;
+                self.finish_batch(guest, &outputs, None, now_ms())?;
                 self.status.record_output(outputs.len());
             }
             return Ok(());
@@ -241,22 +302,23 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let count = records.len();
         let next_offset = records.last().map_or(0, |r| r.offset + 1);
         let last_timestamp = records.last().map_or(0, |r| r.timestamp);
-        if let Some(max) = records
+        let batch_max = records
             .iter()
             .map(|r| r.timestamp)
             .filter(|t| *t >= 0)
-            .max()
-        {
-            let services = guest.services();
-            services.stream_time = Some(services.stream_time.map_or(max, |t| t.max(max)));
-        }
+            .max();
         let batch = Batch {
             topic: self.topic.clone(),
             partition: self.partition,
             records,
         };
+        // The guest sees the stream time before this batch, and tracks it
+        // record by record within the batch (the SDK's windows do).
         let mut outputs = guest.process(&batch)?;
         let services = guest.services();
+        if let Some(max) = batch_max {
+            services.stream_time = Some(services.stream_time.map_or(max, |t| t.max(max)));
+        }
         let due = match services.stream_time {
             Some(now) => services.take_due_timers(TimeDomain::EventTime, now),
             None => Vec::new(),
@@ -264,11 +326,47 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if !due.is_empty() {
             outputs.extend(guest.on_timers(&fired(due))?);
         }
-        self.produce(&outputs, last_timestamp)?;
-        guest.services().state.commit()?;
+        self.finish_batch(guest, &outputs, Some(next_offset), last_timestamp)?;
         self.uncommitted = Some(next_offset);
         self.commit(CommitMode::Async);
         self.status.record_batch(count, outputs.len(), next_offset);
+        Ok(())
+    }
+
+    /// Delivers a batch: its outputs and its changelog records (mutations,
+    /// then the checkpoint), all acknowledged before the mutations and the
+    /// checkpoint go into the local store in one write.
+    fn finish_batch(
+        &mut self,
+        guest: &mut Guest,
+        outputs: &[OutputRecord],
+        next_offset: Option<i64>,
+        default_timestamp: i64,
+    ) -> Result<(), Fault> {
+        let services = guest.services();
+        let mut checkpoint = self.checkpoint;
+        if next_offset.is_some() {
+            checkpoint.offset = next_offset;
+        }
+        checkpoint.stream_time = services.stream_time;
+        let mut batch = services.state.take_pending();
+        let producer = self
+            .producer
+            .as_ref()
+            .ok_or_else(|| Fault::Consume("the task has no producer".into()))?;
+        producer.begin().map_err(Fault::Produce)?;
+        let position = match self.deliver(producer, outputs, &batch, &checkpoint, default_timestamp)
+        {
+            Ok(position) => position,
+            Err(fault) => {
+                producer.abort();
+                return Err(fault);
+            }
+        };
+        batch.insert(CHECKPOINT_KEY.to_vec(), Some(checkpoint.encode()));
+        batch.insert(POSITION_KEY.to_vec(), Some(position.to_be_bytes().to_vec()));
+        guest.services().state.apply(batch)?;
+        self.checkpoint = checkpoint;
         Ok(())
     }
 
@@ -322,7 +420,10 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                     None => {
                         // A partition no offset was ever committed for: start
                         // where the pipeline's spec says new pipelines start.
+                        // Later steps read their repartition topic from its
+                        // start: it exists only for this pipeline.
                         let offset = match self.plan.spec.start_from {
+                            _ if self.plan.step > 0 => Offset::Beginning,
                             crate::pipeline::StartFrom::Earliest => Offset::Beginning,
                             crate::pipeline::StartFrom::Latest => Offset::End,
                         };
@@ -360,14 +461,44 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         }
     }
 
-    /// Produces `outputs` and waits until Kafka acknowledges every one.
-    /// A full producer queue blocks here: that is the backpressure.
-    fn produce(&self, outputs: &[OutputRecord], default_timestamp: i64) -> Result<(), Fault> {
+    /// Sends a batch's outputs, changelog records and checkpoint, waits
+    /// until all are acknowledged (and, for a transactional task, commits);
+    /// the changelog position just past the checkpoint.
+    fn deliver(
+        &self,
+        producer: &TaskProducer,
+        outputs: &[OutputRecord],
+        batch: &crate::state::WriteBatch,
+        checkpoint: &Checkpoint,
+        default_timestamp: i64,
+    ) -> Result<i64, Fault> {
+        let mut deliveries = self.send_outputs(producer, outputs, default_timestamp)?;
+        let (logged, last) = self
+            .changelog
+            .send_batch(producer.producer(), batch, checkpoint)
+            .map_err(Fault::Changelog)?;
+        deliveries.extend(logged);
+        for delivery in deliveries {
+            delivered(delivery).map_err(Fault::Produce)?;
+        }
+        let position = delivered(last).map_err(Fault::Changelog)? + 1;
+        producer.commit().map_err(Fault::Produce)?;
+        Ok(position)
+    }
+
+    /// Sends `outputs`; the caller waits for the deliveries. A full
+    /// producer queue blocks here: that is the backpressure.
+    fn send_outputs(
+        &self,
+        producer: &TaskProducer,
+        outputs: &[OutputRecord],
+        default_timestamp: i64,
+    ) -> Result<Vec<DeliveryFuture>, Fault> {
         let spec = &self.plan.spec;
-        let mut deliveries = Vec::with_capacity(outputs.len());
+        let mut deliveries = Vec::with_capacity(outputs.len() + 1);
         for output in outputs {
             let topic = match &output.output {
-                None => spec.output.as_str(),
+                None => self.plan.output.as_str(),
                 Some(name) => spec
                     .named_outputs
                     .get(name)
@@ -385,30 +516,9 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             if !output.headers.is_empty() {
                 record = record.headers(headers(&output.headers));
             }
-            loop {
-                match self.plan.producer.send_result(record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    Err((e, _)) => return Err(Fault::Produce(e)),
-                }
-            }
+            deliveries.push(send(producer.producer(), record).map_err(Fault::Produce)?);
         }
-        for delivery in deliveries {
-            match futures::executor::block_on(delivery) {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(Fault::Produce(e)),
-                Err(_) => {
-                    return Err(Fault::Produce(KafkaError::Canceled));
-                }
-            }
-        }
-        Ok(())
+        Ok(deliveries)
     }
 
     /// Commits the offset the last delivered batch reached, if any.

@@ -1,8 +1,10 @@
 //! What a task reports about itself, read by the control plane while the
 //! task runs.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counters and the last error of one partition's task. Survives the task,
 /// so the status shows what happened to a task that stopped.
@@ -14,6 +16,25 @@ pub struct TaskStatus {
     assigned: AtomicBool,
     failed: AtomicBool,
     last_error: Mutex<String>,
+    restore: Mutex<RestoreProgress>,
+    counters: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Where a task's state restore stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RestoreProgress {
+    /// Whether the task is replaying its changelog now; queries wait.
+    pub restoring: bool,
+    /// The changelog offsets the restore replays, `start..end`.
+    pub start: i64,
+    /// See `start`.
+    pub end: i64,
+    /// The next changelog offset to replay.
+    pub position: i64,
+    /// Changelog records the last restore replayed.
+    pub replayed: u64,
+    /// How long the last restore took.
+    pub duration: Duration,
 }
 
 impl Default for TaskStatus {
@@ -25,6 +46,8 @@ impl Default for TaskStatus {
             assigned: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             last_error: Mutex::new(String::new()),
+            restore: Mutex::new(RestoreProgress::default()),
+            counters: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -36,6 +59,61 @@ impl TaskStatus {
         self.records_out
             .fetch_add(records_out as u64, Ordering::Relaxed);
         self.committed.store(next_offset, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_committed(&self, next_offset: i64) {
+        self.committed.store(next_offset, Ordering::Relaxed);
+    }
+
+    pub(crate) fn restore_started(&self, start: i64, end: i64) {
+        *lock(&self.restore) = RestoreProgress {
+            restoring: true,
+            start,
+            end,
+            position: start,
+            replayed: 0,
+            duration: Duration::ZERO,
+        };
+    }
+
+    pub(crate) fn restore_progress(&self, position: i64, replayed: u64) {
+        let mut restore = lock(&self.restore);
+        restore.position = position;
+        restore.replayed = replayed;
+    }
+
+    pub(crate) fn restore_finished(&self, replayed: u64, duration: Duration) {
+        let mut restore = lock(&self.restore);
+        restore.restoring = false;
+        restore.position = restore.end;
+        restore.replayed = replayed;
+        restore.duration = duration;
+    }
+
+    /// Marks a restore that ended without finishing (failed or stopped).
+    pub(crate) fn restore_stopped(&self) {
+        lock(&self.restore).restoring = false;
+    }
+
+    /// Adds `delta` to the counter `name` (late records dropped, say).
+    pub(crate) fn count(&self, name: &str, delta: u64) {
+        let mut counters = lock(&self.counters);
+        match counters.get_mut(name) {
+            Some(n) => *n = n.saturating_add(delta),
+            None => {
+                counters.insert(name.to_owned(), delta);
+            }
+        }
+    }
+
+    /// The task's restore, current or last.
+    pub fn restore(&self) -> RestoreProgress {
+        lock(&self.restore).clone()
+    }
+
+    /// Counters the guest reported.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        lock(&self.counters).clone()
     }
 
     pub(crate) fn record_output(&self, records_out: usize) {
@@ -50,16 +128,13 @@ impl TaskStatus {
     /// Marks the task failed with `error`.
     pub(crate) fn fail(&self, error: String) {
         self.failed.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+        *lock(&self.last_error) = error;
     }
 
     /// Clears a failure (the task was restarted).
     pub(crate) fn clear_failure(&self) {
         self.failed.store(false, Ordering::Relaxed);
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        lock(&self.last_error).clear();
     }
 
     /// Records processed since the daemon started.
@@ -89,9 +164,11 @@ impl TaskStatus {
 
     /// The last error, empty if none.
     pub fn last_error(&self) -> String {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.last_error).clone()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values: a panic cannot leave them half-updated.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,0 +1,253 @@
+//! A task's changelog: every batch's state mutations (the last value per
+//! key) followed by a checkpoint record, in the task's partition of the
+//! step's compacted changelog topic; and the restore that replays it.
+//!
+//! A batch's mutations are applied only when the checkpoint that closes the
+//! batch follows them, so a batch cut short by a crash is never half-applied.
+//! A restore that finds such a cut-off tail repairs it before the task goes
+//! on: it logs each cut-off key's committed value (or a tombstone) and a
+//! checkpoint, so every later replay, of this log compacted or not, lands on
+//! exactly the committed state.
+
+use super::TaskStatus;
+use super::producer::TaskProducer;
+use crate::kafka::KafkaSettings;
+use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, StateError, TaskState, WriteBatch};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// One task's partition of a changelog topic.
+#[derive(Clone, Debug)]
+pub struct Changelog {
+    /// The topic.
+    pub topic: String,
+    /// The task's partition of it.
+    pub partition: i32,
+}
+
+/// Why a restore did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The task was told to stop.
+    #[error("stopped during restore")]
+    Stopped,
+    /// Kafka failed.
+    #[error("restoring from changelog {topic}/{partition}: {error}")]
+    Kafka {
+        /// The changelog topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// What went wrong.
+        error: String,
+    },
+    /// The local store failed.
+    #[error("restoring: {0}")]
+    State(#[from] StateError),
+}
+
+/// What a restore found.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Where the state reaches; `None` for a task that never committed.
+    pub checkpoint: Option<Checkpoint>,
+    /// Changelog records replayed.
+    pub replayed: u64,
+    /// Keys of a cut-off batch written back to their committed values.
+    pub repaired: usize,
+}
+
+/// Sends `record`, waiting while the producer's queue is full (backpressure).
+pub(super) fn send(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Waits for a delivery; the offset it landed at.
+pub(super) fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
+    match futures::executor::block_on(delivery) {
+        Ok(Ok(delivery)) => Ok(delivery.offset),
+        Ok(Err((e, _))) => Err(e),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
+
+impl Changelog {
+    /// Sends a batch's entries and then its checkpoint; the caller awaits
+    /// the deliveries. The checkpoint's delivery comes last.
+    pub(super) fn send_batch(
+        &self,
+        producer: &FutureProducer,
+        batch: &WriteBatch,
+        checkpoint: &Checkpoint,
+    ) -> Result<(Vec<DeliveryFuture>, DeliveryFuture), KafkaError> {
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for (key, value) in batch {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .partition(self.partition)
+                .key(key.as_slice());
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
+            }
+            deliveries.push(send(producer, record)?);
+        }
+        let encoded = checkpoint.encode();
+        let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            .partition(self.partition)
+            .key(CHECKPOINT_KEY)
+            .payload(encoded.as_slice());
+        let last = send(producer, record)?;
+        Ok((deliveries, last))
+    }
+
+    fn kafka_error(&self, error: impl std::fmt::Display) -> RestoreError {
+        RestoreError::Kafka {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            error: error.to_string(),
+        }
+    }
+
+    /// Brings `state` up to the end of the changelog: from the local
+    /// position if the store has one, from the start of the log if not.
+    pub(super) fn restore(
+        &self,
+        kafka: &KafkaSettings,
+        producer: &TaskProducer,
+        state: &mut TaskState,
+        status: &TaskStatus,
+        stop: &AtomicBool,
+    ) -> Result<Restored, RestoreError> {
+        let started = Instant::now();
+        let position = state
+            .get_raw(POSITION_KEY)?
+            .and_then(|v| v.try_into().ok().map(i64::from_be_bytes));
+        let mut checkpoint = state
+            .get_raw(CHECKPOINT_KEY)?
+            .and_then(|v| Checkpoint::decode(&v));
+        let consumer: BaseConsumer = kafka
+            .restore_consumer()
+            .create()
+            .map_err(|e| self.kafka_error(e))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, self.partition, Duration::from_secs(30))
+            .map_err(|e| self.kafka_error(e))?;
+        let mut from = position.unwrap_or(low);
+        if from < low || from > high {
+            // The log no longer holds what the local store was built from
+            // (the changelog was deleted and re-created, or truncated).
+            tracing::warn!(
+                changelog = %self.topic, partition = self.partition, local = from, low, high,
+                "local state does not match the changelog; rebuilding it from the changelog"
+            );
+            state.clear()?;
+            checkpoint = None;
+            from = low;
+        }
+        status.restore_started(from, high);
+        let mut restored = Restored::default();
+        let mut pending = WriteBatch::new();
+        if from < high {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(from))
+                .map_err(|e| self.kafka_error(e))?;
+            consumer.assign(&tpl).map_err(|e| self.kafka_error(e))?;
+            let mut next = from;
+            while next < high {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(RestoreError::Stopped);
+                }
+                match consumer.poll(Duration::from_millis(200)) {
+                    None => {}
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(self.kafka_error(e)),
+                    Some(Ok(message)) => {
+                        next = message.offset() + 1;
+                        restored.replayed += 1;
+                        let Some(key) = message.key() else { continue };
+                        let value = message.payload().map(<[u8]>::to_vec);
+                        if key == CHECKPOINT_KEY {
+                            checkpoint = value.as_deref().and_then(Checkpoint::decode);
+                            pending.insert(CHECKPOINT_KEY.to_vec(), value);
+                            pending
+                                .insert(POSITION_KEY.to_vec(), Some(next.to_be_bytes().to_vec()));
+                            state.apply(std::mem::take(&mut pending))?;
+                        } else {
+                            pending.insert(key.to_vec(), value);
+                        }
+                        status.restore_progress(next, restored.replayed);
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            restored.repaired = pending.len();
+            self.repair(producer, state, pending, checkpoint.unwrap_or_default())?;
+        }
+        restored.checkpoint = checkpoint;
+        status.restore_finished(restored.replayed, started.elapsed());
+        Ok(restored)
+    }
+
+    /// Logs the committed value of every key a cut-off batch touched,
+    /// then a checkpoint, and records the new position.
+    fn repair(
+        &self,
+        producer: &TaskProducer,
+        state: &mut TaskState,
+        cut_off: WriteBatch,
+        checkpoint: Checkpoint,
+    ) -> Result<(), RestoreError> {
+        tracing::info!(
+            changelog = %self.topic, partition = self.partition, keys = cut_off.len(),
+            "the changelog ends in a batch cut off by a crash; logging its keys' committed values"
+        );
+        let mut committed = WriteBatch::new();
+        for key in cut_off.into_keys() {
+            let value = state.get_raw(&key)?;
+            committed.insert(key, value);
+        }
+        producer.begin().map_err(|e| self.kafka_error(e))?;
+        let sent = self
+            .send_batch(producer.producer(), &committed, &checkpoint)
+            .and_then(|(deliveries, last)| {
+                for d in deliveries {
+                    delivered(d)?;
+                }
+                let offset = delivered(last)?;
+                producer.commit()?;
+                Ok(offset)
+            });
+        let offset = match sent {
+            Ok(offset) => offset,
+            Err(e) => {
+                producer.abort();
+                return Err(self.kafka_error(e));
+            }
+        };
+        let mut local = WriteBatch::new();
+        local.insert(CHECKPOINT_KEY.to_vec(), Some(checkpoint.encode()));
+        local.insert(
+            POSITION_KEY.to_vec(),
+            Some((offset + 1).to_be_bytes().to_vec()),
+        );
+        state.apply(local)?;
+        Ok(())
+    }
+}

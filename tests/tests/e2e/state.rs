@@ -1,0 +1,512 @@
+//! Durable state: word count through a repartition topic, exact after
+//! SIGKILLs and after losing the state directory; windows and timers.
+
+use super::setup;
+use eddy_tests::{Daemon, Rec, consume, group_committed, produce, v1, wait_for, watermarks};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A small deterministic generator (xorshift64*), so a failing run can be
+/// replayed from its printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn from_env(test: &str) -> Self {
+        let seed = std::env::var("EDDY_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("{test}: seed {seed} (set EDDY_TEST_SEED={seed} to replay)");
+        Self(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `count` lines of 3-8 words from a 1,000-word vocabulary, and the
+/// reference word count, computed here independently of eddy.
+fn lines(rng: &mut Rng, count: usize) -> (Vec<Rec>, BTreeMap<String, String>) {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        let words: Vec<String> = (0..3 + rng.below(6))
+            .map(|_| format!("w{}", rng.below(1000)))
+            .collect();
+        for w in &words {
+            *counts.entry(w.clone()).or_default() += 1;
+        }
+        // Mixed case and punctuation: split-words lower-cases and splits.
+        records.push(Rec::value(words.join(", ").to_uppercase()));
+    }
+    let reference = counts
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    (records, reference)
+}
+
+fn wait_for_state(
+    daemon: &Daemon,
+    pipeline: &str,
+    reference: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut last = BTreeMap::new();
+    let reached = wait_for("state to equal the reference", timeout, || {
+        match daemon.state_all(pipeline) {
+            Ok(state) if &state == reference => Ok(Some(())),
+            Ok(state) => {
+                last = state;
+                Ok(None)
+            }
+            // Restoring or not yet assigned: ask again.
+            Err(s) if s.code() == tonic::Code::Unavailable => Ok(None),
+            Err(s) => Err(s.into()),
+        }
+    });
+    if reached.is_err() {
+        let differ: Vec<_> = reference
+            .iter()
+            .filter(|(k, v)| last.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k}: {:?} expected {v}", last.get(k)))
+            .take(5)
+            .collect();
+        let lag: Vec<_> = daemon
+            .pipeline(pipeline)
+            .map(|p| {
+                p.partitions
+                    .iter()
+                    .map(|s| (s.step, s.partition, s.lag))
+                    .collect()
+            })
+            .unwrap_or_default();
+        anyhow::bail!(
+            "state never matched: {} keys vs {} expected, {} differ, e.g. {differ:?}; lag {lag:?}",
+            last.len(),
+            reference.len(),
+            reference
+                .iter()
+                .filter(|(k, v)| last.get(*k) != Some(*v))
+                .count()
+        );
+    }
+    Ok(())
+}
+
+fn steps_status(p: &v1::Pipeline, step: u32) -> Vec<&v1::PartitionStatus> {
+    p.partitions.iter().filter(|s| s.step == step).collect()
+}
+
+#[test]
+fn word_count_over_100k_lines_matches_the_reference_and_queries_agree() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("lines", 3), ("counts", 3)])?;
+    let mut rng = Rng::from_env("word_count");
+    let (input, reference) = lines(&mut rng, 100_000);
+    produce(broker.bootstrap(), "lines", &input)?;
+    daemon.deploy_steps("wc", &["split-words", "count"], "lines", "counts", &[])?;
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(300))?;
+
+    // The CLI answers from the partition that owns the key.
+    for word in reference.keys().take(5) {
+        let printed = daemon.eddy_ok(&["state", "get", "wc", word])?;
+        assert_eq!(printed.trim(), reference[word], "eddy state get wc {word}");
+    }
+    let missing = daemon.eddy(&["state", "get", "wc", "no-such-word"])?;
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such key"));
+    let scanned = daemon.eddy_ok(&["state", "scan", "wc", "--prefix", "w99"])?;
+    let expected: Vec<String> = reference
+        .iter()
+        .filter(|(k, _)| k.starts_with("w99"))
+        .map(|(k, v)| format!("{k}\t{v}"))
+        .collect();
+    assert_eq!(scanned.lines().collect::<Vec<_>>(), expected);
+
+    // The output's last value per word is its count.
+    let produced: i64 = watermarks(broker.bootstrap(), "counts")?
+        .iter()
+        .map(|(_, high)| high)
+        .sum();
+    let out = consume(
+        broker.bootstrap(),
+        "counts",
+        usize::try_from(produced)?,
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )?;
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for r in out {
+        last.insert(
+            r.key_text().unwrap_or_default(),
+            r.text().unwrap_or_default(),
+        );
+    }
+    assert_eq!(last, reference);
+
+    // Every word's count lives in exactly one partition of step 1.
+    let status = daemon.pipeline("wc")?;
+    assert_eq!(steps_status(&status, 1).len(), 3);
+    assert!(status.partitions.iter().all(|p| p.last_error.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn sigkill_five_times_mid_stream_and_state_stays_exact() -> anyhow::Result<()> {
+    let (broker, mut daemon, dir) = setup(&[("lines", 3), ("counts", 3)])?;
+    let mut rng = Rng::from_env("sigkill_word_count");
+    let total = 100_000;
+    let (input, reference) = lines(&mut rng, total);
+    produce(broker.bootstrap(), "lines", &input)?;
+    // Small batches stretch the run so every kill lands mid-stream.
+    daemon.deploy_steps(
+        "wc",
+        &["split-words", "count"],
+        "lines",
+        "counts",
+        &["--max-batch", "200"],
+    )?;
+    let repartition = "eddy.wc.step-1.repartition";
+    let words: i64 = reference
+        .values()
+        .map(|v| v.parse::<i64>().unwrap_or(0))
+        .sum();
+    let progress = |brokers: &str| -> anyhow::Result<(i64, i64)> {
+        let step0: i64 = group_committed(brokers, "eddy.wc", "lines", 3)?
+            .iter()
+            .map(|o| (*o).max(0))
+            .sum();
+        let step1: i64 = group_committed(brokers, "eddy.wc.step-1", repartition, 3)?
+            .iter()
+            .map(|o| (*o).max(0))
+            .sum();
+        Ok((step0, step1))
+    };
+    for kill in 1..=5 {
+        let before = progress(broker.bootstrap())?;
+        wait_for(
+            "progress since the last restart",
+            Duration::from_secs(120),
+            || {
+                let now = progress(broker.bootstrap())?;
+                Ok((now.1 > before.1).then_some(()))
+            },
+        )?;
+        std::thread::sleep(Duration::from_millis(rng.below(1500)));
+        daemon.kill();
+        let (step0, step1) = progress(broker.bootstrap())?;
+        assert!(
+            step0 < total as i64 || step1 < words,
+            "kill {kill} must land mid-stream: {step0}/{total} lines, {step1}/{words} words"
+        );
+        eprintln!("kill {kill}: {step0}/{total} lines and {step1}/{words} words committed");
+        daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    }
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(600))?;
+    let repartitioned: i64 = watermarks(broker.bootstrap(), repartition)?
+        .iter()
+        .map(|(_, high)| high)
+        .sum();
+    eprintln!(
+        "{words} words; the repartition topic holds {repartitioned} offsets (aborted batches and transaction markers included)"
+    );
+    assert!(repartitioned >= words);
+    Ok(())
+}
+
+#[test]
+fn state_is_rebuilt_from_the_changelog_when_the_state_directory_is_lost() -> anyhow::Result<()> {
+    let (broker, mut daemon, dir) = setup(&[("lines", 3), ("counts", 3)])?;
+    let mut rng = Rng::from_env("lost_state_dir");
+    let (input, reference) = lines(&mut rng, 5_000);
+    produce(broker.bootstrap(), "lines", &input)?;
+    daemon.deploy_steps("wc", &["split-words", "count"], "lines", "counts", &[])?;
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(120))?;
+
+    // A clean restart replays (almost) nothing: the local store is current.
+    assert!(daemon.terminate(Duration::from_secs(30))?.success());
+    let daemon2 = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    wait_for_state(&daemon2, "wc", &reference, Duration::from_secs(120))?;
+    let replayed: u64 = daemon2
+        .pipeline("wc")?
+        .partitions
+        .iter()
+        .filter_map(|p| p.restore.as_ref().map(|r| r.replayed))
+        .sum();
+    assert_eq!(replayed, 0, "a clean restart replays nothing");
+    drop(daemon2);
+    daemon.kill();
+
+    let state_dir = dir.path().join("state");
+    assert!(
+        state_dir.join("wc").exists(),
+        "state lives in its own directory"
+    );
+    std::fs::remove_dir_all(&state_dir)?;
+    let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(120))?;
+    let status = daemon.pipeline("wc")?;
+    let replayed: u64 = steps_status(&status, 1)
+        .iter()
+        .filter_map(|p| p.restore.as_ref().map(|r| r.replayed))
+        .sum();
+    assert!(
+        replayed > 0,
+        "step 1 restored from its changelog: {status:?}"
+    );
+    assert!(
+        dir.path().join("pipelines").read_dir()?.next().is_some(),
+        "specs kept"
+    );
+    Ok(())
+}
+
+#[test]
+fn deleting_a_pipeline_deletes_its_state_and_internal_topics_pausing_keeps_them()
+-> anyhow::Result<()> {
+    let (broker, daemon, dir) = setup(&[("lines", 2), ("counts", 2)])?;
+    produce(broker.bootstrap(), "lines", &[Rec::value("a b a")])?;
+    daemon.deploy_steps("wc", &["split-words", "count"], "lines", "counts", &[])?;
+    let reference: BTreeMap<String, String> =
+        [("a".into(), "2".into()), ("b".into(), "1".into())].into();
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(60))?;
+    let internal = [
+        "eddy.wc.step-0.changelog",
+        "eddy.wc.step-1.changelog",
+        "eddy.wc.step-1.repartition",
+    ];
+    daemon.eddy_ok(&["pipeline", "pause", "wc"])?;
+    for topic in internal {
+        assert_eq!(
+            watermarks(broker.bootstrap(), topic)?.len(),
+            2,
+            "{topic} kept"
+        );
+    }
+    let paused = daemon.eddy(&["state", "get", "wc", "a"])?;
+    assert!(String::from_utf8_lossy(&paused.stderr).contains("paused"));
+    daemon.eddy_ok(&["pipeline", "resume", "wc"])?;
+    wait_for_state(&daemon, "wc", &reference, Duration::from_secs(60))?;
+    daemon.eddy_ok(&["pipeline", "delete", "wc"])?;
+    assert!(!dir.path().join("state").join("wc").exists());
+    for topic in internal {
+        wait_for(&format!("{topic} deleted"), Duration::from_secs(30), || {
+            Ok(watermarks(broker.bootstrap(), topic)?
+                .is_empty()
+                .then_some(()))
+        })?;
+    }
+    Ok(())
+}
+
+fn window_results(records: &[Rec]) -> Vec<(String, i64, i64, u64)> {
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok())
+        .map(|v| {
+            (
+                v["key"].as_str().unwrap_or_default().to_owned(),
+                v["start"].as_i64().unwrap_or(-1),
+                v["end"].as_i64().unwrap_or(-1),
+                v["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_count_out_of_order_records_and_drop_late_ones() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("events", 1), ("windows", 1)])?;
+    let at = |t: i64| Rec::value("e").keyed("a").at(t);
+    produce(
+        broker.bootstrap(),
+        "events",
+        // 30s is out of order but within the 10 s grace of [0, 60s); by the
+        // time 20 s arrives stream time is 75 s and [0, 60s) has closed.
+        &[
+            at(1_000),
+            at(61_000),
+            at(30_000),
+            at(75_000),
+            at(20_000),
+            at(200_000),
+        ],
+    )?;
+    daemon.deploy(
+        "per-minute",
+        "windowed-count",
+        "events",
+        "windows",
+        &["--config", "grace=10s"],
+    )?;
+    let out = consume(
+        broker.bootstrap(),
+        "windows",
+        2,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    assert_eq!(
+        window_results(&out),
+        [("a".into(), 0, 60_000, 2), ("a".into(), 60_000, 120_000, 2)]
+    );
+    let status = daemon.pipeline("per-minute")?;
+    assert_eq!(
+        status.partitions[0].counters.get("late-records-dropped"),
+        Some(&1)
+    );
+    let text = daemon.eddy_ok(&["pipeline", "get", "per-minute"])?;
+    assert!(text.contains("late-records-dropped=1"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn session_windows_merge_when_a_record_bridges_them() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("events", 1), ("sessions", 1)])?;
+    let at = |t: i64| Rec::value("e").keyed("s").at(t);
+    // Two sessions (14 s apart, the gap is 10 s), kept open by the grace.
+    produce(broker.bootstrap(), "events", &[at(1_000), at(15_000)])?;
+    daemon.deploy(
+        "sessions",
+        "windowed-count",
+        "events",
+        "sessions",
+        &[
+            "--config",
+            "window=session",
+            "--config",
+            "gap=10s",
+            "--config",
+            "grace=5s",
+        ],
+    )?;
+    wait_for("two open sessions", Duration::from_secs(60), || {
+        let p = daemon.pipeline("sessions")?;
+        Ok((p.partitions.iter().map(|s| s.records_in).sum::<u64>() == 2).then_some(()))
+    })?;
+    produce(broker.bootstrap(), "events", &[at(10_500), at(100_000)])?;
+    let out = consume(
+        broker.bootstrap(),
+        "sessions",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    assert_eq!(window_results(&out), [("s".into(), 1_000, 15_001, 3)]);
+    Ok(())
+}
+
+#[test]
+fn a_timer_pending_at_a_crash_fires_once_after_the_restart() -> anyhow::Result<()> {
+    let (broker, mut daemon, dir) = setup(&[("events", 1), ("windows", 1)])?;
+    produce(
+        broker.bootstrap(),
+        "events",
+        &[Rec::value("e").keyed("k").at(5_000)],
+    )?;
+    daemon.deploy("per-minute", "windowed-count", "events", "windows", &[])?;
+    wait_for(
+        "the record committed with its window's timer",
+        Duration::from_secs(60),
+        || {
+            let p = daemon.pipeline("per-minute")?;
+            Ok((p
+                .partitions
+                .first()
+                .is_some_and(|s| s.committed_offset == 1))
+            .then_some(()))
+        },
+    )?;
+    daemon.kill();
+    let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    produce(
+        broker.bootstrap(),
+        "events",
+        &[Rec::value("e").keyed("k").at(130_000)],
+    )?;
+    let out = consume(
+        broker.bootstrap(),
+        "windows",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    )?;
+    assert_eq!(window_results(&out), [("k".into(), 0, 60_000, 1)]);
+    let status = daemon.pipeline("per-minute")?;
+    assert!(status.partitions.iter().all(|p| p.last_error.is_empty()));
+    Ok(())
+}
+
+#[test]
+fn dedup_and_fraud_alert_run_on_real_partitions() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("payments", 2), ("unique", 2), ("alerts", 2)])?;
+    let pay = |id: &str, card: &str, amount: u32, t: i64| {
+        Rec::value(format!(
+            r#"{{"id":"{id}","card":"{card}","amount":{amount}}}"#
+        ))
+        .keyed(card)
+        .at(t)
+    };
+    let payments = [
+        pay("p1", "c1", 600, 1_000),
+        pay("p1", "c1", 600, 2_000), // a retry of p1: a duplicate
+        pay("p2", "c1", 500, 3_000),
+        pay("p3", "c2", 900, 4_000),
+        pay("p4", "c2", 900, 200_000), // 196 s later: no alert
+    ];
+    produce(broker.bootstrap(), "payments", &payments)?;
+    daemon.deploy(
+        "dedup",
+        "dedup",
+        "payments",
+        "unique",
+        &["--config", "id-field=id", "--config", "ttl=10m"],
+    )?;
+    let unique = consume(
+        broker.bootstrap(),
+        "unique",
+        4,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    let mut ids: Vec<String> = unique
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<serde_json::Value>(r.value.as_deref()?).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["p1", "p2", "p3", "p4"]);
+
+    daemon.deploy(
+        "fraud",
+        "fraud-alert",
+        "unique",
+        "alerts",
+        &["--config", "threshold=1000"],
+    )?;
+    let alerts = consume(
+        broker.bootstrap(),
+        "alerts",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(3),
+    )?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].key_text().as_deref(), Some("c1"));
+    let alert: serde_json::Value =
+        serde_json::from_slice(alerts[0].value.as_deref().unwrap_or_default())?;
+    assert_eq!(alert["total"].as_f64(), Some(1100.0));
+    Ok(())
+}
