@@ -3,33 +3,16 @@
 # 4-partition topic, then three daemon starts, each timed from process start
 # to every task having finished its restore:
 #   - a clean restart (SIGTERM, restart): the local store is current;
-#   - a restart after SIGKILL mid-idle: local store plus changelog tail;
+#   - a restart after SIGKILL (while idle): local store plus changelog tail,
+#     after the dead member's session (6 s) expires;
 #   - the state directory deleted: every key replayed from the changelog.
 # Run with `just bench-restore [N]`; prints figures, asserts nothing.
 set -euo pipefail
 
 keys=${1:-1000000}
 partitions=4
-target=${CARGO_TARGET_DIR:-target}
-eddy="$target/release/eddy"
-plugin="$(dirname "$0")/../target/plugins/wasm32-wasip2/release/count.wasm"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for_line() { # file pattern
-    for _ in $(seq 600); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2
-    return 1
-}
+source "$(dirname "$0")/bench-lib.sh"
+plugin="$plugins/count.wasm"
 
 "$eddy" dev-broker --topic "keys:$partitions" --topic "counts:$partitions" --retention 4GiB >"$work/broker.out" 2>/dev/null &
 pids+=($!)
@@ -40,8 +23,10 @@ awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) printf "key-%08d\tx\n", i }' >
 "$eddy" produce keys --brokers "$brokers" --key-separator $'\t' <"$work/input.txt" 2>/dev/null
 
 start_daemon() { # log-suffix
+    # A short session timeout: after SIGKILL the group hands the partitions
+    # back once the dead member's session expires.
     "$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 \
-        >"$work/serve-$1.out" 2>"$work/serve-$1.log" &
+        --session-timeout 6s >"$work/serve-$1.out" 2>"$work/serve-$1.log" &
     daemon=$!
     pids+=("$daemon")
     wait_for_line "$work/serve-$1.out" "control plane listening on"
@@ -54,43 +39,44 @@ status() {
     "$eddy" pipeline get restore -o json 2>/dev/null | python3 -c '
 import json, sys
 parts = json.load(sys.stdin)["partitions"]
-ready = len(parts) == int(sys.argv[1]) and all(p["assigned"] and p["restore"] and not p["restore"]["restoring"] for p in parts)
+complete = len(parts) == int(sys.argv[1])
+ready = complete and all(p["assigned"] and p["restore"] and not p["restore"]["restoring"] for p in parts)
 replayed = sum(p["restore"]["replayed"] for p in parts if p["restore"])
-caught_up = all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
-print(int(ready), replayed, int(caught_up))' "$partitions" || echo "0 0 0"
+slowest = max((p["restore"]["duration_ms"] for p in parts if p["restore"]), default=0)
+caught_up = complete and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
+print(int(ready), replayed, slowest, int(caught_up))' "$partitions" || echo "0 0 0 0"
 }
 
 timed_start() { # label
-    local t0 t1 ready replayed caught_up
+    local t0 t1 ready replayed slowest caught_up
     t0=$(date +%s.%N)
     start_daemon "$1"
     while :; do
-        read -r ready replayed caught_up < <(status)
+        read -r ready replayed slowest caught_up < <(status)
         [ "$ready" = 1 ] && break
         sleep 0.02
     done
     t1=$(date +%s.%N)
-    python3 -c 'import sys; print(f"  {sys.argv[1]:<34} {float(sys.argv[3]) - float(sys.argv[2]):7.2f} s, {int(sys.argv[4]):>9} changelog records replayed")' \
-        "$1" "$t0" "$t1" "$replayed"
+    python3 -c 'import sys; print(f"  {sys.argv[1]:<36} {float(sys.argv[3]) - float(sys.argv[2]):6.2f} s to ready, slowest restore {int(sys.argv[5]) / 1000:6.2f} s, {int(sys.argv[4]):>9} changelog records replayed")' \
+        "$1" "$t0" "$t1" "$replayed" "$slowest"
 }
 
 start_daemon load
 "$eddy" pipeline create restore --module "$plugin" --input keys --output counts >/dev/null
 while :; do
-    read -r ready replayed caught_up < <(status)
+    read -r ready replayed slowest caught_up < <(status)
     [ "$caught_up" = 1 ] && break
     sleep 0.2
 done
-du_state=$(du -sh "$work/data/state" | cut -f1)
-changelog=$("$eddy" consume eddy.restore.step-0.changelog --brokers "$brokers" --from-beginning --idle-timeout 2s 2>/dev/null | wc -l)
 echo "restore of $keys keys (count plugin, $partitions partitions, release build)"
-echo "  state on disk $du_state; changelog $changelog records"
-echo "  each figure: daemon start to every partition restored (includes process start and group join)"
+echo "  'to ready': daemon process start until every partition is restored (process start and"
+echo "  consumer-group join included); 'slowest restore': the longest task restore itself"
 
 kill -TERM "$daemon"; wait "$daemon" || true
+echo "  state on disk after the load: $(du -sh "$work/data/state" | cut -f1)"
 timed_start "clean restart (SIGTERM before)"
 kill -KILL "$daemon"; wait "$daemon" 2>/dev/null || true
-timed_start "restart after SIGKILL"
+timed_start "restart after SIGKILL (6 s session)"
 kill -TERM "$daemon"; wait "$daemon" || true
 rm -rf "$work/data/state"
 timed_start "state directory deleted"

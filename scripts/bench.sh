@@ -10,26 +10,8 @@ set -euo pipefail
 
 records=${1:-1000000}
 partitions=4
-target=${CARGO_TARGET_DIR:-target}
-eddy="$target/release/eddy"
-plugin="$(dirname "$0")/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_for_line() { # file pattern
-    for _ in $(seq 600); do
-        grep -q "$2" "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2
-    return 1
-}
+source "$(dirname "$0")/bench-lib.sh"
+plugin="$plugins/uppercase.wasm"
 
 "$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out:$partitions" >"$work/broker.out" 2>/dev/null &
 pids+=($!)

@@ -6,37 +6,44 @@
 //! than serve state older than what it already acknowledged.
 
 use super::manager::ManagerError;
-use super::runner::StepTasks;
+use super::runner::{StepTasks, TopicPartition};
 use crate::kafka::murmur2_partition;
 use crate::state::{StateStore, data_key};
+use crate::task::TaskStatus;
 use eddy_proto::v1;
 use std::ops::Bound;
 
 /// Most entries one scan returns.
 const MAX_SCAN: usize = 10_000;
 
+/// Whether a partition's task may answer: it runs here and is not
+/// restoring (its store could be behind what it acknowledged).
+fn check_readable(tp: &TopicPartition, status: Option<&TaskStatus>) -> Result<(), ManagerError> {
+    let restore = status.map(|s| s.restore()).unwrap_or_default();
+    if restore.restoring {
+        return Err(ManagerError::Unavailable(format!(
+            "partition {}/{} is restoring its state ({} of {} changelog records replayed); \
+                 try again shortly",
+            tp.0,
+            tp.1,
+            restore.position.saturating_sub(restore.start),
+            restore.end.saturating_sub(restore.start)
+        )));
+    }
+    if !status.is_some_and(|s| s.assigned()) {
+        return Err(ManagerError::Unavailable(format!(
+            "partition {}/{} is not running on this daemon (not yet assigned, or owned by \
+                 another daemon); try again shortly",
+            tp.0, tp.1
+        )));
+    }
+    Ok(())
+}
+
 impl StepTasks {
     fn readable(&self, index: usize) -> Result<crate::state::TaskStore, ManagerError> {
         let tp = &self.inputs[index];
-        let status = self.statuses.get(tp);
-        let restore = status.map(|s| s.restore()).unwrap_or_default();
-        if restore.restoring {
-            return Err(ManagerError::Unavailable(format!(
-                "partition {}/{} is restoring its state ({} of {} changelog records replayed); \
-                 try again shortly",
-                tp.0,
-                tp.1,
-                restore.position.saturating_sub(restore.start),
-                restore.end.saturating_sub(restore.start)
-            )));
-        }
-        if !status.is_some_and(|s| s.assigned()) {
-            return Err(ManagerError::Unavailable(format!(
-                "partition {}/{} is not running on this daemon (not yet assigned, or owned by \
-                 another daemon); try again shortly",
-                tp.0, tp.1
-            )));
-        }
+        check_readable(tp, self.statuses.get(tp).map(|s| &**s))?;
         let partition = u32::try_from(index).unwrap_or(u32::MAX);
         Ok(self.plan.db.task_store(self.plan.step, partition))
     }
@@ -110,5 +117,32 @@ impl StepTasks {
         let more = entries.len() > limit;
         entries.truncate(limit);
         Ok(v1::QueryStateResponse { entries, more })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restoring_or_absent_partition_answers_unavailable_with_progress() {
+        let tp = ("in".to_owned(), 2);
+        let status = TaskStatus::default();
+        assert!(matches!(
+            check_readable(&tp, None),
+            Err(ManagerError::Unavailable(_))
+        ));
+        status.set_assigned(true);
+        status.restore_started(10, 110);
+        status.restore_progress(35, 25);
+        match check_readable(&tp, Some(&status)) {
+            Err(ManagerError::Unavailable(m)) => {
+                assert!(m.contains("in/2 is restoring"), "{m}");
+                assert!(m.contains("25 of 100"), "{m}");
+            }
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
+        }
+        status.restore_finished(100, std::time::Duration::from_millis(5));
+        assert!(check_readable(&tp, Some(&status)).is_ok());
     }
 }
