@@ -1,7 +1,9 @@
 //! Client verbs: talk to a daemon's control plane.
 
 use super::output::{print_entries, print_module, print_modules, print_pipeline, print_pipelines};
-use super::{CreateArgs, ModuleCommand, PipelineCommand, ServerArgs, StartArg, StateCommand};
+use super::{
+    CreateArgs, ModuleCommand, OnErrorArg, PipelineCommand, ServerArgs, StartArg, StateCommand,
+};
 use anyhow::{Context as _, bail};
 use eddy_proto::v1::{
     self, module_service_client::ModuleServiceClient,
@@ -193,6 +195,11 @@ fn spec(args: CreateArgs, modules: Vec<String>) -> v1::PipelineSpec {
             StartArg::Latest => v1::StartPosition::Latest,
         } as i32,
         guarantee: v1::Guarantee::AtLeastOnce as i32,
+        error_policy: match args.on_error {
+            OnErrorArg::Fail => v1::ErrorPolicy::Fail,
+            OnErrorArg::Skip => v1::ErrorPolicy::Skip,
+            OnErrorArg::DeadLetter => v1::ErrorPolicy::DeadLetter,
+        } as i32,
         limits: Some(v1::Limits {
             memory_bytes: args.memory.unwrap_or(0),
             call_timeout_ms: args.call_timeout.map_or(0, millis),

@@ -162,6 +162,16 @@ pub enum StartArg {
     Latest,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnErrorArg {
+    /// Stop the task; nothing past the failing batch is committed.
+    Fail,
+    /// Drop the records the guest fails on (counted and logged).
+    Skip,
+    /// Send them to NAME.dlq with their source and the error in headers.
+    DeadLetter,
+}
+
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The pipeline's name.
@@ -186,6 +196,10 @@ pub struct CreateArgs {
     /// Where the pipeline starts reading.
     #[arg(long = "from", value_enum, default_value = "earliest")]
     pub start_from: StartArg,
+    /// What happens to a record the guest fails on: stop the task (fail),
+    /// drop it (skip), or send it to the topic NAME.dlq (dead-letter).
+    #[arg(long = "on-error", value_enum, default_value = "fail")]
+    pub on_error: OnErrorArg,
     /// Memory cap per guest instance, e.g. 64MiB (default: the daemon's).
     #[arg(long, value_parser = parse_bytes)]
     pub memory: Option<u64>,

@@ -30,6 +30,15 @@ impl InternalTopic {
         }
     }
 
+    /// A dead-letter topic.
+    pub fn dead_letter(name: &str, partitions: i32) -> Self {
+        Self {
+            name: name.to_owned(),
+            partitions,
+            compacted: false,
+        }
+    }
+
     /// A repartition topic between two steps.
     pub fn repartition(name: &str, partitions: i32) -> Self {
         Self {

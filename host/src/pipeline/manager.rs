@@ -245,6 +245,7 @@ impl PipelineManager {
                 output: spec.step_output(names, step),
                 changelog: names.changelog(step),
                 transactional: (step as usize) + 1 < spec.steps.len(),
+                dead_letter: names.dead_letter(),
                 db: db.clone(),
                 kafka: self.kafka.clone(),
                 module,
@@ -282,6 +283,13 @@ impl PipelineManager {
         // the widest input (as in Kafka Streams), keyed by murmur2.
         // Later steps start at the beginning of their repartition topic.
         let names = self.names(&spec.name);
+        if spec.error_policy == super::ErrorPolicy::DeadLetter {
+            let topic = InternalTopic::dead_letter(&names.dead_letter(), widest);
+            kafka::ensure_topic(&self.kafka, &self.metadata, &topic).map_err(|e| match e {
+                TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
+                _ => ManagerError::InvalidSpec(SpecError(format!("the dead-letter topic: {e}"))),
+            })?;
+        }
         for step in 1..u32::try_from(spec.steps.len()).unwrap_or(1) {
             let name = names.repartition(step);
             let topic = InternalTopic::repartition(&name, widest);

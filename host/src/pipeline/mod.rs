@@ -8,4 +8,6 @@ mod spec;
 
 pub use manager::{ManagerError, PipelineManager, PipelineView};
 pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
-pub use spec::{Guarantee, InternalNames, Limits, PipelineSpec, SpecError, StartFrom, check_name};
+pub use spec::{
+    ErrorPolicy, Guarantee, InternalNames, Limits, PipelineSpec, SpecError, StartFrom, check_name,
+};

@@ -28,6 +28,19 @@ pub enum Guarantee {
     AtLeastOnce,
 }
 
+/// What happens to a record the guest fails on.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the task; nothing past the failing batch is committed.
+    #[default]
+    Fail,
+    /// Drop the records the guest fails on, counted and logged.
+    Skip,
+    /// Send the records the guest fails on to `<pipeline>.dlq`.
+    DeadLetter,
+}
+
 /// A pipeline's limits, resolved against the daemon's ceilings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -64,6 +77,9 @@ pub struct PipelineSpec {
     pub start_from: StartFrom,
     /// Delivery guarantee.
     pub guarantee: Guarantee,
+    /// What happens to records the guest fails on.
+    #[serde(default)]
+    pub error_policy: ErrorPolicy,
     /// Guest limits.
     pub limits: Limits,
 }
@@ -108,6 +124,12 @@ impl InternalNames<'_> {
     /// The topic feeding `step` (from 1), partitioned by murmur2 of the key.
     pub fn repartition(&self, step: u32) -> String {
         format!("{}{}.step-{step}.repartition", self.prefix, self.pipeline)
+    }
+
+    /// Where the dead-letter policy sends failed records. Not deleted with
+    /// the pipeline: it holds records someone has to look at.
+    pub fn dead_letter(&self) -> String {
+        format!("{}.dlq", self.pipeline)
     }
 
     /// Every internal topic of a pipeline with `steps` steps.
@@ -251,6 +273,17 @@ impl PipelineSpec {
             }
             Err(_) => return Err(invalid(format!("unknown guarantee {}", spec.guarantee))),
         };
+        let error_policy = match v1::ErrorPolicy::try_from(spec.error_policy) {
+            Ok(v1::ErrorPolicy::Unspecified | v1::ErrorPolicy::Fail) => ErrorPolicy::Fail,
+            Ok(v1::ErrorPolicy::Skip) => ErrorPolicy::Skip,
+            Ok(v1::ErrorPolicy::DeadLetter) => ErrorPolicy::DeadLetter,
+            Err(_) => {
+                return Err(invalid(format!(
+                    "unknown error policy {}",
+                    spec.error_policy
+                )));
+            }
+        };
         let asked = spec.limits.unwrap_or_default();
         let memory_bytes = limit("memory", nonzero(asked.memory_bytes), ceilings.memory_bytes)?;
         if memory_bytes < 1 << 20 {
@@ -281,6 +314,7 @@ impl PipelineSpec {
             config: spec.config.into_iter().collect(),
             start_from,
             guarantee,
+            error_policy,
             limits,
         })
     }
@@ -304,6 +338,11 @@ impl PipelineSpec {
             } as i32,
             guarantee: match self.guarantee {
                 Guarantee::AtLeastOnce => v1::Guarantee::AtLeastOnce,
+            } as i32,
+            error_policy: match self.error_policy {
+                ErrorPolicy::Fail => v1::ErrorPolicy::Fail,
+                ErrorPolicy::Skip => v1::ErrorPolicy::Skip,
+                ErrorPolicy::DeadLetter => v1::ErrorPolicy::DeadLetter,
             } as i32,
             limits: Some(v1::Limits {
                 memory_bytes: self.limits.memory_bytes,

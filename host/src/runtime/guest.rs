@@ -81,6 +81,22 @@ impl Guest {
         })
     }
 
+    /// A fresh instance of `module` with this instance's services: after a
+    /// failed call the old one may be poisoned (a trap) or hold half a batch
+    /// in its own memory.
+    pub fn renew(
+        self,
+        runtime: &super::Runtime,
+        module: &super::CompiledModule,
+        task: &TaskInfo,
+    ) -> Result<Guest, GuestError> {
+        let limits = self.limits;
+        let services = self.store.into_data().services;
+        let mut guest = runtime.instantiate(module, services, limits)?;
+        guest.init(task)?;
+        Ok(guest)
+    }
+
     /// The task's services, to commit or discard state after a call.
     pub fn services(&mut self) -> &mut TaskServices {
         &mut self.store.data_mut().services

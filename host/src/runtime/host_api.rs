@@ -33,6 +33,22 @@ pub struct TaskServices {
 }
 
 impl TaskServices {
+    /// Puts the batch's pending writes back to `pending` (taken earlier with
+    /// `state.pending().clone()`), rebuilding the timer index to match.
+    pub fn rollback(&mut self, pending: crate::state::WriteBatch) -> Result<(), StateError> {
+        self.timers = self.state.stored_timers()?.into_iter().collect();
+        for (key, value) in &pending {
+            if let Some(timer) = crate::state::timer_from_key(key) {
+                match value {
+                    Some(_) => self.timers.insert(timer),
+                    None => self.timers.remove(&timer),
+                };
+            }
+        }
+        self.state.set_pending(pending);
+        Ok(())
+    }
+
     /// Removes and returns the timers of `domain` due at `now`, in time
     /// order; their removal commits with the batch that fires them.
     pub fn take_due_timers(&mut self, domain: types::TimeDomain, now: i64) -> Vec<TimerKey> {

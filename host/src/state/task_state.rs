@@ -178,6 +178,11 @@ impl TaskState {
         &self.pending
     }
 
+    /// Replaces the batch's writes (to roll back to an earlier copy).
+    pub fn set_pending(&mut self, pending: WriteBatch) {
+        self.pending = pending;
+    }
+
     /// Takes the batch's writes, leaving nothing pending.
     pub fn take_pending(&mut self) -> WriteBatch {
         std::mem::take(&mut self.pending)

@@ -22,7 +22,7 @@ pub use changelog::{Changelog, RestoreError, Restored};
 pub use status::{RestoreProgress, TaskStatus};
 
 use crate::kafka::KafkaSettings;
-use crate::pipeline::PipelineSpec;
+use crate::pipeline::{ErrorPolicy, PipelineSpec};
 use crate::runtime::bindings_types::{
     Batch, FiredTimer, Header, InputRecord, OutputRecord, TaskInfo, TimeDomain,
 };
@@ -60,6 +60,8 @@ pub struct TaskPlan {
     /// Whether each batch commits as a Kafka transaction (a step feeding
     /// another step: see [`producer`]).
     pub transactional: bool,
+    /// Where the dead-letter policy sends records the guest fails on.
+    pub dead_letter: String,
     /// The pipeline's state store.
     pub db: Arc<PipelineDb>,
     /// How to reach Kafka, for restore consumers.
@@ -186,12 +188,12 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         };
         self.status.restore_stopped();
         while !self.stopping() {
-            let Some(g) = guest.as_mut() else {
+            if guest.is_none() {
                 // Failed: hold the partition idle until stopped.
                 std::thread::sleep(IDLE_POLL);
                 continue;
-            };
-            if let Err(fault) = self.step(g) {
+            }
+            if let Err(fault) = self.step(&mut guest) {
                 // Whatever failed, the task stops here: the failed batch was
                 // taken off the queue, so carrying on would commit past it.
                 // Its state writes die with the instance.
@@ -276,25 +278,35 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             call_timeout: plan.spec.limits.call_timeout,
         };
         let mut guest = plan.runtime.instantiate(&plan.module, services, limits)?;
-        guest.init(&TaskInfo {
-            pipeline: plan.spec.name.clone(),
-            step: plan.step,
-            partition: self.partition,
-        })?;
+        guest.init(&self.task_info())?;
         Ok(guest)
+    }
+
+    fn task_info(&self) -> TaskInfo {
+        TaskInfo {
+            pipeline: self.plan.spec.name.clone(),
+            step: self.plan.step,
+            partition: self.partition,
+        }
     }
 
     /// Polls one batch and carries it through; with no records, fires the
     /// wall-clock timers that are due.
-    fn step(&mut self, guest: &mut Guest) -> Result<(), Fault> {
+    fn step(&mut self, slot: &mut Option<Guest>) -> Result<(), Fault> {
         let records = self.poll_batch()?;
+        if !records.is_empty() && self.plan.spec.error_policy != ErrorPolicy::Fail {
+            return self.step_isolating(slot, records);
+        }
+        let guest = slot
+            .as_mut()
+            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
         if records.is_empty() {
             let due = guest
                 .services()
                 .take_due_timers(TimeDomain::WallClock, now_ms());
             if !due.is_empty() {
                 let outputs = guest.on_timers(&fired(due))?;
-                self.finish_batch(guest, &outputs, None, now_ms())?;
+                self.finish_batch(guest, &outputs, &[], None, now_ms())?;
                 self.status.record_output(outputs.len());
             }
             return Ok(());
@@ -314,7 +326,31 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         };
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
-        let mut outputs = guest.process(&batch)?;
+        let outputs = guest.process(&batch)?;
+        self.finish_records(
+            guest,
+            outputs,
+            Vec::new(),
+            count,
+            batch_max,
+            next_offset,
+            last_timestamp,
+        )
+    }
+
+    /// The rest of a batch once the guest processed its records: advance
+    /// stream time, fire event-time timers, deliver, commit.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_records(
+        &mut self,
+        guest: &mut Guest,
+        mut outputs: Vec<OutputRecord>,
+        dead_letters: Vec<OutputRecord>,
+        count: usize,
+        batch_max: Option<i64>,
+        next_offset: i64,
+        last_timestamp: i64,
+    ) -> Result<(), Fault> {
         let services = guest.services();
         if let Some(max) = batch_max {
             services.stream_time = Some(services.stream_time.map_or(max, |t| t.max(max)));
@@ -326,11 +362,153 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if !due.is_empty() {
             outputs.extend(guest.on_timers(&fired(due))?);
         }
-        self.finish_batch(guest, &outputs, Some(next_offset), last_timestamp)?;
+        self.finish_batch(
+            guest,
+            &outputs,
+            &dead_letters,
+            Some(next_offset),
+            last_timestamp,
+        )?;
         self.uncommitted = Some(next_offset);
         self.commit(CommitMode::Async);
         self.status.record_batch(count, outputs.len(), next_offset);
         Ok(())
+    }
+
+    /// A batch under the skip or dead-letter policy: when the guest fails on
+    /// it, its state writes are rolled back and it is retried in halves on
+    /// a fresh instance until the failing records are isolated; those are
+    /// skipped or dead-lettered, every other record is processed once.
+    fn step_isolating(
+        &mut self,
+        slot: &mut Option<Guest>,
+        records: Vec<InputRecord>,
+    ) -> Result<(), Fault> {
+        let count = records.len();
+        let next_offset = records.last().map_or(0, |r| r.offset + 1);
+        let last_timestamp = records.last().map_or(0, |r| r.timestamp);
+        let batch_max = records
+            .iter()
+            .map(|r| r.timestamp)
+            .filter(|t| *t >= 0)
+            .max();
+        let mut outputs = Vec::new();
+        let mut failed = Vec::new();
+        self.isolate(slot, records, &mut outputs, &mut failed)?;
+        let mut dead_letters = Vec::new();
+        for (record, error) in failed {
+            match self.plan.spec.error_policy {
+                ErrorPolicy::DeadLetter => {
+                    dead_letters.push(self.dead_letter(record, &error));
+                    self.status.count("records-dead-lettered", 1);
+                }
+                _ => {
+                    tracing::warn!(
+                        task = &*self.label, topic = %self.topic, partition = self.partition,
+                        offset = record.offset, error = %error,
+                        "skipped a record the guest failed on"
+                    );
+                    self.status.count("records-skipped", 1);
+                }
+            }
+        }
+        let guest = slot
+            .as_mut()
+            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        self.finish_records(
+            guest,
+            outputs,
+            dead_letters,
+            count,
+            batch_max,
+            next_offset,
+            last_timestamp,
+        )
+    }
+
+    /// Runs `records` through the guest; on failure, rolls back and splits.
+    fn isolate(
+        &self,
+        slot: &mut Option<Guest>,
+        records: Vec<InputRecord>,
+        outputs: &mut Vec<OutputRecord>,
+        failed: &mut Vec<(InputRecord, String)>,
+    ) -> Result<(), Fault> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let guest = slot
+            .as_mut()
+            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        let savepoint = guest.services().state.pending().clone();
+        let batch = Batch {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            records,
+        };
+        let error = match guest.process(&batch) {
+            Ok(out) => {
+                outputs.extend(out);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        // Roll back the failed call and start over on a fresh instance.
+        let mut guest = slot
+            .take()
+            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        guest.services().rollback(savepoint)?;
+        *slot = Some(guest.renew(&self.plan.runtime, &self.plan.module, &self.task_info())?);
+        let mut records = batch.records;
+        if records.len() == 1 {
+            failed.extend(records.pop().map(|r| (r, error.to_string())));
+            return Ok(());
+        }
+        // A guest that names the failing record splits the batch there.
+        let at = match error {
+            GuestError::Failed {
+                record_index: Some(i),
+                ..
+            } if (1..records.len()).contains(&(i as usize)) => i as usize,
+            _ => records.len() / 2,
+        };
+        let right = records.split_off(at);
+        self.isolate(slot, records, outputs, failed)?;
+        self.isolate(slot, right, outputs, failed)
+    }
+
+    /// The dead-letter record for `record`: its key, value and headers, and
+    /// where it came from and why it failed in `eddy.*` headers.
+    fn dead_letter(&self, record: InputRecord, error: &str) -> OutputRecord {
+        let plan = &self.plan;
+        let mut headers = record.headers;
+        let digest = plan
+            .spec
+            .steps
+            .get(plan.step as usize)
+            .cloned()
+            .unwrap_or_default();
+        for (key, value) in [
+            ("eddy.error", error.to_owned()),
+            ("eddy.source.topic", self.topic.clone()),
+            ("eddy.source.partition", self.partition.to_string()),
+            ("eddy.source.offset", record.offset.to_string()),
+            ("eddy.pipeline", plan.spec.name.clone()),
+            ("eddy.step", plan.step.to_string()),
+            ("eddy.module", digest),
+        ] {
+            headers.push(Header {
+                key: key.to_owned(),
+                value: Some(value.into_bytes()),
+            });
+        }
+        OutputRecord {
+            key: record.key,
+            value: record.value,
+            headers,
+            timestamp: Some(record.timestamp),
+            output: None,
+        }
     }
 
     /// Delivers a batch: its outputs and its changelog records (mutations,
@@ -340,6 +518,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         &mut self,
         guest: &mut Guest,
         outputs: &[OutputRecord],
+        dead_letters: &[OutputRecord],
         next_offset: Option<i64>,
         default_timestamp: i64,
     ) -> Result<(), Fault> {
@@ -355,8 +534,14 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             .as_ref()
             .ok_or_else(|| Fault::Consume("the task has no producer".into()))?;
         producer.begin().map_err(Fault::Produce)?;
-        let position = match self.deliver(producer, outputs, &batch, &checkpoint, default_timestamp)
-        {
+        let position = match self.deliver(
+            producer,
+            outputs,
+            dead_letters,
+            &batch,
+            &checkpoint,
+            default_timestamp,
+        ) {
             Ok(position) => position,
             Err(fault) => {
                 producer.abort();
@@ -464,15 +649,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// Sends a batch's outputs, changelog records and checkpoint, waits
     /// until all are acknowledged (and, for a transactional task, commits);
     /// the changelog position just past the checkpoint.
+    #[allow(clippy::too_many_arguments)]
     fn deliver(
         &self,
         producer: &TaskProducer,
         outputs: &[OutputRecord],
+        dead_letters: &[OutputRecord],
         batch: &crate::state::WriteBatch,
         checkpoint: &Checkpoint,
         default_timestamp: i64,
     ) -> Result<i64, Fault> {
         let mut deliveries = self.send_outputs(producer, outputs, default_timestamp)?;
+        for record in dead_letters {
+            let record = output_record(&self.plan.dead_letter, record, default_timestamp);
+            deliveries.push(send(producer.producer(), record).map_err(Fault::Produce)?);
+        }
         let (logged, last) = self
             .changelog
             .send_batch(producer.producer(), batch, checkpoint)
@@ -505,17 +696,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                     .map(String::as_str)
                     .ok_or_else(|| Fault::UnknownOutput(name.clone()))?,
             };
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(topic).timestamp(output.timestamp.unwrap_or(default_timestamp));
-            if let Some(key) = &output.key {
-                record = record.key(key.as_slice());
-            }
-            if let Some(value) = &output.value {
-                record = record.payload(value.as_slice());
-            }
-            if !output.headers.is_empty() {
-                record = record.headers(headers(&output.headers));
-            }
+            let record = output_record(topic, output, default_timestamp);
             deliveries.push(send(producer.producer(), record).map_err(Fault::Produce)?);
         }
         Ok(deliveries)
@@ -544,6 +725,26 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             }
         }
     }
+}
+
+/// The Kafka record for `output`, to `topic`.
+fn output_record<'a>(
+    topic: &'a str,
+    output: &'a OutputRecord,
+    default_timestamp: i64,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record: FutureRecord<'a, [u8], [u8]> =
+        FutureRecord::to(topic).timestamp(output.timestamp.unwrap_or(default_timestamp));
+    if let Some(key) = &output.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(value) = &output.value {
+        record = record.payload(value.as_slice());
+    }
+    if !output.headers.is_empty() {
+        record = record.headers(headers(&output.headers));
+    }
+    record
 }
 
 fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {

@@ -2,7 +2,9 @@
 //! `trigger` (default `boom`), and passes every other record through. With
 //! `how=panic` (the default) it panics, a trap to the host; with `how=error`
 //! it returns an error. The host must fail only this pipeline, visibly, and
-//! never move past the failing record.
+//! never move past the failing record. With `count=true` it also counts
+//! records per key in state *before* failing, so a host that does not roll
+//! back a failed call's writes shows wrong counts.
 
 use eddy_sdk::prelude::*;
 
@@ -11,11 +13,13 @@ use eddy_sdk::prelude::*;
 pub struct Trap {
     trigger: String,
     return_error: bool,
+    count: bool,
 }
 
 impl Processor for Trap {
     fn init(&mut self, _task: &Task) -> Result<()> {
         self.trigger = config::get("trigger").unwrap_or_else(|| "boom".into());
+        self.count = config::parse("count")?.unwrap_or(false);
         self.return_error = match config::get("how").as_deref() {
             None | Some("panic") => false,
             Some("error") => true,
@@ -29,6 +33,11 @@ impl Processor for Trap {
     }
 
     fn process(&mut self, record: Record, out: &mut Emitter) -> Result<()> {
+        if self.count
+            && let Some(key) = record.key()
+        {
+            state::put_u64(key, state::get_u64(key)? + 1)?;
+        }
         if record
             .value_str()
             .is_some_and(|v| v.contains(&self.trigger))

@@ -135,3 +135,137 @@ fn a_guest_error_stops_the_task_without_skipping_the_failed_records() -> anyhow:
     assert_eq!(daemon.pipeline("picky")?.partitions[0].committed_offset, 0);
     Ok(())
 }
+
+/// The values of `records`, sorted.
+fn values(records: &[Rec]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().filter_map(Rec::text).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 2), ("skipped", 2), ("lettered", 2)])?;
+    // 1,000 records over 2 partitions; every 100th is poisoned.
+    let inputs: Vec<Rec> = (0..1000)
+        .map(|i| {
+            let value = if i % 100 == 37 {
+                format!("boom-{i:04}")
+            } else {
+                format!("ok-{i:04}")
+            };
+            Rec::value(value).keyed(format!("k{}", i % 7))
+        })
+        .collect();
+    produce(broker.bootstrap(), "in", &inputs)?;
+    let healthy: Vec<String> = values(&inputs)
+        .into_iter()
+        .filter(|v| v.starts_with("ok-"))
+        .collect();
+    let poisoned: Vec<String> = values(&inputs)
+        .into_iter()
+        .filter(|v| v.starts_with("boom-"))
+        .collect();
+    // The guest traps (panics) in one pipeline and returns errors in the other.
+    daemon.deploy(
+        "skipper",
+        "trap",
+        "in",
+        "skipped",
+        &["--on-error", "skip", "--config", "count=true"],
+    )?;
+    daemon.deploy(
+        "letters",
+        "trap",
+        "in",
+        "lettered",
+        &["--on-error", "dead-letter", "--config", "how=error"],
+    )?;
+
+    for topic in ["skipped", "lettered"] {
+        let out = consume(
+            broker.bootstrap(),
+            topic,
+            healthy.len(),
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+        )?;
+        assert_eq!(
+            values(&out),
+            healthy,
+            "{topic}: every other record exactly once"
+        );
+    }
+    let dlq = consume(
+        broker.bootstrap(),
+        "letters.dlq",
+        poisoned.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    assert_eq!(values(&dlq), poisoned, "exactly the poisoned records");
+    for record in &dlq {
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.as_deref())
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("eddy.source.topic"), "in");
+        assert!(
+            header("eddy.error").contains("poisoned record at offset"),
+            "{record:?}"
+        );
+        let offset: i64 = header("eddy.source.offset").parse()?;
+        assert!(
+            header("eddy.error").contains(&format!("offset {offset}")),
+            "the header names the record's own offset: {record:?}"
+        );
+        assert!(header("eddy.module").starts_with("sha256:"));
+    }
+    for (name, counter) in [
+        ("skipper", "records-skipped"),
+        ("letters", "records-dead-lettered"),
+    ] {
+        let status = wait_for("the counters", Duration::from_secs(30), || {
+            let p = daemon.pipeline(name)?;
+            let n: u64 = p
+                .partitions
+                .iter()
+                .filter_map(|s| s.counters.get(counter))
+                .sum();
+            Ok((n == poisoned.len() as u64).then_some(p))
+        })?;
+        assert!(status.partitions.iter().all(|s| s.last_error.is_empty()));
+    }
+    assert!(
+        daemon
+            .log()
+            .contains("skipped a record the guest failed on")
+    );
+    // The failed calls' state writes were rolled back: each key counts
+    // exactly its healthy records (8-byte big-endian counts).
+    for k in 0..7 {
+        let key = format!("k{k}");
+        let expected = inputs
+            .iter()
+            .filter(|r| r.key_text().as_deref() == Some(key.as_str()))
+            .filter(|r| r.text().is_some_and(|v| v.starts_with("ok-")))
+            .count() as u64;
+        let shown = daemon.eddy_ok(&["state", "get", "skipper", &key, "-o", "json"])?;
+        let entry: serde_json::Value = serde_json::from_str(&shown)?;
+        assert_eq!(
+            entry["value_hex"].as_str(),
+            Some(hex_u64(expected).as_str()),
+            "state of {key}"
+        );
+    }
+    Ok(())
+}
+
+fn hex_u64(n: u64) -> String {
+    n.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
