@@ -297,9 +297,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if !records.is_empty() && self.plan.spec.error_policy != ErrorPolicy::Fail {
             return self.step_isolating(slot, records);
         }
-        let guest = slot
-            .as_mut()
-            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        let guest = live(slot)?;
         if records.is_empty() {
             let due = guest
                 .services()
@@ -311,14 +309,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             }
             return Ok(());
         }
-        let count = records.len();
-        let next_offset = records.last().map_or(0, |r| r.offset + 1);
-        let last_timestamp = records.last().map_or(0, |r| r.timestamp);
-        let batch_max = records
-            .iter()
-            .map(|r| r.timestamp)
-            .filter(|t| *t >= 0)
-            .max();
+        let span = BatchSpan::of(&records);
         let batch = Batch {
             topic: self.topic.clone(),
             partition: self.partition,
@@ -327,32 +318,20 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
         let outputs = guest.process(&batch)?;
-        self.finish_records(
-            guest,
-            outputs,
-            Vec::new(),
-            count,
-            batch_max,
-            next_offset,
-            last_timestamp,
-        )
+        self.finish_records(guest, outputs, Vec::new(), &span)
     }
 
     /// The rest of a batch once the guest processed its records: advance
     /// stream time, fire event-time timers, deliver, commit.
-    #[allow(clippy::too_many_arguments)]
     fn finish_records(
         &mut self,
         guest: &mut Guest,
         mut outputs: Vec<OutputRecord>,
         dead_letters: Vec<OutputRecord>,
-        count: usize,
-        batch_max: Option<i64>,
-        next_offset: i64,
-        last_timestamp: i64,
+        span: &BatchSpan,
     ) -> Result<(), Fault> {
         let services = guest.services();
-        if let Some(max) = batch_max {
+        if let Some(max) = span.max_timestamp {
             services.stream_time = Some(services.stream_time.map_or(max, |t| t.max(max)));
         }
         let due = match services.stream_time {
@@ -366,12 +345,13 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             guest,
             &outputs,
             &dead_letters,
-            Some(next_offset),
-            last_timestamp,
+            Some(span.next_offset),
+            span.last_timestamp,
         )?;
-        self.uncommitted = Some(next_offset);
+        self.uncommitted = Some(span.next_offset);
         self.commit(CommitMode::Async);
-        self.status.record_batch(count, outputs.len(), next_offset);
+        self.status
+            .record_batch(span.count, outputs.len(), span.next_offset);
         Ok(())
     }
 
@@ -384,14 +364,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         slot: &mut Option<Guest>,
         records: Vec<InputRecord>,
     ) -> Result<(), Fault> {
-        let count = records.len();
-        let next_offset = records.last().map_or(0, |r| r.offset + 1);
-        let last_timestamp = records.last().map_or(0, |r| r.timestamp);
-        let batch_max = records
-            .iter()
-            .map(|r| r.timestamp)
-            .filter(|t| *t >= 0)
-            .max();
+        let span = BatchSpan::of(&records);
         let mut outputs = Vec::new();
         let mut failed = Vec::new();
         self.isolate(slot, records, &mut outputs, &mut failed)?;
@@ -412,18 +385,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 }
             }
         }
-        let guest = slot
-            .as_mut()
-            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
-        self.finish_records(
-            guest,
-            outputs,
-            dead_letters,
-            count,
-            batch_max,
-            next_offset,
-            last_timestamp,
-        )
+        let guest = live(slot)?;
+        self.finish_records(guest, outputs, dead_letters, &span)
     }
 
     /// Runs `records` through the guest; on failure, rolls back and splits.
@@ -437,9 +400,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if records.is_empty() {
             return Ok(());
         }
-        let guest = slot
-            .as_mut()
-            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
         let batch = Batch {
             topic: self.topic.clone(),
@@ -454,9 +415,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             Err(e) => e,
         };
         // Roll back the failed call and start over on a fresh instance.
-        let mut guest = slot
-            .take()
-            .ok_or_else(|| Fault::Consume("the task has no guest".into()))?;
+        let mut guest = slot.take().ok_or_else(no_guest)?;
         guest.services().rollback(savepoint)?;
         *slot = Some(guest.renew(&self.plan.runtime, &self.plan.module, &self.task_info())?);
         let mut records = batch.records;
@@ -723,6 +682,41 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             Err(e) => {
                 tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; the batch may be replayed")
             }
+        }
+    }
+}
+
+/// The task's guest instance; a task without one has failed and never
+/// calls this.
+fn live(slot: &mut Option<Guest>) -> Result<&mut Guest, Fault> {
+    slot.as_mut().ok_or_else(no_guest)
+}
+
+fn no_guest() -> Fault {
+    Fault::Consume("internal error: the task has no guest instance".into())
+}
+
+/// What the end of a batch needs to know about its records.
+struct BatchSpan {
+    count: usize,
+    /// The offset after the last record.
+    next_offset: i64,
+    last_timestamp: i64,
+    /// The highest valid timestamp, to advance stream time.
+    max_timestamp: Option<i64>,
+}
+
+impl BatchSpan {
+    fn of(records: &[InputRecord]) -> Self {
+        Self {
+            count: records.len(),
+            next_offset: records.last().map_or(0, |r| r.offset + 1),
+            last_timestamp: records.last().map_or(0, |r| r.timestamp),
+            max_timestamp: records
+                .iter()
+                .map(|r| r.timestamp)
+                .filter(|t| *t >= 0)
+                .max(),
         }
     }
 }
