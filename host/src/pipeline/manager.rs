@@ -44,6 +44,17 @@ pub enum ManagerError {
     Internal(#[from] anyhow::Error),
 }
 
+/// An unreachable broker is worth retrying; anything else about a topic
+/// (missing, wrong partition count, refused) is the spec's to fix.
+impl From<TopicError> for ManagerError {
+    fn from(e: TopicError) -> Self {
+        match e {
+            TopicError::Unreachable(_) => Self::Unavailable(e.to_string()),
+            _ => Self::InvalidSpec(SpecError(e.to_string())),
+        }
+    }
+}
+
 /// A pipeline as stored in the data directory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -285,18 +296,12 @@ impl PipelineManager {
         let names = self.names(&spec.name);
         if spec.error_policy == super::ErrorPolicy::DeadLetter {
             let topic = InternalTopic::dead_letter(&names.dead_letter(), widest);
-            kafka::ensure_topic(&self.kafka, &self.metadata, &topic).map_err(|e| match e {
-                TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
-                _ => ManagerError::InvalidSpec(SpecError(format!("the dead-letter topic: {e}"))),
-            })?;
+            kafka::ensure_topic(&self.kafka, &self.metadata, &topic)?;
         }
         for step in 1..u32::try_from(spec.steps.len()).unwrap_or(1) {
             let name = names.repartition(step);
             let topic = InternalTopic::repartition(&name, widest);
-            kafka::ensure_topic(&self.kafka, &self.metadata, &topic).map_err(|e| match e {
-                TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
-                _ => ManagerError::InvalidSpec(SpecError(e.to_string())),
-            })?;
+            kafka::ensure_topic(&self.kafka, &self.metadata, &topic)?;
             let partitions: Vec<(String, i32)> = (0..widest).map(|p| (name.clone(), p)).collect();
             self.commit_start_offsets(&names.group(step), StartFrom::Earliest, &partitions)?;
         }
@@ -334,10 +339,7 @@ impl PipelineManager {
     }
 
     fn topic_partitions(&self, topic: &str) -> Result<i32, ManagerError> {
-        self.metadata.partition_count(topic).map_err(|e| match e {
-            TopicError::Unreachable(_) => ManagerError::Unavailable(e.to_string()),
-            _ => ManagerError::InvalidSpec(SpecError(e.to_string())),
-        })
+        Ok(self.metadata.partition_count(topic)?)
     }
 
     /// Commits where a new pipeline starts, so its first consumer begins

@@ -269,16 +269,23 @@ impl RunnerStatus {
     /// The offsets each step's group has committed for `partitions`, read
     /// from Kafka through the step's own consumer; `None` before it exists.
     pub fn committed(&self, partitions: &[PartitionView]) -> Option<Vec<Option<i64>>> {
-        let mut out = Vec::with_capacity(partitions.len());
-        for view in partitions {
-            let shared = self.0.iter().find(|s| s.plan.step == view.step)?;
+        let mut out = vec![None; partitions.len()];
+        // One query per step's group, not one per partition.
+        for shared in &self.0 {
+            let (indices, keys): (Vec<usize>, Vec<TopicPartition>) = partitions
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.step == shared.plan.step)
+                .map(|(i, v)| (i, v.partition.clone()))
+                .unzip();
+            if keys.is_empty() {
+                continue;
+            }
             let consumer = lock(&shared.consumer).upgrade()?;
-            let offset = group_offsets_with(&*consumer, std::slice::from_ref(&view.partition))
-                .ok()?
-                .first()
-                .copied()
-                .flatten();
-            out.push(offset);
+            let offsets = group_offsets_with(&*consumer, &keys).ok()?;
+            for (i, offset) in indices.into_iter().zip(offsets) {
+                out[i] = offset;
+            }
         }
         Some(out)
     }

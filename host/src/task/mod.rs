@@ -294,11 +294,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// wall-clock timers that are due.
     fn step(&mut self, slot: &mut Option<Guest>) -> Result<(), Fault> {
         let records = self.poll_batch()?;
-        if !records.is_empty() && self.plan.spec.error_policy != ErrorPolicy::Fail {
-            return self.step_isolating(slot, records);
-        }
-        let guest = live(slot)?;
         if records.is_empty() {
+            let guest = live(slot)?;
             let due = guest
                 .services()
                 .take_due_timers(TimeDomain::WallClock, now_ms());
@@ -310,15 +307,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             return Ok(());
         }
         let span = BatchSpan::of(&records);
-        let batch = Batch {
+        // The guest sees the stream time before this batch, and tracks it
+        // record by record within the batch (the SDK's windows do).
+        let (outputs, dead_letters) = match self.plan.spec.error_policy {
+            ErrorPolicy::Fail => (live(slot)?.process(&self.batch(records))?, Vec::new()),
+            ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot, records)?,
+        };
+        self.finish_records(live(slot)?, outputs, dead_letters, &span)
+    }
+
+    fn batch(&self, records: Vec<InputRecord>) -> Batch {
+        Batch {
             topic: self.topic.clone(),
             partition: self.partition,
             records,
-        };
-        // The guest sees the stream time before this batch, and tracks it
-        // record by record within the batch (the SDK's windows do).
-        let outputs = guest.process(&batch)?;
-        self.finish_records(guest, outputs, Vec::new(), &span)
+        }
     }
 
     /// The rest of a batch once the guest processed its records: advance
@@ -355,16 +358,16 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         Ok(())
     }
 
-    /// A batch under the skip or dead-letter policy: when the guest fails on
-    /// it, its state writes are rolled back and it is retried in halves on
-    /// a fresh instance until the failing records are isolated; those are
-    /// skipped or dead-lettered, every other record is processed once.
-    fn step_isolating(
+    /// Processes a batch under the skip or dead-letter policy: when the
+    /// guest fails on it, its state writes are rolled back and it is retried
+    /// in halves on a fresh instance until the failing records are isolated;
+    /// those are skipped or dead-lettered, every other record is processed
+    /// once. The outputs, and the dead letters to deliver with them.
+    fn process_isolating(
         &mut self,
         slot: &mut Option<Guest>,
         records: Vec<InputRecord>,
-    ) -> Result<(), Fault> {
-        let span = BatchSpan::of(&records);
+    ) -> Result<(Vec<OutputRecord>, Vec<OutputRecord>), Fault> {
         let mut outputs = Vec::new();
         let mut failed = Vec::new();
         self.isolate(slot, records, &mut outputs, &mut failed)?;
@@ -385,8 +388,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 }
             }
         }
-        let guest = live(slot)?;
-        self.finish_records(guest, outputs, dead_letters, &span)
+        Ok((outputs, dead_letters))
     }
 
     /// Runs `records` through the guest; on failure, rolls back and splits.
@@ -402,11 +404,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         }
         let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
-        let batch = Batch {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            records,
-        };
+        let batch = self.batch(records);
         let error = match guest.process(&batch) {
             Ok(out) => {
                 outputs.extend(out);
