@@ -54,6 +54,28 @@ pub struct LimitsConfig {
     pub batch_linger: Duration,
     /// Largest module accepted for upload, in bytes.
     pub max_module_bytes: u64,
+    /// Most records one guest call may emit.
+    #[serde(default = "default_max_output_records")]
+    pub max_output_records: u32,
+    /// Most bytes (keys, values, headers) one guest call may emit.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// Largest record eddy produces (key, value and headers). Raise it only
+    /// together with the brokers' `message.max.bytes`.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+fn default_max_output_records() -> u32 {
+    LimitsConfig::default().max_output_records
+}
+
+fn default_max_output_bytes() -> u64 {
+    LimitsConfig::default().max_output_bytes
+}
+
+fn default_max_record_bytes() -> u64 {
+    LimitsConfig::default().max_record_bytes
 }
 
 impl Default for LimitsConfig {
@@ -64,6 +86,10 @@ impl Default for LimitsConfig {
             max_batch_records: 1024,
             batch_linger: Duration::from_millis(10),
             max_module_bytes: 64 << 20,
+            max_output_records: 100_000,
+            max_output_bytes: 64 << 20,
+            // librdkafka's and Kafka's default message.max.bytes.
+            max_record_bytes: 1_000_000,
         }
     }
 }

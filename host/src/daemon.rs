@@ -70,6 +70,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let kafka = KafkaSettings {
         brokers: brokers.clone(),
         session_timeout: config.session_timeout,
+        max_record_bytes: config.limits.max_record_bytes,
     };
     let runtime = Runtime::new()?;
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);

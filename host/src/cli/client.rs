@@ -205,6 +205,8 @@ fn spec(args: CreateArgs, modules: Vec<String>) -> v1::PipelineSpec {
             call_timeout_ms: args.call_timeout.map_or(0, millis),
             max_batch_records: args.max_batch.unwrap_or(0),
             batch_linger_ms: args.linger.map_or(0, millis),
+            max_output_records: args.max_output_records.unwrap_or(0),
+            max_output_bytes: args.max_output_bytes.unwrap_or(0),
         }),
     }
 }

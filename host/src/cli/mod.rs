@@ -164,7 +164,8 @@ pub enum StartArg {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OnErrorArg {
-    /// Stop the task; nothing past the failing batch is committed.
+    /// Stop the task and restart it with exponential backoff (1 s doubling
+    /// to 1 min); nothing past the failing record is committed.
     Fail,
     /// Drop the records the guest fails on (counted and logged).
     Skip,
@@ -212,6 +213,13 @@ pub struct CreateArgs {
     /// How long to wait to fill a batch, e.g. 20ms.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub linger: Option<Duration>,
+    /// Most records one guest call may emit; a call over it fails like a
+    /// trap (default: the daemon's).
+    #[arg(long)]
+    pub max_output_records: Option<u32>,
+    /// Most bytes one guest call may emit, e.g. 8MiB (default: the daemon's).
+    #[arg(long, value_parser = parse_bytes)]
+    pub max_output_bytes: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -55,6 +55,8 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
                 "duration_ms": r.duration_ms,
             })),
             "counters": s.counters,
+            "retries": s.retries,
+            "next_retry_at_ms": s.next_retry_at_ms,
         })).collect::<Vec<_>>(),
     })
 }
@@ -125,6 +127,9 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
         let mut notes: Vec<String> = s.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if restore.restoring {
             notes.push("restoring".into());
+        }
+        if s.retries > 0 {
+            notes.push(retry_note(s.retries, s.next_retry_at_ms));
         }
         if !s.last_error.is_empty() {
             notes.push(format!("error: {}", s.last_error));
@@ -213,5 +218,24 @@ pub(super) fn print_entries(
             }
             Ok(())
         }
+    }
+}
+
+/// "failed 3 times, retry in 4s": when a failed task restarts next.
+fn retry_note(retries: u32, next_retry_at_ms: i64) -> String {
+    let times = if retries == 1 { "once" } else { "times" };
+    let count = if retries == 1 {
+        String::new()
+    } else {
+        format!("{retries} ")
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    if next_retry_at_ms <= 0 {
+        format!("failed {count}{times}, restarting")
+    } else {
+        let secs = (next_retry_at_ms - now).max(0).div_euclid(1000);
+        format!("failed {count}{times}, retry in {secs}s")
     }
 }

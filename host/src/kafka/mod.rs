@@ -21,6 +21,9 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Consumer group session timeout.
     pub session_timeout: Duration,
+    /// Largest record producers accept; eddy checks guest outputs against
+    /// it first, so a record too large fails with the guest's error.
+    pub max_record_bytes: u64,
 }
 
 impl KafkaSettings {
@@ -30,6 +33,7 @@ impl KafkaSettings {
         Self {
             brokers: brokers.into(),
             session_timeout: Duration::from_secs(30),
+            max_record_bytes: 1_000_000,
         }
     }
 
@@ -75,6 +79,11 @@ impl KafkaSettings {
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "100000")
+            // Room for the record overhead around the largest record.
+            .set(
+                "message.max.bytes",
+                (self.max_record_bytes.max(1_000_000) + (64 << 10)).to_string(),
+            )
             .set("message.timeout.ms", "60000");
         config
     }

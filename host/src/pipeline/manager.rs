@@ -447,6 +447,8 @@ impl PipelineManager {
                         }
                     }),
                     counters: p.status.counters().into_iter().collect(),
+                    retries: p.status.retries(),
+                    next_retry_at_ms: p.status.next_retry_at_ms(),
                 }
             })
             .collect();

@@ -55,6 +55,27 @@ pub struct Limits {
     /// Wait to fill a batch.
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
+    /// Output records per guest call.
+    #[serde(default = "default_max_output_records")]
+    pub max_output_records: u32,
+    /// Output bytes (keys, values, headers) per guest call.
+    #[serde(default = "default_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// Bytes per output record: the daemon's, set by the brokers' limit.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+fn default_max_output_records() -> u32 {
+    LimitsConfig::default().max_output_records
+}
+
+fn default_max_output_bytes() -> u64 {
+    LimitsConfig::default().max_output_bytes
+}
+
+fn default_max_record_bytes() -> u64 {
+    LimitsConfig::default().max_record_bytes
 }
 
 /// A validated pipeline specification.
@@ -304,6 +325,17 @@ impl PipelineSpec {
             batch_linger: nonzero(asked.batch_linger_ms)
                 .map_or(ceilings.batch_linger, Duration::from_millis)
                 .min(Duration::from_secs(10)),
+            max_output_records: limit(
+                "max-output-records",
+                nonzero(asked.max_output_records),
+                ceilings.max_output_records,
+            )?,
+            max_output_bytes: limit(
+                "max-output-bytes",
+                nonzero(asked.max_output_bytes),
+                ceilings.max_output_bytes,
+            )?,
+            max_record_bytes: ceilings.max_record_bytes,
         };
         Ok(Self {
             name: spec.name,
@@ -351,6 +383,8 @@ impl PipelineSpec {
                 max_batch_records: self.limits.max_batch_records,
                 batch_linger_ms: u64::try_from(self.limits.batch_linger.as_millis())
                     .unwrap_or(u64::MAX),
+                max_output_records: self.limits.max_output_records,
+                max_output_bytes: self.limits.max_output_bytes,
             }),
         }
     }

@@ -3,7 +3,7 @@
 use super::bindings::eddy::processor::types::{Batch, FiredTimer, OutputRecord, TaskInfo};
 use super::bindings::{Processor, ProcessorPre};
 use super::host_api::{GuestCtx, TaskServices};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
 
 /// Limits on one guest instance.
@@ -13,14 +13,28 @@ pub struct GuestLimits {
     pub memory_bytes: u64,
     /// Deadline for one call.
     pub call_timeout: Duration,
+    /// Most records one call may emit.
+    pub max_output_records: u32,
+    /// Most bytes (keys, values, headers) one call may emit.
+    pub max_output_bytes: u64,
+    /// Largest record one call may emit.
+    pub max_record_bytes: u64,
 }
 
 /// Why a guest call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
     /// The call ran past its deadline and was interrupted.
-    #[error("guest call exceeded its deadline of {0:?} and was interrupted (an endless loop?)")]
-    Timeout(Duration),
+    #[error(
+        "guest call exceeded its deadline of {deadline:?} and was interrupted after \
+         {elapsed:.3?} (an endless loop?)"
+    )]
+    Timeout {
+        /// The deadline.
+        deadline: Duration,
+        /// How long the call ran before the host stopped it.
+        elapsed: Duration,
+    },
     /// The guest needed more memory than its cap.
     #[error("guest exceeded its memory limit of {limit} bytes (it asked for {asked} bytes)")]
     OutOfMemory {
@@ -40,6 +54,11 @@ pub enum GuestError {
         /// The failing record's index in the batch, when the guest knows it.
         record_index: Option<u32>,
     },
+    /// The call returned more output than the limits allow. The instance
+    /// is usable, but the call's outputs and state writes are discarded,
+    /// like a trap's.
+    #[error("guest output over the limit: {0}")]
+    OutputLimit(String),
     /// The instance could not be created.
     #[error("could not instantiate the guest: {0}")]
     Instantiate(String),
@@ -51,6 +70,8 @@ pub struct Guest {
     processor: Processor,
     limits: GuestLimits,
     deadline_ticks: u64,
+    /// When the current call started.
+    called_at: Instant,
 }
 
 impl Guest {
@@ -78,6 +99,7 @@ impl Guest {
             processor,
             limits,
             deadline_ticks,
+            called_at: Instant::now(),
         })
     }
 
@@ -113,19 +135,60 @@ impl Guest {
     pub fn process(&mut self, batch: &Batch) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
         let result = self.processor.call_process(&mut self.store, batch);
-        self.settle(result)
+        let outputs = self.settle(result)?;
+        self.check_outputs(&outputs)?;
+        Ok(outputs)
     }
 
     /// Calls the guest's `on-timers`.
     pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
         let result = self.processor.call_on_timers(&mut self.store, timers);
-        self.settle(result)
+        let outputs = self.settle(result)?;
+        self.check_outputs(&outputs)?;
+        Ok(outputs)
+    }
+
+    /// Checks one call's outputs against the limits, so a record Kafka
+    /// would refuse, or a flood, fails the call that made it (and goes
+    /// through the error policy) rather than the delivery of a whole batch.
+    fn check_outputs(&self, outputs: &[OutputRecord]) -> Result<(), GuestError> {
+        let limits = &self.limits;
+        if outputs.len() as u64 > u64::from(limits.max_output_records) {
+            return Err(GuestError::OutputLimit(format!(
+                "one call emitted {} records; the pipeline allows {} per call \
+                 (--max-output-records)",
+                outputs.len(),
+                limits.max_output_records
+            )));
+        }
+        let mut total = 0u64;
+        for (index, record) in outputs.iter().enumerate() {
+            let size = record_bytes(record);
+            if size > limits.max_record_bytes {
+                return Err(GuestError::OutputLimit(format!(
+                    "output record {index} is {size} bytes; the largest record eddy produces \
+                     is {} bytes (the daemon's limits.max-record-bytes, which must not exceed \
+                     the brokers' message.max.bytes)",
+                    limits.max_record_bytes
+                )));
+            }
+            total = total.saturating_add(size);
+        }
+        if total > limits.max_output_bytes {
+            return Err(GuestError::OutputLimit(format!(
+                "one call emitted {total} bytes; the pipeline allows {} per call \
+                 (--max-output-bytes)",
+                limits.max_output_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn arm(&mut self) {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().limiter.denied = None;
+        self.called_at = Instant::now();
     }
 
     fn settle<T>(
@@ -144,7 +207,11 @@ impl Guest {
 
     fn classify(&mut self, error: wasmtime::Error) -> GuestError {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            return GuestError::Timeout(self.limits.call_timeout);
+            super::demote_current_thread();
+            return GuestError::Timeout {
+                deadline: self.limits.call_timeout,
+                elapsed: self.called_at.elapsed(),
+            };
         }
         let ctx = self.store.data();
         if let Some(asked) = ctx.limiter.denied {
@@ -172,4 +239,15 @@ impl Guest {
             GuestError::Trap(format!("{trap}; guest stderr: {tail}"))
         }
     }
+}
+
+/// A record's size as Kafka counts it, near enough: key, value and headers.
+fn record_bytes(record: &OutputRecord) -> u64 {
+    let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| h.key.len() + len(&h.value))
+        .sum();
+    (len(&record.key) + len(&record.value) + headers) as u64
 }

@@ -119,3 +119,18 @@ impl Runtime {
         Guest::new(&self.engine, &module.pre, services, limits, EPOCH_TICK)
     }
 }
+
+/// Moves the calling task thread to the lowest CPU priority (nice 19) for
+/// the rest of its life, after its guest ran past a deadline: a guest that
+/// burns its whole deadline again and again then takes CPU only when
+/// healthy pipelines leave some, instead of an equal share. The thread ends
+/// with the task (pause, resume, rebalance, restart of the daemon).
+fn demote_current_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+            tracing::warn!(error = %e, "could not lower the priority of a task thread");
+        }
+    }
+}

@@ -16,6 +16,7 @@
 
 mod changelog;
 mod producer;
+mod retry;
 mod status;
 
 pub use changelog::{Changelog, RestoreError, Restored};
@@ -36,6 +37,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
+use retry::Retry;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,6 +125,26 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     checkpoint: Checkpoint,
     /// The next offset to commit to the group, once its batch is delivered.
     uncommitted: Option<i64>,
+    /// The first offset of the batch in flight: where a restart resumes
+    /// when no checkpoint says where.
+    in_flight: Option<i64>,
+}
+
+/// What one step of the task loop did.
+enum Progress {
+    /// Nothing to do.
+    Idle,
+    /// A batch (of records, or of timers) was committed.
+    Committed,
+}
+
+/// Where a task failed, which decides when it counts as healed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailedIn {
+    /// Restoring or starting the guest: healed once a start succeeds.
+    Start,
+    /// A batch: healed once a batch commits.
+    Batch,
 }
 
 impl<C: ConsumerContext + 'static> PartitionTask<C> {
@@ -161,6 +183,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             producer: None,
             checkpoint: Checkpoint::default(),
             uncommitted: None,
+            in_flight: None,
         }
     }
 
@@ -169,36 +192,53 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// Runs until told to stop: restores the partition's state, then
-    /// processes batches. Any failure stops the task: the partition stays
-    /// owned and paused, nothing is committed past the failing batch, until
-    /// the pipeline is resumed.
+    /// processes batches. A failure stops the work: the partition stays
+    /// owned and paused, nothing is committed past the failing batch, and
+    /// the task restarts after a backoff (see [`retry`]) from its last
+    /// checkpoint, until it makes progress or the pipeline is paused.
     pub fn run(mut self) -> TaskExit<C> {
-        // Until the restore is done, queries must not read the local store.
-        self.status.restore_started(0, 0);
         self.status.set_assigned(true);
         self.status.clear_failure();
         tracing::info!(task = &*self.label, "task started");
-        let mut guest = match self.start_guest() {
-            Ok(guest) => Some(guest),
-            Err(Fault::Restore(RestoreError::Stopped)) => None,
-            Err(e) => {
-                self.fail(&e.to_string());
-                None
-            }
-        };
-        self.status.restore_stopped();
+        let mut guest: Option<Guest> = None;
+        let mut retry = Retry::default();
+        let mut failed_in = None;
         while !self.stopping() {
             if guest.is_none() {
-                // Failed: hold the partition idle until stopped.
-                std::thread::sleep(IDLE_POLL);
-                continue;
+                let now = Instant::now();
+                if !retry.due(now) {
+                    std::thread::sleep(retry.remaining(now).min(IDLE_POLL));
+                    continue;
+                }
+                retry.started();
+                match self.start(retry.restarts()) {
+                    Ok(started) => guest = Some(started),
+                    Err(Fault::Restore(RestoreError::Stopped)) => break,
+                    Err(fault) => {
+                        self.fail(&fault, &mut retry);
+                        failed_in = Some(FailedIn::Start);
+                        continue;
+                    }
+                }
+                if failed_in == Some(FailedIn::Start) {
+                    self.healed(&mut retry);
+                    failed_in = None;
+                }
             }
-            if let Err(fault) = self.step(&mut guest) {
-                // Whatever failed, the task stops here: the failed batch was
-                // taken off the queue, so carrying on would commit past it.
-                // Its state writes die with the instance.
-                self.fail(&fault.to_string());
-                guest = None;
+            match self.step(&mut guest) {
+                Ok(Progress::Committed) if failed_in.is_some() => {
+                    self.healed(&mut retry);
+                    failed_in = None;
+                }
+                Ok(_) => {}
+                Err(fault) => {
+                    // The failed batch was taken off the queue, so carrying
+                    // on would commit past it. Its state writes die with the
+                    // instance; the restart rewinds the input.
+                    self.fail(&fault, &mut retry);
+                    failed_in = Some(FailedIn::Batch);
+                    guest = None;
+                }
             }
         }
         self.commit(CommitMode::Sync);
@@ -207,19 +247,77 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         TaskExit { queue: self.queue }
     }
 
-    fn fail(&self, error: &str) {
+    fn fail(&self, fault: &Fault, retry: &mut Retry) {
+        let error = fault.to_string();
+        let wait = retry.failed(Instant::now());
+        let failures = retry.restarts();
         tracing::error!(
             task = &*self.label,
             error,
-            "task failed; it holds its partition until the pipeline is resumed"
+            failures,
+            retry_in = ?wait,
+            "task failed; it holds its partition and restarts from its last checkpoint"
         );
-        self.status.fail(error.to_owned());
+        let next_retry_at = now_ms().saturating_add(i64::try_from(wait.as_millis()).unwrap_or(0));
+        self.status.fail(error);
+        self.status.retry_at(failures, next_retry_at);
         // Stop fetching what the failed task will not process.
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, self.partition);
-        if let Err(e) = self.consumer.pause(&tpl) {
+        if let Err(e) = self.consumer.pause(&self.partition_list()) {
             tracing::warn!(task = &*self.label, error = %e, "could not pause the partition");
         }
+    }
+
+    fn healed(&self, retry: &mut Retry) {
+        tracing::info!(
+            task = &*self.label,
+            failures = retry.restarts(),
+            "task recovered after restarting"
+        );
+        retry.reset();
+        self.status.clear_failure();
+    }
+
+    fn partition_list(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, self.partition);
+        tpl
+    }
+
+    /// Starts (`restarts == 0`) or restarts the task: restores state and
+    /// the guest, and after a failure rewinds the input to the checkpoint,
+    /// or to the failed batch when there is none yet, and resumes fetching.
+    fn start(&mut self, restarts: u32) -> Result<Guest, Fault> {
+        if restarts > 0 {
+            tracing::info!(task = &*self.label, restarts, "restarting the task");
+            self.status.retrying();
+        }
+        // Until the restore is done, queries must not read the local store.
+        self.status.restore_started(0, 0);
+        let started = self.start_guest();
+        self.status.restore_stopped();
+        let guest = started?;
+        if restarts > 0 {
+            if self.checkpoint.offset.is_none()
+                && let Some(offset) = self.in_flight
+            {
+                self.seek(offset)?;
+            }
+            self.consumer.resume(&self.partition_list()).map_err(|e| {
+                Fault::Consume(format!("could not resume fetching the partition: {e}"))
+            })?;
+        }
+        Ok(guest)
+    }
+
+    fn seek(&self, offset: i64) -> Result<(), Fault> {
+        self.consumer
+            .seek(
+                &self.topic,
+                self.partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| Fault::Consume(format!("could not resume input at offset {offset}: {e}")))
     }
 
     /// Restores the task's state, moves the input to where the state
@@ -251,16 +349,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if let Some(checkpoint) = restored.checkpoint {
             self.checkpoint = checkpoint;
             if let Some(offset) = checkpoint.offset {
-                self.consumer
-                    .seek(
-                        &self.topic,
-                        self.partition,
-                        Offset::Offset(offset),
-                        Duration::from_secs(10),
-                    )
-                    .map_err(|e| {
-                        Fault::Consume(format!("could not resume input at offset {offset}: {e}"))
-                    })?;
+                self.seek(offset)?;
                 self.status.set_committed(offset);
             }
         }
@@ -273,9 +362,13 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             stream_time: self.checkpoint.stream_time,
             status: self.status.clone(),
         };
+        let spec_limits = &plan.spec.limits;
         let limits = GuestLimits {
-            memory_bytes: plan.spec.limits.memory_bytes,
-            call_timeout: plan.spec.limits.call_timeout,
+            memory_bytes: spec_limits.memory_bytes,
+            call_timeout: spec_limits.call_timeout,
+            max_output_records: spec_limits.max_output_records,
+            max_output_bytes: spec_limits.max_output_bytes,
+            max_record_bytes: spec_limits.max_record_bytes,
         };
         let mut guest = plan.runtime.instantiate(&plan.module, services, limits)?;
         guest.init(&self.task_info())?;
@@ -292,20 +385,22 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
 
     /// Polls one batch and carries it through; with no records, fires the
     /// wall-clock timers that are due.
-    fn step(&mut self, slot: &mut Option<Guest>) -> Result<(), Fault> {
+    fn step(&mut self, slot: &mut Option<Guest>) -> Result<Progress, Fault> {
         let records = self.poll_batch()?;
         if records.is_empty() {
             let guest = live(slot)?;
             let due = guest
                 .services()
                 .take_due_timers(TimeDomain::WallClock, now_ms());
-            if !due.is_empty() {
-                let outputs = guest.on_timers(&fired(due))?;
-                self.finish_batch(guest, &outputs, &[], None, now_ms())?;
-                self.status.record_output(outputs.len());
+            if due.is_empty() {
+                return Ok(Progress::Idle);
             }
-            return Ok(());
+            let outputs = guest.on_timers(&fired(due))?;
+            self.finish_batch(guest, &outputs, &[], None, now_ms())?;
+            self.status.record_output(outputs.len());
+            return Ok(Progress::Committed);
         }
+        self.in_flight = records.first().map(|r| r.offset);
         let span = BatchSpan::of(&records);
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
@@ -313,7 +408,9 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             ErrorPolicy::Fail => (live(slot)?.process(&self.batch(records))?, Vec::new()),
             ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot, records)?,
         };
-        self.finish_records(live(slot)?, outputs, dead_letters, &span)
+        self.finish_records(live(slot)?, outputs, dead_letters, &span)?;
+        self.in_flight = None;
+        Ok(Progress::Committed)
     }
 
     fn batch(&self, records: Vec<InputRecord>) -> Batch {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Counters and the last error of one partition's task. Survives the task,
@@ -15,6 +15,8 @@ pub struct TaskStatus {
     committed: AtomicI64,
     assigned: AtomicBool,
     failed: AtomicBool,
+    retries: AtomicU32,
+    next_retry_at_ms: AtomicI64,
     last_error: Mutex<String>,
     restore: Mutex<RestoreProgress>,
     counters: Mutex<BTreeMap<String, u64>>,
@@ -45,6 +47,8 @@ impl Default for TaskStatus {
             committed: AtomicI64::new(-1),
             assigned: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            retries: AtomicU32::new(0),
+            next_retry_at_ms: AtomicI64::new(0),
             last_error: Mutex::new(String::new()),
             restore: Mutex::new(RestoreProgress::default()),
             counters: Mutex::new(BTreeMap::new()),
@@ -131,10 +135,35 @@ impl TaskStatus {
         *lock(&self.last_error) = error;
     }
 
-    /// Clears a failure (the task was restarted).
+    /// Records the `retries`th failure since the task last made progress;
+    /// it restarts at `next_retry_at_ms` (Unix ms).
+    pub(crate) fn retry_at(&self, retries: u32, next_retry_at_ms: i64) {
+        self.retries.store(retries, Ordering::Relaxed);
+        self.next_retry_at_ms
+            .store(next_retry_at_ms, Ordering::Relaxed);
+    }
+
+    /// Marks the scheduled restart as under way.
+    pub(crate) fn retrying(&self) {
+        self.next_retry_at_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Clears a failure: the task made progress, or a new task started.
     pub(crate) fn clear_failure(&self) {
         self.failed.store(false, Ordering::Relaxed);
+        self.retries.store(0, Ordering::Relaxed);
+        self.next_retry_at_ms.store(0, Ordering::Relaxed);
         lock(&self.last_error).clear();
+    }
+
+    /// Failures since the task last made progress; it restarts after each.
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// When the next restart is due (Unix ms), 0 if none is scheduled.
+    pub fn next_retry_at_ms(&self) -> i64 {
+        self.next_retry_at_ms.load(Ordering::Relaxed)
     }
 
     /// Records processed since the daemon started.

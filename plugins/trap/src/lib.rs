@@ -4,7 +4,9 @@
 //! it returns an error. The host must fail only this pipeline, visibly, and
 //! never move past the failing record. With `count=true` it also counts
 //! records per key in state *before* failing, so a host that does not roll
-//! back a failed call's writes shows wrong counts.
+//! back a failed call's writes shows wrong counts. With `fail-until=MS` it
+//! fails only while the wall clock is before MS (Unix milliseconds): a
+//! transient fault, for testing that a task heals after restarting.
 
 use eddy_sdk::prelude::*;
 
@@ -14,12 +16,14 @@ pub struct Trap {
     trigger: String,
     return_error: bool,
     count: bool,
+    fail_until_ms: Option<u128>,
 }
 
 impl Processor for Trap {
     fn init(&mut self, _task: &Task) -> Result<()> {
         self.trigger = config::get("trigger").unwrap_or_else(|| "boom".into());
         self.count = config::parse("count")?.unwrap_or(false);
+        self.fail_until_ms = config::parse("fail-until")?;
         self.return_error = match config::get("how").as_deref() {
             None | Some("panic") => false,
             Some("error") => true,
@@ -41,6 +45,7 @@ impl Processor for Trap {
         if record
             .value_str()
             .is_some_and(|v| v.contains(&self.trigger))
+            && self.fault_persists()
         {
             let message = format!("poisoned record at offset {}", record.offset());
             if self.return_error {
@@ -50,6 +55,16 @@ impl Processor for Trap {
         }
         out.emit(record);
         Ok(())
+    }
+}
+
+impl Trap {
+    fn fault_persists(&self) -> bool {
+        self.fail_until_ms.is_none_or(|until| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .is_ok_and(|now| now.as_millis() < until)
+        })
     }
 }
 

@@ -119,20 +119,86 @@ fn a_guest_error_stops_the_task_without_skipping_the_failed_records() -> anyhow:
         "{}",
         failed.partitions[0].last_error
     );
-    // A record behind the failed one is neither processed nor committed past.
+    // A record behind the failed one is neither processed nor committed
+    // past: each restart (1 s, then 2 s, ...) rewinds to the failed record.
     produce(broker.bootstrap(), "in", &[Rec::value("after")])?;
+    let retried = wait_for("two restarts", Duration::from_secs(30), || {
+        let p = daemon.pipeline("picky")?;
+        Ok((p.partitions[0].retries >= 2).then_some(p))
+    })?;
+    let partition = &retried.partitions[0];
+    assert!(
+        partition.last_error.contains("poisoned record at offset 0"),
+        "the restart failed on the same record: {}",
+        partition.last_error
+    );
+    assert_eq!(partition.committed_offset, 0);
     let out = consume(
         broker.bootstrap(),
         "out",
         1,
-        Duration::from_secs(3),
+        Duration::from_secs(1),
         Duration::ZERO,
     )?;
     assert!(
         out.is_empty(),
         "nothing is processed after a failure: {out:?}"
     );
-    assert_eq!(daemon.pipeline("picky")?.partitions[0].committed_offset, 0);
+    let shown = daemon.eddy_ok(&["pipeline", "get", "picky"])?;
+    assert!(
+        shown.contains("failed") && shown.contains("times, retry in"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_failed_task_restarts_with_backoff_and_heals_when_the_fault_clears() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 1), ("out", 1)])?;
+    // The guest fails on `boom` for the next 10 seconds only: a transient fault.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis()
+        + 10_000;
+    daemon.deploy(
+        "flaky",
+        "trap",
+        "in",
+        "out",
+        &[
+            "--config",
+            "how=error",
+            "--config",
+            &format!("fail-until={until}"),
+        ],
+    )?;
+    let inputs = [Rec::value("one"), Rec::value("boom"), Rec::value("three")];
+    produce(broker.bootstrap(), "in", &inputs)?;
+    wait_for("the task to fail", Duration::from_secs(30), || {
+        let p = daemon.pipeline("flaky")?;
+        Ok(
+            (p.state == v1::PipelineState::Failed as i32 && p.partitions[0].retries >= 1)
+                .then_some(()),
+        )
+    })?;
+    // After the fault clears, a restart processes the failed batch and the
+    // rest, each record once, and the failure leaves the status.
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        inputs.len(),
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+    )?;
+    assert_eq!(values(&out), ["boom", "one", "three"]);
+    let healed = wait_for("the task to heal", Duration::from_secs(30), || {
+        let p = daemon.pipeline("flaky")?;
+        Ok((p.state == v1::PipelineState::Running as i32).then_some(p))
+    })?;
+    assert_eq!(healed.partitions[0].retries, 0);
+    assert!(healed.partitions[0].last_error.is_empty());
+    assert_eq!(healed.partitions[0].committed_offset, 3);
+    assert!(daemon.log().contains("task recovered after restarting"));
     Ok(())
 }
 

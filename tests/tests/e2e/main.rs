@@ -7,6 +7,7 @@ mod control_plane;
 mod delivery;
 mod hostile;
 mod plugins;
+mod policies;
 mod state;
 
 use eddy_tests::{Broker, Daemon};
