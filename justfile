@@ -49,6 +49,11 @@ bench records="1000000": plugins
     cargo build --release --locked -p eddy
     scripts/bench.sh {{ records }}
 
+# A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.
+bench-hostile records="500000": plugins
+    cargo build --release --locked -p eddy
+    scripts/bench-hostile.sh {{ records }}
+
 # Restore time of durable state: N keys, clean restart, SIGKILL, state directory lost.
 bench-restore keys="1000000": plugins
     cargo build --release --locked -p eddy

@@ -233,7 +233,7 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
             let mut client = PipelineServiceClient::new(channel);
             let pipeline = client
                 .create_pipeline(v1::CreatePipelineRequest {
-                    spec: Some(spec(args, modules)),
+                    spec: Some(spec(*args, modules)),
                 })
                 .await
                 .map_err(rpc)?

@@ -229,7 +229,7 @@ pub enum PipelineCommand {
     /// Example: eddy pipeline create errors --module filter.wasm --input logs --output errors --config pattern=ERROR
     Create {
         #[command(flatten)]
-        args: CreateArgs,
+        args: Box<CreateArgs>,
         #[command(flatten)]
         server: ServerArgs,
         /// Output format.

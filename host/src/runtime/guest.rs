@@ -135,18 +135,29 @@ impl Guest {
     pub fn process(&mut self, batch: &Batch) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
         let result = self.processor.call_process(&mut self.store, batch);
-        let outputs = self.settle(result)?;
-        self.check_outputs(&outputs)?;
-        Ok(outputs)
+        let outputs = self.settle(result);
+        self.checked(outputs)
     }
 
     /// Calls the guest's `on-timers`.
     pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
         let result = self.processor.call_on_timers(&mut self.store, timers);
-        let outputs = self.settle(result)?;
-        self.check_outputs(&outputs)?;
-        Ok(outputs)
+        let outputs = self.settle(result);
+        self.checked(outputs)
+    }
+
+    /// A call's outputs once checked against the limits. A failed call
+    /// demotes the task's thread (see [`super::demote_current_thread`]).
+    fn checked(
+        &self,
+        outputs: Result<Vec<OutputRecord>, GuestError>,
+    ) -> Result<Vec<OutputRecord>, GuestError> {
+        let checked = outputs.and_then(|o| self.check_outputs(&o).map(|()| o));
+        if checked.is_err() {
+            super::demote_current_thread();
+        }
+        checked
     }
 
     /// Checks one call's outputs against the limits, so a record Kafka
@@ -207,7 +218,6 @@ impl Guest {
 
     fn classify(&mut self, error: wasmtime::Error) -> GuestError {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-            super::demote_current_thread();
             return GuestError::Timeout {
                 deadline: self.limits.call_timeout,
                 elapsed: self.called_at.elapsed(),

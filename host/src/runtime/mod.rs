@@ -120,17 +120,30 @@ impl Runtime {
     }
 }
 
-/// Moves the calling task thread to the lowest CPU priority (nice 19) for
-/// the rest of its life, after its guest ran past a deadline: a guest that
-/// burns its whole deadline again and again then takes CPU only when
-/// healthy pipelines leave some, instead of an equal share. The thread ends
-/// with the task (pause, resume, rebalance, restart of the daemon).
+/// Moves the calling task thread to Linux's idle scheduling class
+/// (`SCHED_IDLE`) for the rest of its life, after its guest failed a call:
+/// a guest that loops to its deadline, fills its memory or floods its
+/// output again and again (and is bisected and renewed each time under skip
+/// or dead-letter) then runs only on CPU that healthy pipelines leave idle,
+/// and any of their threads that wakes up preempts it at once. A lower nice
+/// value is not enough: the healthy pipelines' threads wake and sleep per
+/// batch, and each wake-up would wait out a hostile thread's time slice.
+/// The thread ends with the task (pause, resume, rebalance, restart of the
+/// daemon); the next starts in the normal class.
 fn demote_current_thread() {
     #[cfg(target_os = "linux")]
     {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
-            tracing::warn!(error = %e, "could not lower the priority of a task thread");
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            idle,
+        ) {
+            tracing::warn!(error = ?e, "could not move a failing task thread to the idle class");
         }
     }
 }

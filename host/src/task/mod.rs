@@ -106,6 +106,10 @@ enum Fault {
     Changelog(KafkaError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// The task was told to stop in the middle of a batch it is isolating
+    /// failures in; the batch is left uncommitted for the next owner.
+    #[error("stopped in the middle of a batch")]
+    Stopping,
 }
 
 /// One partition's task.
@@ -226,6 +230,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 }
             }
             match self.step(&mut guest) {
+                Err(Fault::Stopping) => break,
                 Ok(Progress::Committed) if failed_in.is_some() => {
                     self.healed(&mut retry);
                     failed_in = None;
@@ -498,6 +503,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     ) -> Result<(), Fault> {
         if records.is_empty() {
             return Ok(());
+        }
+        // Isolating a looping guest's failures costs a deadline per call:
+        // pausing or deleting the pipeline must not wait for all of them.
+        if self.stopping() {
+            return Err(Fault::Stopping);
         }
         let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
