@@ -7,7 +7,7 @@
 # stream where one record in 10 is poisoned, then alone again. Also prints
 # how long the host took to stop looping guests (from the daemon's errors)
 # and the daemon's memory. Run with `just bench-hostile [N]`; asserts nothing.
-# HOSTILE="loop spin" runs only those fixtures; PROFILE=CMD runs CMD once
+# HOSTILE="loop spin" runs only those fixtures, POLICIES="skip" only that policy; PROFILE=CMD runs CMD once
 # while the healthy pipeline runs beside the hostile ones (a CPU sampler).
 set -euo pipefail
 
@@ -29,7 +29,7 @@ fixtures=()
 for f in "${all_fixtures[@]}"; do
     if [ -z "${HOSTILE:-}" ] || [[ " $HOSTILE " == *" ${f%% *} "* ]]; then fixtures+=("$f"); fi
 done
-policies=(fail skip dead-letter)
+read -r -a policies <<<"${POLICIES:-fail skip dead-letter}"
 
 topics=(--topic "ok-in:$partitions" --topic "ok-out:$partitions" --topic "bad-in:2")
 for f in "${fixtures[@]}"; do
@@ -100,14 +100,15 @@ for f in "${fixtures[@]}"; do
     done
 done
 # Let the hostile pipelines get going: each has failed calls by now.
-wait_for_line "$work/serve.log" "skipped a record the guest failed on"
+wait_for_line "$work/serve.log" "skipped a record the guest failed on\|task failed"
 sleep 3
 
 beside=$(healthy_run beside)
 # Hostile pipelines still working through their input when it ended.
 hostile_busy=0
 for f in "${fixtures[@]}"; do
-    for p in skip dead-letter; do
+    for p in "${policies[@]}"; do
+        [ "$p" = fail ] && continue
         behind=$("$eddy" pipeline get "${f%% *}-$p" -o json | python3 -c '
 import json, sys
 parts = json.load(sys.stdin)["partitions"]
