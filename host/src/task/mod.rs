@@ -134,6 +134,14 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     in_flight: Option<i64>,
 }
 
+/// How one guest call of [`PartitionTask::isolate`] went.
+enum Call {
+    /// The call's outputs.
+    Done(Vec<OutputRecord>),
+    /// The call failed; its records come back with the error.
+    Failed(Vec<InputRecord>, GuestError),
+}
+
 /// What one step of the task loop did.
 enum Progress {
     /// Nothing to do.
@@ -520,11 +528,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 return Err(Fault::Stopping);
             }
             let (mut group, error) = match self.call_once(slot, group)? {
-                Ok(out) => {
+                Call::Done(out) => {
                     outputs.extend(out);
                     continue;
                 }
-                Err(failure) => failure,
+                Call::Failed(group, error) => (group, error),
             };
             let named = match error {
                 GuestError::Failed {
@@ -561,18 +569,18 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         &self,
         slot: &mut Option<Guest>,
         records: Vec<InputRecord>,
-    ) -> Result<Result<Vec<OutputRecord>, (Vec<InputRecord>, GuestError)>, Fault> {
+    ) -> Result<Call, Fault> {
         let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
         let batch = self.batch(records);
         let error = match guest.process(&batch) {
-            Ok(out) => return Ok(Ok(out)),
+            Ok(out) => return Ok(Call::Done(out)),
             Err(e) => e,
         };
         let mut guest = slot.take().ok_or_else(no_guest)?;
         guest.services().rollback(savepoint)?;
         *slot = Some(guest.renew(&self.plan.runtime, &self.plan.module, &self.task_info())?);
-        Ok(Err((batch.records, error)))
+        Ok(Call::Failed(batch.records, error))
     }
 
     /// The dead-letter record for `record`: its key, value and headers, and
