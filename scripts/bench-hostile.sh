@@ -48,6 +48,9 @@ awk -v n="$hostile_records" 'BEGIN {
     for (i = 0; i < n; i++) printf "k%d\t%s-%06d\n", i % 97, (i % 10 == 4 ? "boom" : "fine"), i;
 }' >"$work/bad.txt"
 "$eddy" produce bad-in --brokers "$brokers" --key-separator $'\t' <"$work/bad.txt" 2>/dev/null
+# The input files' writeback would otherwise land in the middle of a run.
+rm -f "$work/ok.txt" "$work/bad.txt"
+sync
 
 "$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 \
     >"$work/serve.out" 2>"$work/serve.log" &
@@ -102,6 +105,7 @@ done
 # Let the hostile pipelines get going: each has failed calls by now.
 wait_for_line "$work/serve.log" "skipped a record the guest failed on\|task failed"
 sleep 3
+sync
 
 beside=$(healthy_run beside)
 # Hostile pipelines still working through their input when it ended.
