@@ -402,13 +402,6 @@ impl PipelineManager {
         } else {
             (partitions, committed)
         };
-        let state = if stored.paused {
-            v1::PipelineState::Paused
-        } else if failed {
-            v1::PipelineState::Failed
-        } else {
-            v1::PipelineState::Running
-        };
         let committed = committed.unwrap_or_else(|| vec![None; partitions.len()]);
         let partitions = partitions
             .iter()
@@ -451,7 +444,17 @@ impl PipelineManager {
                     next_retry_at_ms: p.status.next_retry_at_ms(),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // From the same reads as the partitions' errors, so a task failing
+        // during this call never shows as running with an error.
+        let failed = failed || partitions.iter().any(|p| !p.last_error.is_empty());
+        let state = if stored.paused {
+            v1::PipelineState::Paused
+        } else if failed {
+            v1::PipelineState::Failed
+        } else {
+            v1::PipelineState::Running
+        };
         Ok(PipelineView {
             pipeline: v1::Pipeline {
                 spec: Some(stored.spec.to_proto()),

@@ -131,8 +131,9 @@ impl TaskStatus {
 
     /// Marks the task failed with `error`.
     pub(crate) fn fail(&self, error: String) {
-        self.failed.store(true, Ordering::Relaxed);
+        // The error first: whoever sees the task failed sees why.
         *lock(&self.last_error) = error;
+        self.failed.store(true, Ordering::Relaxed);
     }
 
     /// Records the `retries`th failure since the task last made progress;
