@@ -66,15 +66,16 @@ pub struct LimitsConfig {
     pub max_record_bytes: u64,
 }
 
-fn default_max_output_records() -> u32 {
+/// Also the default of specs stored before the output limits existed.
+pub(crate) fn default_max_output_records() -> u32 {
     LimitsConfig::default().max_output_records
 }
 
-fn default_max_output_bytes() -> u64 {
+pub(crate) fn default_max_output_bytes() -> u64 {
     LimitsConfig::default().max_output_bytes
 }
 
-fn default_max_record_bytes() -> u64 {
+pub(crate) fn default_max_record_bytes() -> u64 {
     LimitsConfig::default().max_record_bytes
 }
 

@@ -56,26 +56,14 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Output records per guest call.
-    #[serde(default = "default_max_output_records")]
+    #[serde(default = "crate::config::default_max_output_records")]
     pub max_output_records: u32,
     /// Output bytes (keys, values, headers) per guest call.
-    #[serde(default = "default_max_output_bytes")]
+    #[serde(default = "crate::config::default_max_output_bytes")]
     pub max_output_bytes: u64,
     /// Bytes per output record: the daemon's, set by the brokers' limit.
-    #[serde(default = "default_max_record_bytes")]
+    #[serde(default = "crate::config::default_max_record_bytes")]
     pub max_record_bytes: u64,
-}
-
-fn default_max_output_records() -> u32 {
-    LimitsConfig::default().max_output_records
-}
-
-fn default_max_output_bytes() -> u64 {
-    LimitsConfig::default().max_output_bytes
-}
-
-fn default_max_record_bytes() -> u64 {
-    LimitsConfig::default().max_record_bytes
 }
 
 /// A validated pipeline specification.
