@@ -2,7 +2,8 @@
 
 use super::output::{print_entries, print_module, print_modules, print_pipeline, print_pipelines};
 use super::{
-    CreateArgs, ModuleCommand, OnErrorArg, PipelineCommand, ServerArgs, StartArg, StateCommand,
+    CreateArgs, GuaranteeArg, ModuleCommand, OnErrorArg, PipelineCommand, ServerArgs, StartArg,
+    StateCommand,
 };
 use anyhow::{Context as _, bail};
 use eddy_proto::v1::{
@@ -194,7 +195,12 @@ fn spec(args: CreateArgs, modules: Vec<String>) -> v1::PipelineSpec {
             StartArg::Earliest => v1::StartPosition::Earliest,
             StartArg::Latest => v1::StartPosition::Latest,
         } as i32,
-        guarantee: v1::Guarantee::AtLeastOnce as i32,
+        guarantee: match args.guarantee {
+            GuaranteeArg::AtLeastOnce => v1::Guarantee::AtLeastOnce,
+            GuaranteeArg::ExactlyOnce => v1::Guarantee::ExactlyOnce,
+        } as i32,
+        commit_interval_ms: args.commit_interval.map_or(0, millis),
+        transaction_timeout_ms: args.transaction_timeout.map_or(0, millis),
         error_policy: match args.on_error {
             OnErrorArg::Fail => v1::ErrorPolicy::Fail,
             OnErrorArg::Skip => v1::ErrorPolicy::Skip,

@@ -163,6 +163,15 @@ pub enum StartArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum GuaranteeArg {
+    /// Nothing is lost; after a crash some outputs may be written twice.
+    AtLeastOnce,
+    /// Each commit interval is one Kafka transaction: read_committed
+    /// readers see every output exactly once.
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OnErrorArg {
     /// Stop the task and restart it with exponential backoff (1 s doubling
     /// to 1 min); nothing past the failing record is committed.
@@ -197,6 +206,17 @@ pub struct CreateArgs {
     /// Where the pipeline starts reading.
     #[arg(long = "from", value_enum, default_value = "earliest")]
     pub start_from: StartArg,
+    /// The delivery guarantee.
+    #[arg(long, value_enum, default_value = "at-least-once")]
+    pub guarantee: GuaranteeArg,
+    /// How often tasks commit, e.g. 100ms (default: every batch under
+    /// at-least-once, 100ms under exactly-once).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub commit_interval: Option<Duration>,
+    /// Exactly-once: how long a transaction may stay open before the broker
+    /// aborts it, e.g. 60s (the default).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub transaction_timeout: Option<Duration>,
     /// What happens to a record the guest fails on: stop the task (fail),
     /// drop it (skip), or send it to the topic NAME.dlq (dead-letter).
     #[arg(long = "on-error", value_enum, default_value = "fail")]

@@ -23,6 +23,21 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+fn delivery(spec: &v1::PipelineSpec) -> &'static str {
+    match v1::Guarantee::try_from(spec.guarantee) {
+        Ok(v1::Guarantee::ExactlyOnce) => "exactly-once",
+        _ => "at-least-once",
+    }
+}
+
+fn on_error(spec: &v1::PipelineSpec) -> &'static str {
+    match v1::ErrorPolicy::try_from(spec.error_policy) {
+        Ok(v1::ErrorPolicy::Skip) => "skip",
+        Ok(v1::ErrorPolicy::DeadLetter) => "dead-letter",
+        _ => "fail",
+    }
+}
+
 fn pipeline_json(p: &v1::Pipeline) -> Value {
     let spec = p.spec.clone().unwrap_or_default();
     json!({
@@ -34,6 +49,10 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
         "output": spec.output,
         "named_outputs": spec.named_outputs,
         "config": spec.config,
+        "delivery": delivery(&spec),
+        "on_error": on_error(&spec),
+        "commit_interval_ms": spec.commit_interval_ms,
+        "transaction_timeout_ms": spec.transaction_timeout_ms,
         "created_at_ms": p.created_at_ms,
         "partitions": p.partitions.iter().map(|s| json!({
             "topic": s.topic,
@@ -107,6 +126,15 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
     for (name, topic) in &spec.named_outputs {
         println!("output    {name} -> {topic}");
     }
+    println!(
+        "delivery  {}, commit every {}",
+        delivery(&spec),
+        match spec.commit_interval_ms {
+            0 => "batch".to_owned(),
+            ms => format!("{ms}ms"),
+        }
+    );
+    println!("on error  {}", on_error(&spec));
     if !p.partitions.is_empty() {
         println!(
             "\n{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12}  NOTES",

@@ -89,12 +89,16 @@ impl KafkaSettings {
     }
 
     /// A transactional producer with the stable id `id`: initialising it
-    /// fences every earlier producer of that id.
-    pub fn transactional_producer(&self, id: &str) -> ClientConfig {
+    /// fences every earlier producer of that id. The broker aborts a
+    /// transaction left open longer than `timeout`.
+    pub fn transactional_producer(&self, id: &str, timeout: Duration) -> ClientConfig {
         let mut config = self.producer();
+        let timeout_ms = timeout.as_millis().max(1000);
         config
             .set("transactional.id", id)
-            .set("transaction.timeout.ms", "60000");
+            .set("transaction.timeout.ms", timeout_ms.to_string())
+            // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+            .set("message.timeout.ms", timeout_ms.min(60_000).to_string());
         config
     }
 

@@ -5,7 +5,7 @@
 //! the control plane calls them from blocking threads.
 
 use super::runner::{PartitionView, PipelineRunner};
-use super::spec::{InternalNames, PipelineSpec, SpecError, StartFrom};
+use super::spec::{Guarantee, InternalNames, PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
 use crate::modules::ModuleStore;
@@ -255,7 +255,10 @@ impl PipelineManager {
                 inputs: spec.step_inputs(names, step),
                 output: spec.step_output(names, step),
                 changelog: names.changelog(step),
-                transactional: (step as usize) + 1 < spec.steps.len(),
+                // A step feeding another step always commits in transactions:
+                // the next step's state must not count a replayed batch twice.
+                transactional: spec.guarantee == Guarantee::ExactlyOnce
+                    || (step as usize) + 1 < spec.steps.len(),
                 dead_letter: names.dead_letter(),
                 db: db.clone(),
                 kafka: self.kafka.clone(),

@@ -26,6 +26,31 @@ pub enum Guarantee {
     /// Outputs may repeat after a crash; nothing is lost.
     #[default]
     AtLeastOnce,
+    /// Each commit interval's outputs, changelog and checkpoint go into one
+    /// Kafka transaction: `read_committed` readers see every output once.
+    ExactlyOnce,
+}
+
+impl Guarantee {
+    /// The commit interval when the spec names none: every batch under
+    /// at-least-once (a crash replays at most one batch), 100 ms under
+    /// exactly-once, as Kafka Streams does: a transaction per batch would
+    /// cost a round of EndTxn markers per partition per batch.
+    pub fn default_commit_interval(self) -> Duration {
+        match self {
+            Guarantee::AtLeastOnce => Duration::ZERO,
+            Guarantee::ExactlyOnce => Duration::from_millis(100),
+        }
+    }
+}
+
+/// The broker aborts a transaction left open longer than this.
+const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Kafka's default `transaction.max.timeout.ms`: brokers refuse longer.
+const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+fn default_transaction_timeout() -> Duration {
+    DEFAULT_TRANSACTION_TIMEOUT
 }
 
 /// What happens to a record the guest fails on.
@@ -91,6 +116,12 @@ pub struct PipelineSpec {
     pub error_policy: ErrorPolicy,
     /// Guest limits.
     pub limits: Limits,
+    /// How often a task commits; zero: every batch.
+    #[serde(default, with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// How long a transaction may stay open (exactly-once).
+    #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
+    pub transaction_timeout: Duration,
 }
 
 /// What is wrong with a spec.
@@ -210,6 +241,10 @@ fn limit<T: PartialOrd + Copy + std::fmt::Debug>(
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn nonzero<T: Default + PartialEq>(v: T) -> Option<T> {
     (v != T::default()).then_some(v)
 }
@@ -275,11 +310,7 @@ impl PipelineSpec {
         };
         let guarantee = match v1::Guarantee::try_from(spec.guarantee) {
             Ok(v1::Guarantee::Unspecified | v1::Guarantee::AtLeastOnce) => Guarantee::AtLeastOnce,
-            Ok(v1::Guarantee::ExactlyOnce) => {
-                return Err(invalid(
-                    "exactly-once is not available yet in this version of eddy; use at-least-once",
-                ));
-            }
+            Ok(v1::Guarantee::ExactlyOnce) => Guarantee::ExactlyOnce,
             Err(_) => return Err(invalid(format!("unknown guarantee {}", spec.guarantee))),
         };
         let error_policy = match v1::ErrorPolicy::try_from(spec.error_policy) {
@@ -325,6 +356,23 @@ impl PipelineSpec {
             )?,
             max_record_bytes: ceilings.max_record_bytes,
         };
+        let transaction_timeout = nonzero(spec.transaction_timeout_ms)
+            .map_or(DEFAULT_TRANSACTION_TIMEOUT, Duration::from_millis);
+        if !(Duration::from_secs(1)..=MAX_TRANSACTION_TIMEOUT).contains(&transaction_timeout) {
+            return Err(invalid(format!(
+                "transaction-timeout must be between 1s and {}s (brokers refuse longer \
+                 transactions by default)",
+                MAX_TRANSACTION_TIMEOUT.as_secs()
+            )));
+        }
+        let commit_interval = nonzero(spec.commit_interval_ms)
+            .map_or(guarantee.default_commit_interval(), Duration::from_millis);
+        if commit_interval > transaction_timeout / 2 {
+            return Err(invalid(format!(
+                "commit-interval {commit_interval:?} must be at most half the transaction-timeout \
+                 ({transaction_timeout:?}), or transactions would time out before they commit"
+            )));
+        }
         Ok(Self {
             name: spec.name,
             steps,
@@ -336,6 +384,8 @@ impl PipelineSpec {
             guarantee,
             error_policy,
             limits,
+            commit_interval,
+            transaction_timeout,
         })
     }
 
@@ -358,6 +408,7 @@ impl PipelineSpec {
             } as i32,
             guarantee: match self.guarantee {
                 Guarantee::AtLeastOnce => v1::Guarantee::AtLeastOnce,
+                Guarantee::ExactlyOnce => v1::Guarantee::ExactlyOnce,
             } as i32,
             error_policy: match self.error_policy {
                 ErrorPolicy::Fail => v1::ErrorPolicy::Fail,
@@ -366,14 +417,14 @@ impl PipelineSpec {
             } as i32,
             limits: Some(v1::Limits {
                 memory_bytes: self.limits.memory_bytes,
-                call_timeout_ms: u64::try_from(self.limits.call_timeout.as_millis())
-                    .unwrap_or(u64::MAX),
+                call_timeout_ms: millis(self.limits.call_timeout),
                 max_batch_records: self.limits.max_batch_records,
-                batch_linger_ms: u64::try_from(self.limits.batch_linger.as_millis())
-                    .unwrap_or(u64::MAX),
+                batch_linger_ms: millis(self.limits.batch_linger),
                 max_output_records: self.limits.max_output_records,
                 max_output_bytes: self.limits.max_output_bytes,
             }),
+            commit_interval_ms: millis(self.commit_interval),
+            transaction_timeout_ms: millis(self.transaction_timeout),
         }
     }
 

@@ -230,15 +230,18 @@ impl Changelog {
                 for d in deliveries {
                     delivered(d)?;
                 }
-                let offset = delivered(last)?;
-                producer.commit()?;
+                delivered(last)
+            })
+            .map_err(|e| self.kafka_error(e))
+            .and_then(|offset| {
+                producer.commit().map_err(|e| self.kafka_error(e))?;
                 Ok(offset)
             });
         let offset = match sent {
             Ok(offset) => offset,
             Err(e) => {
                 producer.abort();
-                return Err(self.kafka_error(e));
+                return Err(e);
             }
         };
         let mut local = WriteBatch::new();

@@ -3,12 +3,16 @@
 //! A task first restores its state (local store plus changelog tail, see
 //! [`changelog`]) and resumes its input from the checkpoint the state
 //! reaches. Then the loop is the unit of everything: poll up to N records or
-//! T ms from the partition's queue, make one guest call, produce the outputs
-//! and the batch's changelog records (mutations, then a checkpoint), wait
-//! until Kafka acknowledges them, then write the mutations and the
-//! checkpoint to the local store in one batch and commit the input offset
-//! to the group for lag tools. A crash anywhere before that replays the
-//! batch (at-least-once outputs) while state stays exact.
+//! T ms from the partition's queue, make one guest call, produce the
+//! outputs. Once per commit interval (every batch by default under
+//! at-least-once) the task commits: it logs the state mutations since the
+//! last commit (the last value per key) and a checkpoint to the changelog,
+//! waits until Kafka acknowledges everything (and, for a transactional
+//! task, commits the transaction), then writes the mutations and the
+//! checkpoint to the local store in one batch and commits the input offset
+//! to the group for lag tools. A crash anywhere before that replays what
+//! was not committed: outputs may repeat under at-least-once and never
+//! under exactly-once, while state stays exact under both.
 //!
 //! The thread blocks only itself: a slow guest or a full producer queue
 //! stalls this partition (backpressure through librdkafka's bounded fetch
@@ -30,7 +34,7 @@ use crate::runtime::bindings_types::{
 use crate::runtime::{CompiledModule, Guest, GuestError, GuestLimits, Runtime, TaskServices};
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, PipelineDb, StateLimits, TaskState};
 use changelog::{delivered, send};
-use producer::TaskProducer;
+use producer::{TaskProducer, TxnError};
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -59,8 +63,8 @@ pub struct TaskPlan {
     pub output: String,
     /// The step's changelog topic.
     pub changelog: String,
-    /// Whether each batch commits as a Kafka transaction (a step feeding
-    /// another step: see [`producer`]).
+    /// Whether each commit is a Kafka transaction (exactly-once, or a step
+    /// feeding another step: see [`producer`]).
     pub transactional: bool,
     /// Where the dead-letter policy sends records the guest fails on.
     pub dead_letter: String,
@@ -93,6 +97,8 @@ enum Fault {
     Guest(#[from] GuestError),
     #[error("producing output failed: {0}")]
     Produce(KafkaError),
+    #[error(transparent)]
+    Txn(TxnError),
     #[error(
         "the guest sent a record to output `{0}`, but the pipeline has no such output \
          (define it with --named-output {0}=TOPIC)"
@@ -129,9 +135,21 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     checkpoint: Checkpoint,
     /// The next offset to commit to the group, once its batch is delivered.
     uncommitted: Option<i64>,
-    /// The first offset of the batch in flight: where a restart resumes
-    /// when no checkpoint says where.
+    /// The first offset processed since the last commit: where a restart
+    /// resumes when no checkpoint says where.
     in_flight: Option<i64>,
+    /// What was produced since the last commit.
+    open: Option<OpenCommit>,
+}
+
+/// The work of one commit interval, produced but not yet committed.
+struct OpenCommit {
+    /// When its first batch was produced.
+    opened: Instant,
+    /// The acknowledgements its outputs are awaited with.
+    deliveries: Vec<DeliveryFuture>,
+    /// Where the state will reach once it commits.
+    checkpoint: Checkpoint,
 }
 
 /// How one guest call of [`PartitionTask::isolate`] went.
@@ -146,7 +164,9 @@ enum Call {
 enum Progress {
     /// Nothing to do.
     Idle,
-    /// A batch (of records, or of timers) was committed.
+    /// A batch was produced; it commits with its commit interval.
+    Produced,
+    /// Everything produced so far was committed.
     Committed,
 }
 
@@ -196,6 +216,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             checkpoint: Checkpoint::default(),
             uncommitted: None,
             in_flight: None,
+            open: None,
         }
     }
 
@@ -238,7 +259,12 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 }
             }
             match self.step(&mut guest) {
-                Err(Fault::Stopping) => break,
+                Err(Fault::Stopping) => {
+                    // Part of a batch ran; what is open is replayed by the
+                    // partition's next owner.
+                    self.abort_open();
+                    break;
+                }
                 Ok(Progress::Committed) if failed_in.is_some() => {
                     self.healed(&mut retry);
                     failed_in = None;
@@ -246,13 +272,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 Ok(_) => {}
                 Err(fault) => {
                     // The failed batch was taken off the queue, so carrying
-                    // on would commit past it. Its state writes die with the
-                    // instance; the restart rewinds the input.
+                    // on would commit past it. What is open is aborted, its
+                    // state writes die with the instance, and the restart
+                    // rewinds the input to the last commit.
+                    self.abort_open();
                     self.fail(&fault, &mut retry);
                     failed_in = Some(FailedIn::Batch);
                     guest = None;
                 }
             }
+        }
+        if let Some(guest) = guest.as_mut()
+            && let Err(fault) = self.commit_open(guest)
+        {
+            tracing::warn!(task = &*self.label, error = %fault, "could not commit on stop; the next owner replays from the last commit");
+            self.abort_open();
         }
         self.commit(CommitMode::Sync);
         self.status.set_assigned(false);
@@ -262,7 +296,14 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
 
     fn fail(&self, fault: &Fault, retry: &mut Retry) {
         let error = fault.to_string();
-        let wait = retry.failed(Instant::now());
+        let mut wait = retry.failed(Instant::now());
+        if matches!(fault, Fault::Txn(TxnError::Fenced(_))) {
+            // A fenced task is usually a zombie whose partition moved while
+            // it was stalled: re-initialising at once would fence the new
+            // owner in turn. Waiting a session timeout lets the group take
+            // the partition away first (which stops this task).
+            wait = retry.wait_at_least(self.plan.kafka.session_timeout, Instant::now());
+        }
         let failures = retry.restarts();
         tracing::error!(
             task = &*self.label,
@@ -344,7 +385,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let mut state = TaskState::new(Box::new(store), StateLimits::default());
         let producer = if plan.transactional {
             let id = format!("{}-{}-{}", plan.group, self.topic, self.partition);
-            TaskProducer::transactional(&plan.kafka, &id).map_err(Fault::Produce)?
+            TaskProducer::transactional(&plan.kafka, &id, plan.spec.transaction_timeout)
+                .map_err(Fault::Txn)?
         } else {
             TaskProducer::shared(&plan.producer)
         };
@@ -406,14 +448,20 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 .services()
                 .take_due_timers(TimeDomain::WallClock, now_ms());
             if due.is_empty() {
+                if self.open.is_some() {
+                    // The input went quiet: commit what is open now.
+                    self.commit_open(guest)?;
+                    return Ok(Progress::Committed);
+                }
                 return Ok(Progress::Idle);
             }
             let outputs = guest.on_timers(&fired(due))?;
-            self.finish_batch(guest, &outputs, &[], None, now_ms())?;
             self.status.record_output(outputs.len());
-            return Ok(Progress::Committed);
+            return self.finish_batch(guest, &outputs, &[], None, now_ms());
         }
-        self.in_flight = records.first().map(|r| r.offset);
+        if self.in_flight.is_none() {
+            self.in_flight = records.first().map(|r| r.offset);
+        }
         let span = BatchSpan::of(&records);
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
@@ -421,9 +469,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             ErrorPolicy::Fail => (live(slot)?.process(&self.batch(records))?, Vec::new()),
             ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot, records)?,
         };
-        self.finish_records(live(slot)?, outputs, dead_letters, &span)?;
-        self.in_flight = None;
-        Ok(Progress::Committed)
+        self.finish_records(live(slot)?, outputs, dead_letters, &span)
     }
 
     fn batch(&self, records: Vec<InputRecord>) -> Batch {
@@ -435,14 +481,14 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// The rest of a batch once the guest processed its records: advance
-    /// stream time, fire event-time timers, deliver, commit.
+    /// stream time, fire event-time timers, produce, commit when due.
     fn finish_records(
         &mut self,
         guest: &mut Guest,
         mut outputs: Vec<OutputRecord>,
         dead_letters: Vec<OutputRecord>,
         span: &BatchSpan,
-    ) -> Result<(), Fault> {
+    ) -> Result<Progress, Fault> {
         let services = guest.services();
         if let Some(max) = span.max_timestamp {
             services.stream_time = Some(services.stream_time.map_or(max, |t| t.max(max)));
@@ -454,18 +500,14 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if !due.is_empty() {
             outputs.extend(guest.on_timers(&fired(due))?);
         }
+        self.status.record_batch(span.count, outputs.len());
         self.finish_batch(
             guest,
             &outputs,
             &dead_letters,
             Some(span.next_offset),
             span.last_timestamp,
-        )?;
-        self.uncommitted = Some(span.next_offset);
-        self.commit(CommitMode::Async);
-        self.status
-            .record_batch(span.count, outputs.len(), span.next_offset);
-        Ok(())
+        )
     }
 
     /// Processes a batch under the skip or dead-letter policy: when the
@@ -617,9 +659,10 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         }
     }
 
-    /// Delivers a batch: its outputs and its changelog records (mutations,
-    /// then the checkpoint), all acknowledged before the mutations and the
-    /// checkpoint go into the local store in one write.
+    /// Produces a batch's outputs and dead letters into what is open (a
+    /// transaction, for a transactional task) and commits when the commit
+    /// interval is up. `next_offset` is where the input resumes after the
+    /// batch (`None` for a batch of wall-clock timers).
     fn finish_batch(
         &mut self,
         guest: &mut Guest,
@@ -627,50 +670,106 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         dead_letters: &[OutputRecord],
         next_offset: Option<i64>,
         default_timestamp: i64,
-    ) -> Result<(), Fault> {
-        let services = guest.services();
-        let mut checkpoint = self.checkpoint;
-        if next_offset.is_some() {
-            checkpoint.offset = next_offset;
+    ) -> Result<Progress, Fault> {
+        let open = self.open.take();
+        let producer = self.producer()?;
+        let mut open = match open {
+            Some(open) => open,
+            None => {
+                producer.begin().map_err(Fault::Txn)?;
+                OpenCommit {
+                    opened: Instant::now(),
+                    deliveries: Vec::new(),
+                    checkpoint: self.checkpoint,
+                }
+            }
+        };
+        let sent = self.send_outputs(producer, outputs, dead_letters, default_timestamp);
+        match sent {
+            Ok(deliveries) => open.deliveries.extend(deliveries),
+            Err(fault) => {
+                producer.abort();
+                return Err(fault);
+            }
         }
-        checkpoint.stream_time = services.stream_time;
-        let mut batch = services.state.take_pending();
-        let producer = self
-            .producer
+        if next_offset.is_some() {
+            open.checkpoint.offset = next_offset;
+        }
+        open.checkpoint.stream_time = guest.services().stream_time;
+        let due = open.opened.elapsed() >= self.plan.spec.commit_interval;
+        self.open = Some(open);
+        if due {
+            self.commit_open(guest)?;
+            return Ok(Progress::Committed);
+        }
+        Ok(Progress::Produced)
+    }
+
+    fn producer(&self) -> Result<&TaskProducer, Fault> {
+        self.producer
             .as_ref()
-            .ok_or_else(|| Fault::Consume("the task has no producer".into()))?;
-        producer.begin().map_err(Fault::Produce)?;
-        let position = match self.deliver(
-            producer,
-            outputs,
-            dead_letters,
-            &batch,
-            &checkpoint,
-            default_timestamp,
-        ) {
+            .ok_or_else(|| Fault::Consume("internal error: the task has no producer".into()))
+    }
+
+    /// Commits what is open: logs the state mutations since the last commit
+    /// and the checkpoint to the changelog, waits until everything is
+    /// acknowledged, commits the transaction, then writes the mutations and
+    /// the checkpoint to the local store in one write and the input offset
+    /// to the group.
+    fn commit_open(&mut self, guest: &mut Guest) -> Result<(), Fault> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let producer = self.producer()?;
+        let mut batch = guest.services().state.take_pending();
+        let position = match self.deliver(producer, open.deliveries, &batch, &open.checkpoint) {
             Ok(position) => position,
             Err(fault) => {
                 producer.abort();
                 return Err(fault);
             }
         };
-        batch.insert(CHECKPOINT_KEY.to_vec(), Some(checkpoint.encode()));
+        batch.insert(CHECKPOINT_KEY.to_vec(), Some(open.checkpoint.encode()));
         batch.insert(POSITION_KEY.to_vec(), Some(position.to_be_bytes().to_vec()));
         guest.services().state.apply(batch)?;
-        self.checkpoint = checkpoint;
+        let moved = open.checkpoint.offset != self.checkpoint.offset;
+        self.checkpoint = open.checkpoint;
+        self.in_flight = None;
+        if let Some(offset) = open.checkpoint.offset.filter(|_| moved) {
+            self.status.set_committed(offset);
+            self.uncommitted = Some(offset);
+            self.commit(CommitMode::Async);
+        }
         Ok(())
     }
 
-    /// Up to `max_batch_records` records: waits up to [`IDLE_POLL`] for the
-    /// first, then at most the linger time for the rest.
+    /// Aborts what is open, after a failure: nothing of it is committed,
+    /// and its state writes are dropped with the guest instance.
+    fn abort_open(&mut self) {
+        if self.open.take().is_some()
+            && let Some(producer) = &self.producer
+        {
+            producer.abort();
+        }
+    }
+
+    /// Up to `max_batch_records` records: waits up to [`IDLE_POLL`] (or
+    /// until the open commit is due) for the first, then at most the linger
+    /// time for the rest.
     fn poll_batch(&self) -> Result<Vec<InputRecord>, Fault> {
         let limits = &self.plan.spec.limits;
         let max = limits.max_batch_records as usize;
         let mut records = Vec::new();
         let mut deadline: Option<Instant> = None;
+        // While a commit is open, wait no longer than until it is due.
+        let first_wait = self.open.as_ref().map_or(IDLE_POLL, |open| {
+            (open.opened + self.plan.spec.commit_interval)
+                .saturating_duration_since(Instant::now())
+                .min(IDLE_POLL)
+        });
         while records.len() < max {
             let timeout = match deadline {
-                None => IDLE_POLL,
+                None => first_wait,
                 Some(d) => d.saturating_duration_since(Instant::now()),
             };
             match self.queue.poll(timeout) {
@@ -752,58 +851,63 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         }
     }
 
-    /// Sends a batch's outputs, changelog records and checkpoint, waits
-    /// until all are acknowledged (and, for a transactional task, commits);
-    /// the changelog position just past the checkpoint.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the changelog records and the checkpoint of what is open,
+    /// waits until they and `deliveries` are acknowledged and (for a
+    /// transactional task) commits; the changelog position just past the
+    /// checkpoint.
     fn deliver(
         &self,
         producer: &TaskProducer,
-        outputs: &[OutputRecord],
-        dead_letters: &[OutputRecord],
+        mut deliveries: Vec<DeliveryFuture>,
         batch: &crate::state::WriteBatch,
         checkpoint: &Checkpoint,
-        default_timestamp: i64,
     ) -> Result<i64, Fault> {
-        let mut deliveries = self.send_outputs(producer, outputs, default_timestamp)?;
-        for record in dead_letters {
-            let record = output_record(&self.plan.dead_letter, record, default_timestamp);
-            deliveries.push(send(producer.producer(), record).map_err(Fault::Produce)?);
-        }
         let (logged, last) = self
             .changelog
             .send_batch(producer.producer(), batch, checkpoint)
-            .map_err(Fault::Changelog)?;
+            .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
         deliveries.extend(logged);
         for delivery in deliveries {
-            delivered(delivery).map_err(Fault::Produce)?;
+            delivered(delivery).map_err(|e| produce_fault(producer, e, Fault::Produce))?;
         }
-        let position = delivered(last).map_err(Fault::Changelog)? + 1;
-        producer.commit().map_err(Fault::Produce)?;
+        let position =
+            delivered(last).map_err(|e| produce_fault(producer, e, Fault::Changelog))? + 1;
+        producer.commit().map_err(Fault::Txn)?;
         Ok(position)
     }
 
-    /// Sends `outputs`; the caller waits for the deliveries. A full
-    /// producer queue blocks here: that is the backpressure.
+    /// Sends a batch's outputs and dead letters; the commit waits for the
+    /// deliveries. A full producer queue blocks here: that is the
+    /// backpressure.
     fn send_outputs(
         &self,
         producer: &TaskProducer,
         outputs: &[OutputRecord],
+        dead_letters: &[OutputRecord],
         default_timestamp: i64,
     ) -> Result<Vec<DeliveryFuture>, Fault> {
         let spec = &self.plan.spec;
-        let mut deliveries = Vec::with_capacity(outputs.len() + 1);
-        for output in outputs {
-            let topic = match &output.output {
-                None => self.plan.output.as_str(),
+        let mut deliveries = Vec::with_capacity(outputs.len() + dead_letters.len());
+        let topics = outputs
+            .iter()
+            .map(|output| match &output.output {
+                None => Ok(self.plan.output.as_str()),
                 Some(name) => spec
                     .named_outputs
                     .get(name)
                     .map(String::as_str)
-                    .ok_or_else(|| Fault::UnknownOutput(name.clone()))?,
-            };
-            let record = output_record(topic, output, default_timestamp);
-            deliveries.push(send(producer.producer(), record).map_err(Fault::Produce)?);
+                    .ok_or_else(|| Fault::UnknownOutput(name.clone())),
+            })
+            .chain(
+                dead_letters
+                    .iter()
+                    .map(|_| Ok(self.plan.dead_letter.as_str())),
+            );
+        for (output, topic) in outputs.iter().chain(dead_letters).zip(topics) {
+            let record = output_record(topic?, output, default_timestamp);
+            let delivery = send(producer.producer(), record)
+                .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
+            deliveries.push(delivery);
         }
         Ok(deliveries)
     }
@@ -830,6 +934,19 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; the batch may be replayed")
             }
         }
+    }
+}
+
+/// The fault for a producing error: a fenced producer is told apart from
+/// other failures (see [`producer`]).
+fn produce_fault(
+    producer: &TaskProducer,
+    error: KafkaError,
+    other: fn(KafkaError) -> Fault,
+) -> Fault {
+    match producer.classify(error) {
+        TxnError::Fenced(e) if producer.is_transactional() => Fault::Txn(TxnError::Fenced(e)),
+        TxnError::Fenced(e) | TxnError::Failed(e) => other(e),
     }
 }
 

@@ -28,6 +28,14 @@ impl Retry {
         wait
     }
 
+    /// Pushes the scheduled restart to at least `wait` from `now`; the
+    /// wait before it.
+    pub(super) fn wait_at_least(&mut self, wait: Duration, now: Instant) -> Duration {
+        let due = self.due.map_or(now + wait, |due| due.max(now + wait));
+        self.due = Some(due);
+        due.saturating_duration_since(now)
+    }
+
     /// Whether the task may start now (it never failed, or its wait is over).
     pub(super) fn due(&self, now: Instant) -> bool {
         self.due.is_none_or(|due| now >= due)

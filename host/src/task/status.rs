@@ -57,12 +57,11 @@ impl Default for TaskStatus {
 }
 
 impl TaskStatus {
-    pub(crate) fn record_batch(&self, records_in: usize, records_out: usize, next_offset: i64) {
+    pub(crate) fn record_batch(&self, records_in: usize, records_out: usize) {
         self.records_in
             .fetch_add(records_in as u64, Ordering::Relaxed);
         self.records_out
             .fetch_add(records_out as u64, Ordering::Relaxed);
-        self.committed.store(next_offset, Ordering::Relaxed);
     }
 
     pub(crate) fn set_committed(&self, next_offset: i64) {

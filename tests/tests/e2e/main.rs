@@ -5,6 +5,7 @@ mod broker;
 mod cli;
 mod control_plane;
 mod delivery;
+mod exactly_once;
 mod hostile;
 mod plugins;
 mod policies;
