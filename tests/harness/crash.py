@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Crash harness: records in, daemons killed, then an independent
+read_committed reader (confluent-kafka) checks that nothing was lost and,
+under exactly-once, nothing doubled. The shape of Kafka's own system tests
+(transactions_test.py, streams_eos_test.py).
+
+Scenarios:
+  kill    one daemon, SIGKILLed --kills times at random points and restarted
+  zombie  two daemons; one is SIGSTOPped past its session timeout so its
+          partitions move, then SIGCONTed: none of its late writes may show
+  scale   one daemon, a second and a third join mid-stream, one is killed
+
+Pipelines: uppercase (every input's upper-cased value once) and word-count
+(split-words -> count: every word's counts 1..n once, and the state equal to
+the reference counts).
+
+Runs against `eddy dev-broker` in its own process, or any Kafka given with
+--bootstrap. Prints one summary line of figures; exits non-zero when the
+guarantee was broken (exactly-once: anything lost or doubled; at-least-once:
+anything lost).
+
+Example: python3 tests/harness/crash.py --pipeline word-count --records 100000 --kills 5 --seed 7
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def wait_for(what, timeout, check, interval=0.1):
+    """Polls `check` until it returns something truthy; fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def first_line(proc, timeout, match):
+    """The first stdout line of `proc` containing `match`, read on a thread."""
+    found = []
+
+    def read():
+        for line in proc.stdout:
+            if match in line:
+                found.append(line.strip())
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not found:
+        raise SystemExit(f"the process did not print {match!r} within {timeout}s")
+    return found[0]
+
+
+class Daemon:
+    """`eddy serve` in its own process, with its own data directory."""
+
+    def __init__(self, args, work, index, brokers):
+        self.args, self.index, self.brokers = args, index, brokers
+        self.data = os.path.join(work, f"daemon-{index}")
+        self.log_path = os.path.join(work, f"daemon-{index}.log")
+        self.proc = None
+        self.server = None
+
+    def start(self):
+        with open(self.log_path, "a") as log_file:
+            self.proc = subprocess.Popen(
+                [self.args.eddy, "serve", "--listen", "127.0.0.1:0", "--brokers", self.brokers,
+                 "--data-dir", self.data, "--session-timeout", f"{self.args.session_timeout}s"],
+                stdout=subprocess.PIPE, stderr=log_file, text=True,
+                env={**os.environ, "RUST_LOG": "info,librdkafka=warn,rdkafka=warn"})
+        line = first_line(self.proc, 60, "control plane listening on ")
+        self.server = line.split("control plane listening on ", 1)[1]
+        log(f"daemon {self.index} serving at {self.server} (pid {self.proc.pid})")
+
+    def signal(self, sig):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self):
+        self.signal(signal.SIGKILL)
+        if self.proc:
+            self.proc.wait()
+
+    def eddy(self, *argv):
+        result = subprocess.run([self.args.eddy, *argv, "--server", self.server],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"eddy {' '.join(argv)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+
+class Workload:
+    """The input records and what the output must be."""
+
+    def __init__(self, kind, records, seed):
+        self.kind = kind
+        rng = random.Random(seed)
+        if kind == "uppercase":
+            self.inputs = [(f"k{i % 1000}", f"record-{i:07d}") for i in range(records)]
+        else:
+            vocabulary = [f"w{n:03d}" for n in range(300)]
+            self.inputs = [(None, " ".join(rng.choice(vocabulary) for _ in range(4)))
+                           for _ in range(records)]
+            self.reference = Counter(w for _, line in self.inputs for w in line.split())
+
+    def modules(self, plugins):
+        names = ["uppercase"] if self.kind == "uppercase" else ["split-words", "count"]
+        return [os.path.join(plugins, f"{n.replace('-', '_')}.wasm") for n in names]
+
+    def check(self, outputs):
+        """(lost, duplicated, detail) for the outputs in log order."""
+        if self.kind == "uppercase":
+            seen = Counter(value for _, value in outputs)
+            expected = [value.upper() for _, value in self.inputs]
+            lost = sum(1 for v in expected if v not in seen)
+            duplicated = sum(n - 1 for n in seen.values() if n > 1)
+            unexpected = len(set(seen) - set(expected))
+            return lost, duplicated, f"{unexpected} unexpected"
+        # Word count: each word's counts, in its partition's order.
+        counts = defaultdict(list)
+        for key, value in outputs:
+            counts[key].append(int(value))
+        duplicated = lost = 0
+        for word, n in self.reference.items():
+            seq = counts.get(word, [])
+            duplicated += len(seq) - len(set(seq))
+            if not seq or max(seq) != n:
+                lost += 1
+        return lost, duplicated, f"{len(counts)} words"
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.work = tempfile.mkdtemp(prefix="eddy-crash-")
+        self.broker = None
+        self.run_id = f"crash-{args.seed}-{int(time.time())}"
+        self.input, self.output = f"{self.run_id}-in", f"{self.run_id}-out"
+        self.pipeline = self.run_id
+        self.workload = Workload(args.pipeline, args.records, args.seed)
+        self.daemons = []
+        self.fed = 0
+        self.feed_error = None
+
+    # --- the broker and topics --------------------------------------------
+
+    def start_broker(self):
+        if self.args.bootstrap:
+            return self.args.bootstrap
+        self.broker = subprocess.Popen([self.args.eddy, "dev-broker"], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True)
+        bootstrap = first_line(self.broker, 30, ":")
+        log(f"eddy dev-broker at {bootstrap} (pid {self.broker.pid})")
+        return bootstrap
+
+    def create_topics(self):
+        admin = AdminClient({"bootstrap.servers": self.brokers})
+        topics = [NewTopic(t, self.args.partitions, 1) for t in (self.input, self.output)]
+        for topic, future in admin.create_topics(topics).items():
+            future.result(30)
+
+    # --- input and progress ------------------------------------------------
+
+    def feed(self):
+        """Produces the inputs over about --feed-seconds, in order."""
+        producer = Producer({"bootstrap.servers": self.brokers, "enable.idempotence": True,
+                             "linger.ms": 5})
+        inputs = self.workload.inputs
+        chunk = max(1, len(inputs) // max(1, int(self.args.feed_seconds * 20)))
+        started = time.monotonic()
+        try:
+            for start in range(0, len(inputs), chunk):
+                for key, value in inputs[start:start + chunk]:
+                    producer.produce(self.input, key=key, value=value)
+                producer.flush(30)
+                self.fed = min(len(inputs), start + chunk)
+                due = started + self.args.feed_seconds * self.fed / len(inputs)
+                time.sleep(max(0.0, due - time.monotonic()))
+        except Exception as e:  # reported by the main thread
+            self.feed_error = e
+
+    def committed(self):
+        """Inputs the pipeline's first step committed (its consumer group)."""
+        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": f"eddy.{self.pipeline}"})
+        try:
+            parts = [TopicPartition(self.input, p) for p in range(self.args.partitions)]
+            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+        finally:
+            consumer.close()
+
+    def read_output(self, want):
+        """Every committed output record, read with read_committed."""
+        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": f"{self.run_id}-reader",
+                             "isolation.level": "read_committed", "enable.auto.commit": False,
+                             "enable.partition.eof": True})
+        consumer.assign([TopicPartition(self.output, p, 0) for p in range(self.args.partitions)])
+        out, eof, quiet_until = [], set(), None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                if len(eof) == self.args.partitions and len(out) >= want:
+                    quiet_until = quiet_until or time.monotonic() + 3
+                    if time.monotonic() > quiet_until:
+                        break
+                continue
+            if msg.error():
+                if msg.error().code() == -191:  # _PARTITION_EOF
+                    eof.add(msg.partition())
+                    continue
+                raise SystemExit(f"reading the output failed: {msg.error()}")
+            eof.discard(msg.partition())
+            quiet_until = None
+            out.append(((msg.key() or b"").decode(), (msg.value() or b"").decode()))
+        consumer.close()
+        return out
+
+    # --- daemons -----------------------------------------------------------
+
+    def add_daemon(self):
+        daemon = Daemon(self.args, self.work, len(self.daemons), self.brokers)
+        daemon.start()
+        self.daemons.append(daemon)
+        return daemon
+
+    def deploy(self, daemon):
+        argv = ["pipeline", "create", self.pipeline, "--input", self.input, "--output", self.output,
+                "--guarantee", self.args.guarantee, "--max-batch", str(self.args.max_batch)]
+        for module in self.workload.modules(self.args.plugins):
+            argv += ["--module", module]
+        daemon.eddy(*argv)
+
+    def kill_mid_stream(self, daemon, kills):
+        """Waits for progress, then a random moment, then SIGKILLs `daemon`
+        and checks the kill landed mid-stream; the progress at the kill."""
+        before = self.committed()
+        wait_for("progress before a kill", 180, lambda: self.committed() > before)
+        time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
+        at = self.committed()
+        daemon.kill()
+        total = len(self.workload.inputs)
+        if not 0 < at < total:
+            raise SystemExit(f"kill {kills} did not land mid-stream: {at} of {total} committed")
+        log(f"kill {kills}: SIGKILL daemon {daemon.index} with {at}/{total} inputs committed")
+        return at
+
+    def recovered(self, at, killed_at):
+        """Seconds from a kill until the committed progress passes `at`."""
+        wait_for("progress after a restart", 300, lambda: self.committed() > at)
+        return time.monotonic() - killed_at
+
+    # --- scenarios ---------------------------------------------------------
+
+    def scenario_kill(self):
+        daemon = self.add_daemon()
+        self.deploy(daemon)
+        recoveries = []
+        for k in range(1, self.args.kills + 1):
+            at = self.kill_mid_stream(daemon, k)
+            killed_at = time.monotonic()
+            daemon.start()
+            recoveries.append(self.recovered(at, killed_at))
+        return {"kills": self.args.kills, "recoveries": recoveries}
+
+    def run(self):
+        self.brokers = self.start_broker()
+        self.create_topics()
+        log(f"seed {self.args.seed}: {self.args.records} records through {self.args.pipeline} "
+            f"({self.args.guarantee}), scenario {self.args.scenario}")
+        feeder = threading.Thread(target=self.feed, daemon=True)
+        started = time.monotonic()
+        feeder.start()
+        figures = getattr(self, f"scenario_{self.args.scenario}")()
+        feeder.join()
+        if self.feed_error:
+            raise SystemExit(f"producing the input failed: {self.feed_error}")
+        total = len(self.workload.inputs)
+        wait_for("every input committed", 600, lambda: self.committed() == total, 0.5)
+        elapsed = time.monotonic() - started
+        want = total if self.args.pipeline == "uppercase" else 0
+        outputs = self.read_output(want)
+        lost, duplicated, detail = self.workload.check(outputs)
+        state_ok = self.check_state() if self.args.pipeline == "word-count" else None
+        return self.report(figures, lost, duplicated, detail, state_ok, len(outputs), elapsed)
+
+    def check_state(self):
+        """Whether the pipeline's state (queried over gRPC) equals the reference counts."""
+        daemon = next(d for d in self.daemons if d.proc and d.proc.poll() is None)
+        state, after = {}, ""
+        while True:
+            page = json.loads(daemon.eddy("state", "scan", self.pipeline, "--limit", "10000",
+                                          "--start-after", after, "-o", "json"))
+            entries = page["entries"]
+            for e in entries:
+                state[e["key"]] = int(e["value"])
+            if len(entries) < 10000:
+                break
+            after = entries[-1]["key"]
+        wrong = {w for w in set(state) | set(self.workload.reference)
+                 if state.get(w) != self.workload.reference.get(w)}
+        if wrong:
+            log(f"state differs from the reference for {len(wrong)} words, e.g. {sorted(wrong)[:3]}")
+        return not wrong
+
+    def report(self, figures, lost, duplicated, detail, state_ok, outputs, elapsed):
+        recoveries = figures.get("recoveries", [])
+        summary = {
+            "scenario": self.args.scenario, "pipeline": self.args.pipeline,
+            "guarantee": self.args.guarantee, "seed": self.args.seed,
+            "records": len(self.workload.inputs), "outputs": outputs,
+            "kills": figures.get("kills", 0), "lost": lost, "duplicated": duplicated,
+            "state_equals_reference": state_ok,
+            "recover_s_max": round(max(recoveries), 2) if recoveries else None,
+            "recover_s_mean": round(sum(recoveries) / len(recoveries), 2) if recoveries else None,
+            "elapsed_s": round(elapsed, 1), "detail": detail,
+            **{k: v for k, v in figures.items() if k not in ("kills", "recoveries")},
+        }
+        print(json.dumps(summary))
+        broken = lost > 0 or state_ok is False
+        if self.args.guarantee == "exactly-once":
+            broken = broken or duplicated > 0
+        return 1 if broken else 0
+
+    def close(self):
+        for d in self.daemons:
+            d.signal(signal.SIGCONT)
+            d.kill()
+        if self.broker:
+            self.broker.kill()
+            self.broker.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    parser.add_argument("--scenario", choices=["kill", "zombie", "scale"], default="kill")
+    parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
+    parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
+                        default="exactly-once")
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=None, help="default: random, printed")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--feed-seconds", type=float, default=60,
+                        help="spread the input over this long, so kills land mid-stream")
+    parser.add_argument("--max-batch", type=int, default=100)
+    parser.add_argument("--max-kill-delay", type=float, default=3.0,
+                        help="a kill comes up to this long after progress is seen")
+    parser.add_argument("--session-timeout", type=int, default=6)
+    parser.add_argument("--bootstrap", help="an external Kafka instead of eddy dev-broker")
+    parser.add_argument("--eddy", default=os.path.join(target, "debug", "eddy"))
+    parser.add_argument("--plugins", default=os.path.join(ROOT, "target", "plugins",
+                                                          "wasm32-wasip2", "release"))
+    args = parser.parse_args()
+    if args.seed is None:
+        args.seed = random.randrange(1 << 31)
+    harness = Harness(args)
+    try:
+        status = harness.run()
+    finally:
+        harness.close()
+    if status:
+        log(f"the guarantee was broken; rerun with --seed {args.seed}; logs in {harness.work}")
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
