@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use eddy_proto::v1;
 use std::io::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Prints a line on stdout right away: tests and scripts read these.
@@ -84,10 +85,10 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         config.group_prefix.clone(),
     )?);
     {
+        // Pipelines come from the registry in Kafka: wait for the first
+        // read, but serve anyway (answering UNAVAILABLE) if Kafka is away.
         let manager = manager.clone();
-        tokio::task::spawn_blocking(move || manager.restore())
-            .await?
-            .context("could not restore pipelines")?;
+        tokio::task::spawn_blocking(move || manager.restore(Duration::from_secs(15))).await?;
     }
     let listener = control::bind(config.listen).await?;
     let addr = listener.local_addr()?;

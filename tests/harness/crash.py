@@ -286,6 +286,63 @@ class Harness:
             recoveries.append(self.recovered(at, killed_at))
         return {"kills": self.args.kills, "recoveries": recoveries}
 
+    def owned(self, daemon):
+        """How many input partitions of the first step `daemon` runs now."""
+        status = json.loads(daemon.eddy("pipeline", "get", self.pipeline, "-o", "json"))
+        return sum(1 for p in status["partitions"] if p["step"] == 0 and p["assigned"])
+
+    def scenario_zombie(self):
+        """A daemon stalled past its session timeout (SIGSTOP) loses its
+        partitions to the other; when it wakes (SIGCONT) its producers are
+        fenced, so nothing it wrote late becomes visible."""
+        first, second = self.add_daemon(), self.add_daemon()
+        self.deploy(first)
+        wait_for("both daemons running tasks", 120,
+                 lambda: self.owned(first) > 0 and self.owned(second) > 0, 0.5)
+        before = self.committed()
+        wait_for("progress before the stall", 120, lambda: self.committed() > before)
+        time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
+        at = self.committed()
+        second.signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        log(f"SIGSTOP daemon {second.index} with {at}/{len(self.workload.inputs)} inputs committed")
+        wait_for("the other daemon to take every partition", 120,
+                 lambda: self.owned(first) == self.args.partitions, 0.5)
+        moved = time.monotonic() - stopped_at
+        recovered = self.recovered(at, stopped_at)
+        time.sleep(self.rng.uniform(0.5, 2.0))
+        second.signal(signal.SIGCONT)
+        log(f"SIGCONT daemon {second.index} after {time.monotonic() - stopped_at:.1f}s")
+        wait_for("the woken daemon to rejoin the group", 120,
+                 lambda: second.proc.poll() is None and self.owned(second) > 0, 0.5)
+        fenced = "fenced" in open(second.log_path).read()
+        return {"kills": 0, "recoveries": [recovered], "partitions_moved_s": round(moved, 1),
+                "zombie_fenced": fenced}
+
+    def scenario_scale(self):
+        """One daemon, then a second and a third join mid-stream; then one
+        of the three is killed."""
+        daemons = [self.add_daemon()]
+        self.deploy(daemons[0])
+        for _ in range(2):
+            before = self.committed()
+            wait_for("progress before a daemon joins", 120, lambda: self.committed() > before)
+            joined = self.add_daemon()
+            daemons.append(joined)
+            wait_for(f"daemon {joined.index} to take partitions", 120,
+                     lambda: self.owned(joined) > 0, 0.5)
+            log(f"daemon {joined.index} joined: partitions "
+                f"{[self.owned(d) for d in daemons]}")
+        victim = self.rng.choice(daemons)
+        at = self.kill_mid_stream(victim, 1)
+        killed_at = time.monotonic()
+        survivors = [d for d in daemons if d is not victim]
+        wait_for("the survivors to take every partition", 120,
+                 lambda: sum(self.owned(d) for d in survivors) == self.args.partitions, 0.5)
+        moved = time.monotonic() - killed_at
+        return {"kills": 1, "recoveries": [self.recovered(at, killed_at)], "daemons": 3,
+                "partitions_moved_s": round(moved, 1)}
+
     def run(self):
         self.brokers = self.start_broker()
         self.create_topics()

@@ -1,14 +1,21 @@
 //! The pipeline manager: the one place that knows which pipelines exist,
-//! keeps their specs in the data directory and starts and stops them.
+//! and starts and stops them on this daemon.
+//!
+//! Which pipelines exist is the registry's to say (see [`super::registry`]):
+//! a request to create, pause, resume or delete a pipeline publishes the
+//! change there, and every daemon applies it, this one included, through
+//! [`PipelineManager::apply`]. The data directory keeps a copy of each spec,
+//! so a registry that lost them (a new or reset broker) gets them back.
 //!
 //! Its methods block (they talk to Kafka and wait for tasks to commit), so
 //! the control plane calls them from blocking threads.
 
+use super::registry::{Event, Registry, RegistryError};
 use super::runner::{PartitionView, PipelineRunner};
 use super::spec::{Guarantee, InternalNames, PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
-use crate::modules::ModuleStore;
+use crate::modules::{ModuleInfo, ModuleStore, digest_of};
 use crate::runtime::{ModuleError, Runtime};
 use crate::state::PipelineDb;
 use crate::task::TaskPlan;
@@ -17,9 +24,10 @@ use eddy_proto::v1;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 /// Why a pipeline operation failed; each maps to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
@@ -55,13 +63,28 @@ impl From<TopicError> for ManagerError {
     }
 }
 
-/// A pipeline as stored in the data directory.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+impl From<RegistryError> for ManagerError {
+    fn from(e: RegistryError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+/// A pipeline as the registry and the data directory keep it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 struct StoredPipeline {
     spec: PipelineSpec,
     paused: bool,
     created_at_ms: i64,
+    /// When it was last resumed: a resume restarts it on every daemon,
+    /// failed or not.
+    #[serde(default)]
+    resumed_at_ms: i64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing guarded here can be left half-updated by a panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Entry {
@@ -91,6 +114,19 @@ pub struct PipelineManager {
     dbs: Mutex<BTreeMap<String, Arc<PipelineDb>>>,
     ceilings: LimitsConfig,
     group_prefix: String,
+    registry: Arc<Registry>,
+    /// The thread applying the registry.
+    follower: Mutex<Option<JoinHandle<()>>>,
+    /// Pipelines the registry has a record of, deleted ones included.
+    known: Mutex<BTreeSet<String>>,
+    /// Modules the registry holds (digests).
+    published: Mutex<BTreeSet<String>>,
+    /// Chunks of modules still arriving from the registry, by digest hex.
+    incoming: Mutex<BTreeMap<String, BTreeMap<u32, Vec<u8>>>>,
+    /// One change at a time from this daemon's control plane.
+    changing: Mutex<()>,
+    /// Why the registry has not been read yet; `None` once it was.
+    unread: Mutex<Option<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -114,17 +150,27 @@ impl PipelineManager {
     ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("could not create {}", dir.display()))?;
+        let metadata = Arc::new(KafkaMetadata::new(&kafka)?);
+        let registry = Registry::new(&kafka, format!("{group_prefix}registry"))
+            .context("could not set up the pipeline registry")?;
         Ok(Self {
             pipelines: Mutex::new(BTreeMap::new()),
             runtime,
             modules,
-            metadata: Arc::new(KafkaMetadata::new(&kafka)?),
+            metadata,
             kafka,
             dir,
             state_dir,
             dbs: Mutex::new(BTreeMap::new()),
             ceilings,
             group_prefix,
+            registry: Arc::new(registry),
+            follower: Mutex::new(None),
+            known: Mutex::new(BTreeSet::new()),
+            published: Mutex::new(BTreeSet::new()),
+            incoming: Mutex::new(BTreeMap::new()),
+            changing: Mutex::new(()),
+            unread: Mutex::new(Some("this daemon is starting".into())),
         })
     }
 
@@ -194,8 +240,66 @@ impl PipelineManager {
             .with_context(|| format!("could not save pipeline {}", stored.spec.name))
     }
 
-    /// Loads every stored pipeline and starts those not paused.
-    pub fn restore(&self) -> anyhow::Result<()> {
+    /// Reads the registry (see [`Self::join_registry`]) on a thread that
+    /// retries with backoff while Kafka is unreachable; returns after the
+    /// first attempt or `wait`, whichever comes first. Until the registry
+    /// was read, pipeline requests answer UNAVAILABLE with the reason.
+    pub fn restore(self: &Arc<Self>, wait: std::time::Duration) {
+        let (tried, first_attempt) = std::sync::mpsc::channel();
+        let manager = self.clone();
+        let joiner = std::thread::Builder::new()
+            .name("eddy-registry-join".into())
+            .spawn(move || {
+                let mut backoff = std::time::Duration::from_secs(1);
+                while !manager.registry.stopped() {
+                    let result = manager.join_registry();
+                    let joined = result.is_ok();
+                    *lock(&manager.unread) = result.err().map(|e| format!("{e:#}"));
+                    let _ = tried.send(());
+                    if joined {
+                        return;
+                    }
+                    tracing::warn!(
+                        error = lock(&manager.unread).as_deref().unwrap_or_default(),
+                        retry_in = ?backoff,
+                        "could not read the pipeline registry; pipelines start once it is read"
+                    );
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                }
+            });
+        match joiner {
+            Ok(_) => {
+                let _ = first_attempt.recv_timeout(wait);
+            }
+            Err(e) => *lock(&self.unread) = Some(format!("could not start a thread: {e}")),
+        }
+    }
+
+    /// Answers UNAVAILABLE until the registry was read.
+    fn check_read(&self) -> Result<(), ManagerError> {
+        match lock(&self.unread).as_deref() {
+            None => Ok(()),
+            Some(why) => Err(ManagerError::Unavailable(format!(
+                "this daemon has not read the pipeline registry yet ({why}); it keeps trying"
+            ))),
+        }
+    }
+
+    /// Applies the registry to its end (starting every pipeline not
+    /// paused), then follows it on a thread. Pipelines found only in the
+    /// data directory are published again: a registry that never had them
+    /// (a new or reset broker) gets them back.
+    fn join_registry(self: &Arc<Self>) -> anyhow::Result<()> {
+        if lock(&self.follower).is_none() {
+            let manager = Arc::downgrade(self);
+            let follower = self.registry.follow(&self.metadata, move |event| {
+                if let Some(manager) = manager.upgrade() {
+                    manager.apply(event);
+                }
+            })?;
+            *lock(&self.follower) = Some(follower);
+        }
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.extension().is_none_or(|e| e != "json") {
@@ -211,29 +315,185 @@ impl PipelineManager {
                     continue;
                 }
             };
-            let name = stored.spec.name.clone();
-            let (runner, start_error) = if stored.paused {
-                (None, None)
-            } else {
-                match self.start(&stored.spec) {
-                    Ok(runner) => (Some(runner), None),
-                    Err(e) => {
-                        tracing::error!(pipeline = %name, error = %e, "could not start restored pipeline");
-                        (None, Some(format!("could not start: {e}")))
-                    }
-                }
-            };
-            tracing::info!(pipeline = %name, paused = stored.paused, "restored pipeline");
-            self.lock().insert(
-                name,
-                Entry {
-                    stored,
-                    runner,
-                    start_error,
-                },
-            );
+            if lock(&self.known).contains(&stored.spec.name) {
+                continue;
+            }
+            tracing::info!(pipeline = %stored.spec.name, "publishing a pipeline the registry does not know from the data directory");
+            self.publish_modules(&stored.spec)?;
+            self.publish(&stored)?;
         }
         Ok(())
+    }
+
+    /// Applies one registry record to this daemon.
+    fn apply(&self, event: Event) {
+        match event {
+            Event::ModuleChunk { hex, index, bytes } => {
+                lock(&self.incoming)
+                    .entry(hex)
+                    .or_default()
+                    .insert(index, bytes);
+            }
+            Event::Module { hex, chunks, info } => self.apply_module(&hex, chunks, &info),
+            Event::Pipeline { name, stored } => {
+                lock(&self.known).insert(name.clone());
+                match stored.map(|json| serde_json::from_slice::<StoredPipeline>(&json)) {
+                    None => self.remove_local(&name),
+                    Some(Ok(stored)) if stored.spec.name == name => self.apply_pipeline(stored),
+                    Some(Ok(_)) => {
+                        tracing::error!(pipeline = %name, "a registry record names another pipeline; ignored")
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(pipeline = %name, error = %e, "unreadable pipeline record in the registry; ignored")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores a module that arrived through the registry, once checked
+    /// like an upload: its digest, and that it is a component of our world.
+    fn apply_module(&self, hex: &str, chunks: u32, info: &[u8]) {
+        let parts = lock(&self.incoming).remove(hex).unwrap_or_default();
+        let digest = format!("sha256:{hex}");
+        if self.modules.info(&digest).is_ok() {
+            lock(&self.published).insert(digest);
+            return;
+        }
+        let stored = (|| {
+            let info: ModuleInfo = serde_json::from_slice(info).context("unreadable metadata")?;
+            let mut bytes = Vec::new();
+            for index in 0..chunks {
+                let part = parts
+                    .get(&index)
+                    .with_context(|| format!("chunk {index} of {chunks} is missing"))?;
+                bytes.extend_from_slice(part);
+            }
+            anyhow::ensure!(
+                digest_of(&bytes) == digest,
+                "its bytes do not match its digest"
+            );
+            anyhow::ensure!(info.digest == digest, "its metadata names another digest");
+            self.runtime
+                .module(&digest, || Ok(bytes.clone()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.modules.put(&bytes, info)?;
+            anyhow::Ok(())
+        })();
+        match stored {
+            Ok(()) => {
+                tracing::info!(%digest, "module received through the registry");
+                lock(&self.published).insert(digest);
+            }
+            Err(e) => {
+                tracing::error!(%digest, error = %e, "a module in the registry cannot be used; ignored")
+            }
+        }
+    }
+
+    /// Makes this daemon run `stored` as recorded: (re)started, or stopped
+    /// when paused.
+    fn apply_pipeline(&self, stored: StoredPipeline) {
+        let name = stored.spec.name.clone();
+        let old = {
+            let mut pipelines = self.lock();
+            match pipelines.get_mut(&name) {
+                Some(entry) if entry.stored == stored => return,
+                Some(entry) => entry.runner.take(),
+                None => None,
+            }
+        };
+        if let Some(old) = old {
+            old.stop();
+        }
+        if let Err(e) = self.persist(&stored) {
+            tracing::warn!(pipeline = %name, error = %e, "could not keep a copy of the spec in the data directory");
+        }
+        let (runner, start_error) = if stored.paused {
+            (None, None)
+        } else {
+            match self.start(&stored.spec) {
+                Ok(runner) => (Some(runner), None),
+                Err(e) => {
+                    tracing::error!(pipeline = %name, error = %e, "could not start the pipeline");
+                    (None, Some(format!("could not start: {e}")))
+                }
+            }
+        };
+        tracing::info!(pipeline = %name, paused = stored.paused, "pipeline applied from the registry");
+        self.lock().insert(
+            name,
+            Entry {
+                stored,
+                runner,
+                start_error,
+            },
+        );
+    }
+
+    /// Stops and forgets a deleted pipeline here: its runner, its spec and
+    /// its state store.
+    fn remove_local(&self, name: &str) {
+        let entry = self.lock().remove(name);
+        if let Some(runner) = entry.and_then(|e| e.runner) {
+            runner.stop();
+        }
+        match std::fs::remove_file(self.spec_path(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pipeline = %name, error = %e, "could not remove the spec's copy")
+            }
+        }
+        if self.state_dir.join(name).exists()
+            && let Err(e) = self.destroy_state(name)
+        {
+            tracing::warn!(pipeline = %name, error = %format!("{e:#}"), "could not delete the state");
+        }
+        tracing::info!(pipeline = %name, "pipeline deleted");
+    }
+
+    /// Publishes a pipeline's record and waits until this daemon applied it.
+    fn publish(&self, stored: &StoredPipeline) -> Result<(), ManagerError> {
+        let json = serde_json::to_vec(stored).context("could not encode the spec")?;
+        Ok(self
+            .registry
+            .publish_pipeline(&stored.spec.name, Some(&json))?)
+    }
+
+    /// Publishes the modules of `spec` the registry does not hold yet, so
+    /// every daemon can run it.
+    fn publish_modules(&self, spec: &PipelineSpec) -> Result<(), ManagerError> {
+        for digest in &spec.steps {
+            if lock(&self.published).contains(digest) {
+                continue;
+            }
+            let info = self
+                .modules
+                .info(digest)
+                .map_err(|e| ManagerError::InvalidSpec(SpecError(e.to_string())))?;
+            let bytes = self
+                .modules
+                .bytes(digest)
+                .with_context(|| format!("could not read module {digest}"))?;
+            let info = serde_json::to_vec(&info).context("could not encode module metadata")?;
+            self.registry.publish_module(digest, &bytes, &info)?;
+        }
+        Ok(())
+    }
+
+    /// The record of pipeline `name`.
+    fn stored(&self, name: &str) -> Result<StoredPipeline, ManagerError> {
+        self.check_read()?;
+        self.lock()
+            .get(name)
+            .map(|e| e.stored.clone())
+            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))
+    }
+
+    /// Why `name` could not start here after a change was applied.
+    fn start_error(&self, name: &str) -> Option<String> {
+        self.lock().get(name).and_then(|e| e.start_error.clone())
     }
 
     fn start(&self, spec: &PipelineSpec) -> Result<PipelineRunner, ManagerError> {
@@ -272,9 +532,11 @@ impl PipelineManager {
         Ok(PipelineRunner::start(plans, &self.kafka, &self.metadata)?)
     }
 
-    /// Validates, checks its topics, records its start offsets, saves and
-    /// starts a new pipeline.
+    /// Validates a new pipeline, checks its topics, records its start
+    /// offsets and publishes it (with its modules): every daemon starts it.
     pub fn create(&self, spec: v1::PipelineSpec) -> Result<PipelineView, ManagerError> {
+        let _changing = lock(&self.changing);
+        self.check_read()?;
         let spec = PipelineSpec::from_proto(spec, &self.modules, &self.ceilings)?;
         if self.lock().contains_key(&spec.name) {
             return Err(ManagerError::AlreadyExists(spec.name));
@@ -313,29 +575,17 @@ impl PipelineManager {
             spec,
             paused: false,
             created_at_ms: now_ms(),
+            resumed_at_ms: 0,
         };
         let name = stored.spec.name.clone();
-        {
-            let mut pipelines = self.lock();
-            if pipelines.contains_key(&name) {
-                return Err(ManagerError::AlreadyExists(name));
+        self.publish_modules(&stored.spec)?;
+        self.publish(&stored)?;
+        if let Some(error) = self.start_error(&name) {
+            // Nothing ran: take the pipeline back rather than leave it failed.
+            if let Err(e) = self.registry.publish_pipeline(&name, None) {
+                tracing::warn!(pipeline = %name, error = %e, "could not withdraw a pipeline that failed to start");
             }
-            self.persist(&stored)?;
-            let runner = match self.start(&stored.spec) {
-                Ok(runner) => runner,
-                Err(e) => {
-                    let _ = std::fs::remove_file(self.spec_path(&name));
-                    return Err(e);
-                }
-            };
-            pipelines.insert(
-                name.clone(),
-                Entry {
-                    stored,
-                    runner: Some(runner),
-                    start_error: None,
-                },
-            );
+            return Err(ManagerError::Unavailable(error));
         }
         tracing::info!(pipeline = %name, "pipeline created");
         self.get(&name)
@@ -380,9 +630,14 @@ impl PipelineManager {
     pub fn get(&self, name: &str) -> Result<PipelineView, ManagerError> {
         let (stored, status, start_error) = {
             let pipelines = self.lock();
-            let entry = pipelines
-                .get(name)
-                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
+            let entry = match pipelines.get(name) {
+                Some(entry) => entry,
+                None => {
+                    drop(pipelines);
+                    self.check_read()?;
+                    return Err(ManagerError::NotFound(name.to_owned()));
+                }
+            };
             (
                 entry.stored.clone(),
                 entry.runner.as_ref().map(PipelineRunner::status),
@@ -503,80 +758,50 @@ impl PipelineManager {
         names.iter().filter_map(|n| self.get(n).ok()).collect()
     }
 
-    /// Stops a pipeline on this daemon, keeping its offsets.
+    /// Stops a pipeline on every daemon, keeping its offsets and state.
     pub fn pause(&self, name: &str) -> Result<PipelineView, ManagerError> {
-        let runner = {
-            let mut pipelines = self.lock();
-            let entry = pipelines
-                .get_mut(name)
-                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-            entry.stored.paused = true;
-            entry.start_error = None;
-            self.persist(&entry.stored)?;
-            entry.runner.take()
-        };
-        if let Some(runner) = runner {
-            runner.stop();
-        }
+        let _changing = lock(&self.changing);
+        let mut stored = self.stored(name)?;
+        stored.paused = true;
+        self.publish(&stored)?;
         tracing::info!(pipeline = %name, "pipeline paused");
         self.get(name)
     }
 
-    /// Starts a paused pipeline, or restarts a failed one, from its
-    /// committed offsets.
+    /// Starts a paused pipeline, or restarts a failed one, on every daemon,
+    /// from its committed state.
     pub fn resume(&self, name: &str) -> Result<PipelineView, ManagerError> {
-        let (old, spec) = {
-            let mut pipelines = self.lock();
-            let entry = pipelines
-                .get_mut(name)
-                .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-            let healthy = entry.runner.as_ref().is_some_and(|r| !r.status().failed());
-            if healthy && !entry.stored.paused {
-                drop(pipelines);
-                return self.get(name);
-            }
-            entry.stored.paused = false;
-            self.persist(&entry.stored)?;
-            (entry.runner.take(), entry.stored.spec.clone())
-        };
-        if let Some(old) = old {
-            old.stop();
+        let _changing = lock(&self.changing);
+        let mut stored = self.stored(name)?;
+        let healthy = self
+            .lock()
+            .get(name)
+            .and_then(|e| e.runner.as_ref())
+            .is_some_and(|r| !r.status().failed());
+        if healthy && !stored.paused {
+            return self.get(name);
         }
-        let started = self.start(&spec);
-        if let Some(entry) = self.lock().get_mut(name) {
-            match started {
-                Ok(runner) => {
-                    entry.runner = Some(runner);
-                    entry.start_error = None;
-                }
-                Err(e) => {
-                    entry.start_error = Some(format!("could not start: {e}"));
-                    return Err(e);
-                }
-            }
+        stored.paused = false;
+        stored.resumed_at_ms = now_ms();
+        self.publish(&stored)?;
+        if let Some(error) = self.start_error(name) {
+            return Err(ManagerError::Unavailable(error));
         }
         tracing::info!(pipeline = %name, "pipeline resumed");
         self.get(name)
     }
 
-    /// Stops a pipeline and forgets it: its spec, its state store and its
-    /// internal topics (the consumer groups' offsets stay on the broker).
+    /// Deletes a pipeline everywhere: every daemon stops it and drops its
+    /// spec and state; this one then deletes its internal topics (the
+    /// consumer groups' offsets stay on the broker).
     pub fn delete(&self, name: &str) -> Result<(), ManagerError> {
-        let entry = self
-            .lock()
-            .remove(name)
-            .ok_or_else(|| ManagerError::NotFound(name.to_owned()))?;
-        if let Some(runner) = entry.runner {
-            runner.stop();
-        }
-        std::fs::remove_file(self.spec_path(name))
-            .with_context(|| format!("could not remove the spec of {name}"))?;
-        self.destroy_state(name)?;
-        let topics = self.names(name).topics(entry.stored.spec.steps.len());
+        let _changing = lock(&self.changing);
+        let stored = self.stored(name)?;
+        self.registry.publish_pipeline(name, None)?;
+        let topics = self.names(name).topics(stored.spec.steps.len());
         if let Err(e) = kafka::delete_topics(&self.kafka, &topics) {
             tracing::warn!(pipeline = %name, error = %e, ?topics, "could not delete the internal topics; delete them by hand");
         }
-        tracing::info!(pipeline = %name, "pipeline deleted");
         Ok(())
     }
 
@@ -629,8 +854,13 @@ impl PipelineManager {
         }
     }
 
-    /// Stops every pipeline (each task commits); used on shutdown.
+    /// Stops following the registry and every pipeline (each task
+    /// commits); used on shutdown.
     pub fn shutdown(&self) {
+        self.registry.stop();
+        if let Some(follower) = lock(&self.follower).take() {
+            let _ = follower.join();
+        }
         let runners: Vec<PipelineRunner> = self
             .lock()
             .values_mut()

@@ -3,6 +3,7 @@
 
 mod manager;
 mod query;
+mod registry;
 mod runner;
 mod spec;
 

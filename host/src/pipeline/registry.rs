@@ -1,0 +1,343 @@
+//! The registry: which pipelines exist, shared by every daemon pointed at
+//! the same Kafka cluster (and group prefix), kept in a compacted topic of
+//! one partition, `<prefix>registry`.
+//!
+//! Deploying is publishing: a create, pause, resume or delete writes the
+//! pipeline's record (a tombstone for a delete), and every daemon, the one
+//! that took the request included, applies the records in log order on a
+//! registry thread. The daemon that took the request waits until it has
+//! applied its own record, so its answer already shows the change. The
+//! modules a pipeline runs travel the same way, ahead of the pipeline's
+//! record, in chunks (`module/<hex>/<i>`) closed by their metadata
+//! (`module/<hex>`), so a daemon that never saw an upload can run the
+//! pipeline. A daemon that starts reads the registry to its end before it
+//! serves, so it resumes exactly the pipelines that exist.
+//!
+//! One partition keeps one order for everyone; compaction keeps one record
+//! per key. Tombstones are kept for the topic's `delete.retention.ms`
+//! (a day by default): a daemon down for longer than that when a pipeline
+//! was deleted republishes its local copy of the spec when it starts.
+
+use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a daemon waits to see its own registry write applied.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Module bytes per registry record: well under any broker's record limit.
+const MODULE_CHUNK_BYTES: usize = 256 << 10;
+
+/// Why the registry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RegistryError {
+    /// Kafka failed.
+    #[error("the pipeline registry (topic {topic}): {error}")]
+    Kafka {
+        /// The registry topic.
+        topic: String,
+        /// What went wrong.
+        error: String,
+    },
+    /// The registry topic could not be created or has the wrong shape.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+}
+
+/// One registry record, as the daemon applies it.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// A pipeline's stored spec (JSON), or `None`: it was deleted.
+    Pipeline {
+        /// The pipeline's name.
+        name: String,
+        /// Its record.
+        stored: Option<Vec<u8>>,
+    },
+    /// Part `index` of a module's bytes.
+    ModuleChunk {
+        /// The module's digest without `sha256:`.
+        hex: String,
+        /// The chunk's position.
+        index: u32,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A module's metadata (JSON), after all its chunks.
+    Module {
+        /// The module's digest without `sha256:`.
+        hex: String,
+        /// How many chunks its bytes were cut into.
+        chunks: u32,
+        /// Its metadata.
+        info: Vec<u8>,
+    },
+}
+
+impl Event {
+    fn parse(key: &str, value: Option<&[u8]>) -> Option<Self> {
+        let mut parts = key.split('/');
+        match (parts.next()?, parts.next(), parts.next(), parts.next()) {
+            ("pipeline", Some(name), None, None) => Some(Self::Pipeline {
+                name: name.to_owned(),
+                stored: value.map(<[u8]>::to_vec),
+            }),
+            ("module", Some(hex), Some(index), None) => Some(Self::ModuleChunk {
+                hex: hex.to_owned(),
+                index: index.parse().ok()?,
+                bytes: value?.to_vec(),
+            }),
+            ("module", Some(hex), None, None) => {
+                let value = value?;
+                // The chunk count leads the metadata: `<chunks>\n<json>`.
+                let split = value.iter().position(|b| *b == b'\n')?;
+                Some(Self::Module {
+                    hex: hex.to_owned(),
+                    chunks: std::str::from_utf8(&value[..split]).ok()?.parse().ok()?,
+                    info: value[split + 1..].to_vec(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether `consumer` read `topic` up to `end` (compaction can leave the
+/// last offsets without records).
+fn reached(consumer: &BaseConsumer, topic: &str, end: i64) -> bool {
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    positions
+        .find_partition(topic, 0)
+        .is_some_and(|p| matches!(p.offset(), Offset::Offset(o) if o >= end))
+}
+
+/// The registry topic, a producer for it, and how far this daemon applied it.
+pub(super) struct Registry {
+    topic: String,
+    kafka: KafkaSettings,
+    producer: FutureProducer,
+    /// The next offset this daemon will apply.
+    applied: Mutex<i64>,
+    progressed: Condvar,
+    stop: AtomicBool,
+}
+
+impl Registry {
+    /// The registry in `topic`; nothing is read or written until
+    /// [`follow`](Self::follow), so a daemon starts without Kafka.
+    pub(super) fn new(kafka: &KafkaSettings, topic: String) -> Result<Self, RegistryError> {
+        let producer = kafka
+            .producer()
+            .create()
+            .map_err(|e| RegistryError::Kafka {
+                topic: topic.clone(),
+                error: e.to_string(),
+            })?;
+        Ok(Self {
+            topic,
+            kafka: kafka.clone(),
+            producer,
+            applied: Mutex::new(0),
+            progressed: Condvar::new(),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    fn error(&self, error: impl std::fmt::Display) -> RegistryError {
+        RegistryError::Kafka {
+            topic: self.topic.clone(),
+            error: error.to_string(),
+        }
+    }
+
+    /// Writes `key` and waits until this daemon applied it.
+    fn publish(&self, key: &str, value: Option<&[u8]>) -> Result<(), RegistryError> {
+        let offset = self.send(key, value)?;
+        self.wait_applied(offset)
+    }
+
+    fn send(&self, key: &str, value: Option<&[u8]>) -> Result<i64, RegistryError> {
+        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
+            .partition(0)
+            .key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(e, _)| self.error(e))?;
+        match futures::executor::block_on(delivery) {
+            Ok(Ok(delivered)) => Ok(delivered.offset),
+            Ok(Err((e, _))) => Err(self.error(e)),
+            Err(_) => Err(self.error(KafkaError::Canceled)),
+        }
+    }
+
+    fn wait_applied(&self, offset: i64) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + APPLY_TIMEOUT;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        while *applied <= offset {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.error(format!(
+                    "this daemon has not applied its own write (offset {offset}) after {}s",
+                    APPLY_TIMEOUT.as_secs()
+                )));
+            }
+            applied = self
+                .progressed
+                .wait_timeout(applied, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Publishes a pipeline's record (`None`: it was deleted).
+    pub(super) fn publish_pipeline(
+        &self,
+        name: &str,
+        stored: Option<&[u8]>,
+    ) -> Result<(), RegistryError> {
+        self.publish(&format!("pipeline/{name}"), stored)
+    }
+
+    /// Publishes a module's bytes and then its metadata.
+    pub(super) fn publish_module(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+        info: &[u8],
+    ) -> Result<(), RegistryError> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let mut chunks = 0u32;
+        for (index, chunk) in bytes.chunks(MODULE_CHUNK_BYTES).enumerate() {
+            self.send(&format!("module/{hex}/{index}"), Some(chunk))?;
+            chunks += 1;
+        }
+        let mut value = format!("{chunks}\n").into_bytes();
+        value.extend_from_slice(info);
+        self.publish(&format!("module/{hex}"), Some(&value))
+    }
+
+    /// Creates the registry topic if needed, applies every record up to its
+    /// current end, then keeps applying new ones on a thread until
+    /// [`stop`](Self::stop).
+    pub(super) fn follow(
+        self: &Arc<Self>,
+        metadata: &KafkaMetadata,
+        mut apply: impl FnMut(Event) + Send + 'static,
+    ) -> Result<JoinHandle<()>, RegistryError> {
+        kafka::ensure_topic(
+            &self.kafka,
+            metadata,
+            &InternalTopic::changelog(&self.topic, 1),
+        )?;
+        let consumer: BaseConsumer = self
+            .kafka
+            .restore_consumer()
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| self.error(e))?;
+        let (_, end) = consumer
+            .fetch_watermarks(&self.topic, 0, Duration::from_secs(30))
+            .map_err(|e| self.error(e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, 0, Offset::Beginning)
+            .map_err(|e| self.error(e))?;
+        consumer.assign(&tpl).map_err(|e| self.error(e))?;
+        let caught_up = Instant::now() + APPLY_TIMEOUT;
+        while self.next() < end && !reached(&consumer, &self.topic, end) {
+            if Instant::now() > caught_up {
+                return Err(self.error(format!(
+                    "could not read the registry to its end (offset {end}) in {}s",
+                    APPLY_TIMEOUT.as_secs()
+                )));
+            }
+            self.poll_once(&consumer, &mut apply)?;
+        }
+        let this = self.clone();
+        Ok(std::thread::Builder::new()
+            .name("eddy-registry".into())
+            .spawn(move || {
+                while !this.stop.load(Ordering::Relaxed) {
+                    if let Err(e) = this.poll_once(&consumer, &mut apply) {
+                        tracing::warn!(error = %e, "reading the pipeline registry");
+                    }
+                }
+            })
+            .map_err(|e| self.error(e))?)
+    }
+
+    fn next(&self) -> i64 {
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poll_once(
+        &self,
+        consumer: &BaseConsumer,
+        apply: &mut impl FnMut(Event),
+    ) -> Result<(), RegistryError> {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => Ok(()),
+            Some(Err(e)) => Err(self.error(e)),
+            Some(Ok(message)) => {
+                let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+                match key.and_then(|k| Event::parse(k, message.payload())) {
+                    Some(event) => apply(event),
+                    None => tracing::warn!(
+                        offset = message.offset(),
+                        key = ?message.key().map(String::from_utf8_lossy),
+                        "ignoring a registry record this version does not understand"
+                    ),
+                }
+                *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = message.offset() + 1;
+                self.progressed.notify_all();
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops following the registry.
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub(super) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_keys_parse_into_events() {
+        assert!(matches!(
+            Event::parse("pipeline/wc", None),
+            Some(Event::Pipeline { name, stored: None }) if name == "wc"
+        ));
+        assert!(matches!(
+            Event::parse("module/ab12/3", Some(b"xyz")),
+            Some(Event::ModuleChunk { hex, index: 3, bytes }) if hex == "ab12" && bytes == b"xyz"
+        ));
+        assert!(matches!(
+            Event::parse("module/ab12", Some(b"2\n{}")),
+            Some(Event::Module { hex, chunks: 2, info }) if hex == "ab12" && info == b"{}"
+        ));
+        for bad in ["", "pipeline", "module/ab/x", "other/x", "pipeline/a/b"] {
+            assert!(Event::parse(bad, Some(b"1\n{}")).is_none(), "{bad:?}");
+        }
+    }
+}
