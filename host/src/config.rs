@@ -33,6 +33,12 @@ pub struct ServeConfig {
     pub session_timeout: Duration,
     /// Consumer groups are named `<group-prefix><pipeline>`.
     pub group_prefix: String,
+    /// The URL other daemons reach this one's control plane at (state
+    /// queries are forwarded to the owner of a key). Empty: `http://` and
+    /// the listen address, with 127.0.0.1 for an unspecified one; set it
+    /// when daemons run on several machines.
+    #[serde(default)]
+    pub advertise: String,
     /// Guest limits: the defaults for pipelines and the ceilings they may
     /// only tighten.
     pub limits: LimitsConfig,
@@ -105,6 +111,7 @@ impl Default for ServeConfig {
             embedded_retention_bytes: crate::kafka::DEFAULT_RETENTION_BYTES,
             session_timeout: Duration::from_secs(30),
             group_prefix: "eddy.".into(),
+            advertise: String::new(),
             limits: LimitsConfig::default(),
         }
     }
@@ -120,6 +127,7 @@ const ENV_KEYS: &[&str] = &[
     "embedded_retention_bytes",
     "session_timeout",
     "group_prefix",
+    "advertise",
     "limits",
 ];
 

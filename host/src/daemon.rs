@@ -5,7 +5,7 @@ use crate::config::ServeConfig;
 use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
-use crate::pipeline::PipelineManager;
+use crate::pipeline::{DaemonIdentity, PipelineManager};
 use crate::runtime::{Runtime, WORLD};
 use anyhow::Context as _;
 use eddy_proto::v1;
@@ -84,14 +84,19 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         config.limits.clone(),
         config.group_prefix.clone(),
     )?);
+    let listener = control::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let identity = DaemonIdentity {
+        id: daemon_id(&config.data_dir)?,
+        url: advertised_url(&config.advertise, addr),
+    };
     {
         // Pipelines come from the registry in Kafka: wait for the first
         // read, but serve anyway (answering UNAVAILABLE) if Kafka is away.
         let manager = manager.clone();
-        tokio::task::spawn_blocking(move || manager.restore(Duration::from_secs(15))).await?;
+        tokio::task::spawn_blocking(move || manager.restore(identity, Duration::from_secs(15)))
+            .await?;
     }
-    let listener = control::bind(config.listen).await?;
-    let addr = listener.local_addr()?;
     announce(&format!("eddy: control plane listening on http://{addr}"));
     let token = CancellationToken::new();
     {
@@ -126,6 +131,41 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     drop(broker);
     tracing::info!("stopped");
     served
+}
+
+/// This daemon's id, kept in the data directory so a restarted daemon
+/// replaces its own registry entry rather than adding one.
+fn daemon_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("daemon-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Ok(id.to_owned());
+        }
+    }
+    let seed = format!(
+        "{:?} {} {}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        data_dir.display()
+    );
+    let id = crate::modules::digest_of(seed.as_bytes())["sha256:".len()..][..16].to_owned();
+    crate::modules::write_file_atomically(&path, id.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))?;
+    Ok(id)
+}
+
+/// Where other daemons reach this one: `advertise`, or the listen address
+/// (loopback for an unspecified one).
+fn advertised_url(advertise: &str, addr: std::net::SocketAddr) -> String {
+    if !advertise.is_empty() {
+        return advertise.to_owned();
+    }
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 /// Runs a broker in this process until SIGTERM or Ctrl-C.

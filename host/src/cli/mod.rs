@@ -112,6 +112,10 @@ pub struct ServeArgs {
     /// Consumer group session timeout, e.g. 10s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub session_timeout: Option<Duration>,
+    /// The URL other daemons reach this one's control plane at, to forward
+    /// state queries to the owner of a key (default: http://LISTEN).
+    #[arg(long)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -419,6 +423,9 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
     }
     if let Some(b) = &args.brokers {
         map.insert("brokers".into(), b.clone().into());
+    }
+    if let Some(a) = &args.advertise {
+        map.insert("advertise".into(), a.clone().into());
     }
     if let Some(t) = args.session_timeout {
         map.insert(

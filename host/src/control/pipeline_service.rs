@@ -1,7 +1,9 @@
-use crate::pipeline::{ManagerError, PipelineManager};
+use crate::pipeline::{ManagerError, PipelineManager, scan_limit};
 use crate::runtime::ModuleError;
+use eddy_proto::v1::pipeline_service_client::PipelineServiceClient;
 use eddy_proto::v1::{self, pipeline_service_server::PipelineService};
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Pipeline operations, each run on a blocking thread (they talk to Kafka
@@ -99,12 +101,118 @@ impl PipelineService for PipelineServiceImpl {
         Ok(Response::new(v1::DeletePipelineResponse {}))
     }
 
+    /// Answers from the partitions this daemon owns, and asks the other
+    /// daemons (forwarded, so they answer from theirs only) for the rest.
     async fn query_state(
         &self,
         request: Request<v1::QueryStateRequest>,
     ) -> Result<Response<v1::QueryStateResponse>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED);
         let request = request.into_inner();
-        let response = self.run(move |m| m.query_state(request)).await?;
-        Ok(Response::new(response))
+        let asked = request.clone();
+        let local = self.run(move |m| m.query_state(asked)).await?;
+        if forwarded || missing(&local.needed, std::slice::from_ref(&local.response)).is_empty() {
+            return Ok(Response::new(merge(&request, vec![local.response])));
+        }
+        let peers = self.manager.peers();
+        let answers = futures::future::join_all(
+            peers
+                .iter()
+                .map(|url| ask_peer(url.clone(), request.clone())),
+        )
+        .await;
+        let mut responses = vec![local.response];
+        let mut errors = Vec::new();
+        for (url, answer) in peers.iter().zip(answers) {
+            match answer {
+                Ok(response) => responses.push(response),
+                Err(e) => errors.push(format!("{url}: {}", e.message())),
+            }
+        }
+        let missing = missing(&local.needed, &responses);
+        if !missing.is_empty() {
+            let errors = if errors.is_empty() {
+                String::new()
+            } else {
+                format!(" (errors: {})", errors.join("; "))
+            };
+            return Err(Status::unavailable(format!(
+                "partitions {} of pipeline `{}` are not running on any daemon that answered \
+                 (moving in a rebalance, or their daemon is down); try again shortly{errors}",
+                missing.join(", "),
+                request.pipeline
+            )));
+        }
+        Ok(Response::new(merge(&request, responses)))
+    }
+}
+
+/// Marks a state query one daemon forwards to another: answer from your
+/// own partitions only, never forward again.
+const FORWARDED: &str = "eddy-forwarded";
+
+/// Asks the daemon at `url` for what its partitions hold.
+async fn ask_peer(
+    url: String,
+    request: v1::QueryStateRequest,
+) -> Result<v1::QueryStateResponse, Status> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("unreachable: {e}")))?;
+    let mut request = Request::new(request);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    PipelineServiceClient::new(channel)
+        .query_state(request)
+        .await
+        .map(Response::into_inner)
+}
+
+/// The needed partitions no response read, as `topic/partition`.
+fn missing(needed: &[v1::StatePartition], responses: &[v1::QueryStateResponse]) -> Vec<String> {
+    needed
+        .iter()
+        .filter(|p| !responses.iter().any(|r| r.partitions_read.contains(p)))
+        .map(|p| format!("{}/{}", p.topic, p.partition))
+        .collect()
+}
+
+/// One answer from several daemons' answers: entries in key order (a
+/// partition read twice while it moved counts once), a scan cut at its
+/// limit, a lookup's first match.
+fn merge(
+    request: &v1::QueryStateRequest,
+    responses: Vec<v1::QueryStateResponse>,
+) -> v1::QueryStateResponse {
+    let mut more = false;
+    let mut entries = Vec::new();
+    let mut partitions_read: Vec<v1::StatePartition> = Vec::new();
+    for response in responses {
+        more |= response.more;
+        for p in response.partitions_read {
+            if !partitions_read.contains(&p) {
+                partitions_read.push(p);
+            }
+        }
+        entries.extend(response.entries);
+    }
+    entries.sort_by(|a, b| (&a.key, &a.topic, a.partition).cmp(&(&b.key, &b.topic, b.partition)));
+    entries.dedup_by(|a, b| a.key == b.key && a.topic == b.topic && a.partition == b.partition);
+    let limit = match &request.query {
+        Some(v1::query_state_request::Query::Scan(scan)) => scan_limit(scan),
+        _ => 1,
+    };
+    more |= entries.len() > limit;
+    entries.truncate(limit);
+    v1::QueryStateResponse {
+        entries,
+        more: more && matches!(request.query, Some(v1::query_state_request::Query::Scan(_))),
+        partitions_read,
     }
 }

@@ -94,6 +94,23 @@ struct Entry {
     start_error: Option<String>,
 }
 
+/// What this daemon could answer of a state query.
+pub struct LocalAnswer {
+    /// The entries of the partitions it owns, and which those were.
+    pub response: v1::QueryStateResponse,
+    /// Every partition a complete answer reads.
+    pub needed: Vec<v1::StatePartition>,
+}
+
+/// How the other daemons reach this one.
+#[derive(Clone, Debug)]
+pub struct DaemonIdentity {
+    /// Stable across restarts (kept in the data directory).
+    pub id: String,
+    /// Its control plane, as other daemons can reach it.
+    pub url: String,
+}
+
 /// A snapshot of one pipeline for the control plane.
 pub struct PipelineView {
     /// The pipeline, in API form.
@@ -127,6 +144,10 @@ pub struct PipelineManager {
     changing: Mutex<()>,
     /// Why the registry has not been read yet; `None` once it was.
     unread: Mutex<Option<String>>,
+    /// This daemon, once it serves.
+    identity: Mutex<Option<DaemonIdentity>>,
+    /// Every daemon the registry lists: id -> control-plane URL.
+    peers: Mutex<BTreeMap<String, String>>,
 }
 
 fn now_ms() -> i64 {
@@ -171,6 +192,8 @@ impl PipelineManager {
             incoming: Mutex::new(BTreeMap::new()),
             changing: Mutex::new(()),
             unread: Mutex::new(Some("this daemon is starting".into())),
+            identity: Mutex::new(None),
+            peers: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -244,7 +267,8 @@ impl PipelineManager {
     /// retries with backoff while Kafka is unreachable; returns after the
     /// first attempt or `wait`, whichever comes first. Until the registry
     /// was read, pipeline requests answer UNAVAILABLE with the reason.
-    pub fn restore(self: &Arc<Self>, wait: std::time::Duration) {
+    pub fn restore(self: &Arc<Self>, identity: DaemonIdentity, wait: std::time::Duration) {
+        *lock(&self.identity) = Some(identity);
         let (tried, first_attempt) = std::sync::mpsc::channel();
         let manager = self.clone();
         let joiner = std::thread::Builder::new()
@@ -300,6 +324,9 @@ impl PipelineManager {
             })?;
             *lock(&self.follower) = Some(follower);
         }
+        if let Some(me) = lock(&self.identity).clone() {
+            self.registry.publish_daemon(&me.id, Some(&me.url))?;
+        }
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.extension().is_none_or(|e| e != "json") {
@@ -335,6 +362,13 @@ impl PipelineManager {
                     .insert(index, bytes);
             }
             Event::Module { hex, chunks, info } => self.apply_module(&hex, chunks, &info),
+            Event::Daemon { id, url } => {
+                let mut peers = lock(&self.peers);
+                match url {
+                    Some(url) => peers.insert(id, url),
+                    None => peers.remove(&id),
+                };
+            }
             Event::Pipeline { name, stored } => {
                 lock(&self.known).insert(name.clone());
                 match stored.map(|json| serde_json::from_slice::<StoredPipeline>(&json)) {
@@ -805,11 +839,9 @@ impl PipelineManager {
         Ok(())
     }
 
-    /// Reads a step's state: one key, or a scan (see [`super::query`]).
-    pub fn query_state(
-        &self,
-        request: v1::QueryStateRequest,
-    ) -> Result<v1::QueryStateResponse, ManagerError> {
+    /// Reads a step's state from the partitions this daemon owns: one key,
+    /// or a scan (see [`super::query`]).
+    pub fn query_state(&self, request: v1::QueryStateRequest) -> Result<LocalAnswer, ManagerError> {
         let (status, steps, paused) = {
             let pipelines = self.lock();
             let entry = pipelines
@@ -845,18 +877,39 @@ impl PipelineManager {
                 request.pipeline
             )));
         }
-        match request.query {
-            Some(v1::query_state_request::Query::Key(key)) => tasks.get(&key),
-            Some(v1::query_state_request::Query::Scan(scan)) => tasks.scan(&scan),
-            None => Err(ManagerError::InvalidSpec(SpecError(
-                "a state query needs a key or a scan".into(),
-            ))),
-        }
+        let query = request.query.ok_or_else(|| {
+            ManagerError::InvalidSpec(SpecError("a state query needs a key or a scan".into()))
+        })?;
+        let response = match &query {
+            v1::query_state_request::Query::Key(key) => tasks.get(key)?,
+            v1::query_state_request::Query::Scan(scan) => tasks.scan(scan)?,
+        };
+        Ok(LocalAnswer {
+            response,
+            needed: tasks.needed(&query),
+        })
+    }
+
+    /// The other daemons' control-plane addresses, as the registry has them.
+    pub fn peers(&self) -> Vec<String> {
+        let me = lock(&self.identity).as_ref().map(|i| i.id.clone());
+        lock(&self.peers)
+            .iter()
+            .filter(|(id, _)| Some(*id) != me.as_ref())
+            .map(|(_, url)| url.clone())
+            .collect()
     }
 
     /// Stops following the registry and every pipeline (each task
     /// commits); used on shutdown.
     pub fn shutdown(&self) {
+        // Other daemons stop asking this one for state.
+        let read = lock(&self.unread).is_none();
+        if let Some(me) = lock(&self.identity).clone().filter(|_| read)
+            && let Err(e) = self.registry.publish_daemon(&me.id, None)
+        {
+            tracing::warn!(error = %e, "could not withdraw this daemon from the registry");
+        }
         self.registry.stop();
         if let Some(follower) = lock(&self.follower).take() {
             let _ = follower.join();

@@ -7,7 +7,8 @@ mod registry;
 mod runner;
 mod spec;
 
-pub use manager::{ManagerError, PipelineManager, PipelineView};
+pub use manager::{DaemonIdentity, LocalAnswer, ManagerError, PipelineManager, PipelineView};
+pub use query::scan_limit;
 pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
 pub use spec::{
     ErrorPolicy, Guarantee, InternalNames, Limits, PipelineSpec, SpecError, StartFrom, check_name,

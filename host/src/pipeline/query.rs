@@ -2,8 +2,11 @@
 //!
 //! A key belongs to the input partition murmur2 puts it in, so a lookup
 //! reads exactly one task's store; a scan reads every task of the step and
-//! merges in key order. A task that is restoring answers UNAVAILABLE rather
-//! than serve state older than what it already acknowledged.
+//! merges in key order. This daemon reads the partitions it owns and says
+//! which (`partitions_read`); the control plane asks the other daemons for
+//! the rest (see `control::pipeline_service`). A task that is restoring
+//! answers UNAVAILABLE rather than serve state older than what it already
+//! acknowledged.
 
 use super::manager::ManagerError;
 use super::runner::{StepTasks, TopicPartition};
@@ -16,9 +19,13 @@ use std::ops::Bound;
 /// Most entries one scan returns.
 const MAX_SCAN: usize = 10_000;
 
-/// Whether a partition's task may answer: it runs here and is not
-/// restoring (its store could be behind what it acknowledged).
-fn check_readable(tp: &TopicPartition, status: Option<&TaskStatus>) -> Result<(), ManagerError> {
+/// Whether a partition's task may answer: `Ok(false)` when it does not
+/// run here, an error while it restores (its store could be behind what it
+/// acknowledged).
+fn check_readable(tp: &TopicPartition, status: Option<&TaskStatus>) -> Result<bool, ManagerError> {
+    if !status.is_some_and(|s| s.assigned()) {
+        return Ok(false);
+    }
     let restore = status.map(|s| s.restore()).unwrap_or_default();
     if restore.restoring {
         return Err(ManagerError::Unavailable(format!(
@@ -30,38 +37,61 @@ fn check_readable(tp: &TopicPartition, status: Option<&TaskStatus>) -> Result<()
             restore.end.saturating_sub(restore.start)
         )));
     }
-    if !status.is_some_and(|s| s.assigned()) {
-        return Err(ManagerError::Unavailable(format!(
-            "partition {}/{} is not running on this daemon (not yet assigned, or owned by \
-                 another daemon); try again shortly",
-            tp.0, tp.1
-        )));
+    Ok(true)
+}
+
+fn read(tp: &TopicPartition) -> v1::StatePartition {
+    v1::StatePartition {
+        topic: tp.0.clone(),
+        partition: tp.1,
     }
-    Ok(())
 }
 
 impl StepTasks {
-    fn readable(&self, index: usize) -> Result<crate::state::TaskStore, ManagerError> {
+    /// The store of the partition at `index`, if this daemon owns it.
+    fn readable(&self, index: usize) -> Result<Option<crate::state::TaskStore>, ManagerError> {
         let tp = &self.inputs[index];
-        check_readable(tp, self.statuses.get(tp).map(|s| &**s))?;
+        if !check_readable(tp, self.statuses.get(tp).map(|s| &**s))? {
+            return Ok(None);
+        }
         let partition = u32::try_from(index).unwrap_or(u32::MAX);
-        Ok(self.plan.db.task_store(self.plan.step, partition))
+        Ok(Some(self.plan.db.task_store(self.plan.step, partition)))
     }
 
-    /// The value of `key`, from the partition that owns it.
+    /// The partitions that may hold `key`: one per input topic.
+    fn key_partitions(&self, key: &[u8]) -> Vec<usize> {
+        self.plan
+            .inputs
+            .iter()
+            .filter_map(|topic| {
+                let count = self.inputs.iter().filter(|(t, _)| t == topic).count();
+                let partition = murmur2_partition(key, i32::try_from(count).unwrap_or(1));
+                self.inputs
+                    .iter()
+                    .position(|(t, p)| t == topic && *p == partition)
+            })
+            .collect()
+    }
+
+    /// The partitions a complete answer to `query` reads.
+    pub(super) fn needed(&self, query: &v1::query_state_request::Query) -> Vec<v1::StatePartition> {
+        let indexes = match query {
+            v1::query_state_request::Query::Key(key) => self.key_partitions(key),
+            v1::query_state_request::Query::Scan(_) => (0..self.inputs.len()).collect(),
+        };
+        indexes.into_iter().map(|i| read(&self.inputs[i])).collect()
+    }
+
+    /// The value of `key`, if this daemon owns the partition that holds it.
     pub(super) fn get(&self, key: &[u8]) -> Result<v1::QueryStateResponse, ManagerError> {
         let mut entries = Vec::new();
-        for topic in &self.plan.inputs {
-            let count = self.inputs.iter().filter(|(t, _)| t == topic).count();
-            let partition = murmur2_partition(key, i32::try_from(count).unwrap_or(1));
-            let Some(index) = self
-                .inputs
-                .iter()
-                .position(|(t, p)| t == topic && *p == partition)
-            else {
+        let mut partitions_read = Vec::new();
+        for index in self.key_partitions(key) {
+            let Some(store) = self.readable(index)? else {
                 continue;
             };
-            let store = self.readable(index)?;
+            let (topic, partition) = &self.inputs[index];
+            partitions_read.push(read(&self.inputs[index]));
             if let Some(value) = store
                 .get(&data_key(key))
                 .map_err(|e| ManagerError::Unavailable(e.to_string()))?
@@ -70,7 +100,7 @@ impl StepTasks {
                     key: key.to_vec(),
                     value,
                     topic: topic.clone(),
-                    partition,
+                    partition: *partition,
                 });
                 break;
             }
@@ -78,19 +108,17 @@ impl StepTasks {
         Ok(v1::QueryStateResponse {
             entries,
             more: false,
+            partitions_read,
         })
     }
 
     /// Entries starting with `scan.prefix`, after `scan.start_after`, in key
-    /// order across every partition of the step.
+    /// order across the partitions of the step this daemon owns.
     pub(super) fn scan(
         &self,
         scan: &v1::StateScan,
     ) -> Result<v1::QueryStateResponse, ManagerError> {
-        let limit = match scan.limit {
-            0 => 1000,
-            n => (n as usize).min(MAX_SCAN),
-        };
+        let limit = scan_limit(scan);
         let start = data_key(&scan.prefix);
         let after = data_key(&scan.start_after);
         let lower = if !scan.start_after.is_empty() && after >= start {
@@ -101,8 +129,12 @@ impl StepTasks {
         let end = crate::state::prefix_end(&start);
         let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let mut entries = Vec::new();
+        let mut partitions_read = Vec::new();
         for (index, (topic, partition)) in self.inputs.iter().enumerate() {
-            let store = self.readable(index)?;
+            let Some(store) = self.readable(index)? else {
+                continue;
+            };
+            partitions_read.push(read(&self.inputs[index]));
             let found = store
                 .scan(lower, upper, limit + 1)
                 .map_err(|e| ManagerError::Unavailable(e.to_string()))?;
@@ -116,7 +148,19 @@ impl StepTasks {
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         let more = entries.len() > limit;
         entries.truncate(limit);
-        Ok(v1::QueryStateResponse { entries, more })
+        Ok(v1::QueryStateResponse {
+            entries,
+            more,
+            partitions_read,
+        })
+    }
+}
+
+/// The most entries a scan returns.
+pub fn scan_limit(scan: &v1::StateScan) -> usize {
+    match scan.limit {
+        0 => 1000,
+        n => (n as usize).min(MAX_SCAN),
     }
 }
 
@@ -125,13 +169,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_restoring_or_absent_partition_answers_unavailable_with_progress() {
+    fn a_restoring_partition_answers_unavailable_with_progress_and_an_absent_one_is_skipped() {
         let tp = ("in".to_owned(), 2);
         let status = TaskStatus::default();
-        assert!(matches!(
-            check_readable(&tp, None),
-            Err(ManagerError::Unavailable(_))
-        ));
+        assert!(matches!(check_readable(&tp, None), Ok(false)));
         status.set_assigned(true);
         status.restore_started(10, 110);
         status.restore_progress(35, 25);
@@ -143,6 +184,6 @@ mod tests {
             other => panic!("expected UNAVAILABLE, got {other:?}"),
         }
         status.restore_finished(100, std::time::Duration::from_millis(5));
-        assert!(check_readable(&tp, Some(&status)).is_ok());
+        assert!(matches!(check_readable(&tp, Some(&status)), Ok(true)));
     }
 }

@@ -13,6 +13,9 @@
 //! pipeline. A daemon that starts reads the registry to its end before it
 //! serves, so it resumes exactly the pipelines that exist.
 //!
+//! Each daemon also lists itself (`daemon/<id>`: its control-plane URL), so
+//! a state query reaching any daemon can be answered by the key's owner.
+//!
 //! One partition keeps one order for everyone; compaction keeps one record
 //! per key. Tombstones are kept for the topic's `delete.retention.ms`
 //! (a day by default): a daemon down for longer than that when a pipeline
@@ -69,6 +72,13 @@ pub(super) enum Event {
         /// Its bytes.
         bytes: Vec<u8>,
     },
+    /// A daemon's control-plane URL, or `None`: it stopped.
+    Daemon {
+        /// The daemon's id.
+        id: String,
+        /// Where its control plane listens.
+        url: Option<String>,
+    },
     /// A module's metadata (JSON), after all its chunks.
     Module {
         /// The module's digest without `sha256:`.
@@ -87,6 +97,10 @@ impl Event {
             ("pipeline", Some(name), None, None) => Some(Self::Pipeline {
                 name: name.to_owned(),
                 stored: value.map(<[u8]>::to_vec),
+            }),
+            ("daemon", Some(id), None, None) => Some(Self::Daemon {
+                id: id.to_owned(),
+                url: value.and_then(|v| String::from_utf8(v.to_vec()).ok()),
             }),
             ("module", Some(hex), Some(index), None) => Some(Self::ModuleChunk {
                 hex: hex.to_owned(),
@@ -209,6 +223,11 @@ impl Registry {
         stored: Option<&[u8]>,
     ) -> Result<(), RegistryError> {
         self.publish(&format!("pipeline/{name}"), stored)
+    }
+
+    /// Publishes where daemon `id` serves (`None`: it stopped).
+    pub(super) fn publish_daemon(&self, id: &str, url: Option<&str>) -> Result<(), RegistryError> {
+        self.publish(&format!("daemon/{id}"), url.map(str::as_bytes))
     }
 
     /// Publishes a module's bytes and then its metadata.

@@ -140,6 +140,9 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     in_flight: Option<i64>,
     /// What was produced since the last commit.
     open: Option<OpenCommit>,
+    /// The furthest offset committed to the group past the checkpoint
+    /// (over commit markers).
+    group_offset: Option<i64>,
 }
 
 /// The work of one commit interval, produced but not yet committed.
@@ -217,6 +220,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             uncommitted: None,
             in_flight: None,
             open: None,
+            group_offset: None,
         }
     }
 
@@ -453,6 +457,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                     self.commit_open(guest)?;
                     return Ok(Progress::Committed);
                 }
+                self.commit_past_markers();
                 return Ok(Progress::Idle);
             }
             let outputs = guest.on_timers(&fired(due))?;
@@ -910,6 +915,32 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             deliveries.push(delivery);
         }
         Ok(deliveries)
+    }
+
+    /// A transactional input ends in a commit marker, which is never a
+    /// record: the checkpoint stops before it and lag tools would show 1
+    /// forever. With nothing in flight, the group offset may follow the
+    /// consumer past markers (recovery reads the checkpoint, not this).
+    fn commit_past_markers(&mut self) {
+        let Some(checkpoint) = self.checkpoint.offset else {
+            return;
+        };
+        let position = self.consumer.position().ok().and_then(|tpl| {
+            match tpl.find_partition(&self.topic, self.partition)?.offset() {
+                Offset::Offset(p) => Some(p),
+                _ => None,
+            }
+        });
+        let Some(position) = position.filter(|p| *p > checkpoint) else {
+            return;
+        };
+        if self.group_offset.is_some_and(|o| o >= position) {
+            return;
+        }
+        self.group_offset = Some(position);
+        self.uncommitted = Some(position);
+        self.status.set_committed(position);
+        self.commit(CommitMode::Async);
     }
 
     /// Commits the offset the last delivered batch reached, if any.

@@ -3,6 +3,7 @@
 
 mod broker;
 mod cli;
+mod cluster;
 mod control_plane;
 mod delivery;
 mod exactly_once;
