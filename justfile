@@ -24,10 +24,19 @@ plugins:
 build: plugins
     cargo build --locked -p eddy
 
-# Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins).
+# Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins),
+# then short runs of the crash harness's zombie and scale scenarios.
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$CARGO_TARGET_DIR/test-output.txt"
+    just crash --scenario zombie --records 20000 --feed-seconds 30
+    just crash --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
+
+# The crash harness (tests/harness/crash.py): records in, daemons killed, stalled or added, then an
+# independent read_committed reader checks nothing was lost or doubled. E.g. `just crash --kills 5`.
+crash *args: build
+    python3 -c "import confluent_kafka" 2>/dev/null || pip3 install --quiet confluent-kafka
+    python3 tests/harness/crash.py --eddy "$CARGO_TARGET_DIR/debug/eddy" {{ args }}
 
 # Formatting and lints, as CI checks them.
 lint:
@@ -44,7 +53,8 @@ probe-broker probe: build
 demo: build
     scripts/demo.sh
 
-# Records per second and per CPU-second of `uppercase` through a release build of the daemon.
+# Records per second and per CPU-second of `uppercase` through a release build of the daemon,
+# at-least-once and exactly-once side by side (GUARANTEES= selects).
 bench records="1000000": plugins
     cargo build --release --locked -p eddy
     scripts/bench.sh {{ records }}

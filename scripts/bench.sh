@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Throughput of `uppercase` through the daemon: preloads N keyed records of
-# 100-200 bytes into a 4-partition topic on `eddy dev-broker`, deploys the
-# pipeline, and measures wall time and the daemon's CPU time (user + sys,
+# 100-200 bytes into a 4-partition topic on `eddy dev-broker`, then deploys
+# the pipeline once per guarantee, one after the other over the same input
+# in the same daemon (GUARANTEES="at-least-once exactly-once" by default),
+# and measures each one's wall time and the daemon's CPU time (user + sys,
 # from /proc) until every record is processed and committed.
 # Run with `just bench [N]`; prints figures, asserts nothing.
 #
@@ -13,7 +15,8 @@ partitions=4
 source "$(dirname "$0")/bench-lib.sh"
 plugin="$plugins/uppercase.wasm"
 
-"$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out:$partitions" >"$work/broker.out" 2>/dev/null &
+"$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out-at-least-once:$partitions" \
+    --topic "bench-out-exactly-once:$partitions" >"$work/broker.out" 2>/dev/null &
 pids+=($!)
 wait_for_line "$work/broker.out" ":"
 brokers=$(head -n1 "$work/broker.out")
@@ -38,41 +41,51 @@ cpu() { cat /proc/"$daemon"/task/*/schedstat | awk '{ns += $1} END {printf "%d",
 # "processed/caught-up": records processed, and 1 once every partition's
 # committed offset has reached its end.
 progress() {
-    "$eddy" pipeline get bench -o json | python3 -c '
+    "$eddy" pipeline get "$1" -o json | python3 -c '
 import json, sys
 parts = json.load(sys.stdin)["partitions"]
 done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
 print(sum(p["records_in"] for p in parts), int(done))' "$partitions"
 }
 
-cpu0=$(cpu)
-"$eddy" pipeline create bench --module "$plugin" --input bench-in --output bench-out >/dev/null
-while :; do
-    read -r processed done < <(progress)
-    [ "$done" = 1 ] && break
-    sleep 0.05
-done
-t1=$(date +%s.%N)
-cpu1=$(cpu)
-# The clock starts when the consumer group has handed out the partitions
-# (the daemon logs it), not at creation: joining a group takes seconds that
-# say nothing about the data path.
-t0=$(grep -m1 "partitions assigned" "$work/serve.log" | sed 's/\x1b\[[0-9;]*m//g' | cut -d' ' -f1 |
-    python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())')
-rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
-
-python3 - "$processed" "$t0" "$t1" "$cpu0" "$cpu1" "$rss_kib" "$partitions" <<'PY'
+# Measures one pipeline over the preloaded input: name, guarantee, output.
+measure() {
+    local name=$1 guarantee=$2 output=$3
+    local cpu0 cpu1 t0 t1 processed done
+    cpu0=$(cpu)
+    "$eddy" pipeline create "$name" --module "$plugin" --input bench-in --output "$output" \
+        --guarantee "$guarantee" >/dev/null
+    while :; do
+        read -r processed done < <(progress "$name")
+        [ "$done" = 1 ] && break
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    cpu1=$(cpu)
+    # The clock starts when the consumer group has handed out the partitions
+    # (the daemon logs it), not at creation: joining a group takes seconds that
+    # say nothing about the data path.
+    t0=$(sed 's/\x1b\[[0-9;]*m//g' "$work/serve.log" | grep "partitions assigned" | grep -m1 "pipeline=$name " |
+        cut -d' ' -f1 |
+        python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())')
+    "$eddy" pipeline pause "$name" >/dev/null
+    python3 - "$processed" "$t0" "$t1" "$cpu0" "$cpu1" "$guarantee" <<'PY'
 import sys
-total, t0, t1, c0, c1, rss, parts = sys.argv[1:]
+total, t0, t1, c0, c1, guarantee = sys.argv[1:]
 n = int(total); wall = float(t1) - float(t0); cpu = (int(c1) - int(c0)) / 1e9
-print(f"uppercase through the daemon (release build): {total} keyed records of 100-200 bytes, {parts} partitions, at-least-once")
-print(f"  wall time from partition assignment to the last commit; CPU from creation")
-print(f"  wall time           {wall:8.2f} s")
-print(f"  daemon CPU time     {cpu:8.3f} s (all threads, user + sys)")
-print(f"  records per second  {n / wall:10.0f}")
-print(f"  records per CPU-s   {n / cpu if cpu > 0 else float('inf'):10.0f}")
-print(f"  daemon peak RSS     {int(rss) / 1024:8.1f} MiB")
+print(f"  {guarantee:<14} {wall:8.2f} s wall {cpu:8.3f} s CPU {n / wall:10.0f} rec/s {n / cpu if cpu > 0 else float('inf'):10.0f} rec/CPU-s")
 PY
-if [ "$processed" -ne "$records" ]; then
-    echo "  note: $processed records processed, $records produced" >&2
-fi
+    if [ "$processed" -ne "$records" ]; then
+        echo "  note: $processed records processed, $records produced" >&2
+    fi
+}
+
+echo "uppercase through the daemon (release build): $records keyed records of 100-200 bytes, $partitions partitions"
+echo "  wall time from partition assignment to the last commit; daemon CPU (all threads, user + sys) from creation"
+# Upload (and so compile) the module first: neither measurement pays for it.
+"$eddy" module push "$plugin" >/dev/null
+for guarantee in ${GUARANTEES:-at-least-once exactly-once}; do
+    measure "bench-$guarantee" "$guarantee" "bench-out-$guarantee"
+done
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
+echo "  daemon peak RSS $((rss_kib / 1024)) MiB"

@@ -250,6 +250,8 @@ class Harness:
     def deploy(self, daemon):
         argv = ["pipeline", "create", self.pipeline, "--input", self.input, "--output", self.output,
                 "--guarantee", self.args.guarantee, "--max-batch", str(self.args.max_batch)]
+        if self.args.commit_interval:
+            argv += ["--commit-interval", self.args.commit_interval]
         for module in self.workload.modules(self.args.plugins):
             argv += ["--module", module]
         daemon.eddy(*argv)
@@ -258,11 +260,14 @@ class Harness:
         """Waits for progress, then a random moment, then SIGKILLs `daemon`
         and checks the kill landed mid-stream; the progress at the kill."""
         before = self.committed()
+        total = len(self.workload.inputs)
+        if before >= total:
+            raise SystemExit(f"every input was processed before kill {kills}: feed the input "
+                             f"for longer (--feed-seconds) or kill fewer times (--kills)")
         wait_for("progress before a kill", 180, lambda: self.committed() > before)
         time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
         at = self.committed()
         daemon.kill()
-        total = len(self.workload.inputs)
         if not 0 < at < total:
             raise SystemExit(f"kill {kills} did not land mid-stream: {at} of {total} committed")
         log(f"kill {kills}: SIGKILL daemon {daemon.index} with {at}/{total} inputs committed")
@@ -295,6 +300,10 @@ class Harness:
         """A daemon stalled past its session timeout (SIGSTOP) loses its
         partitions to the other; when it wakes (SIGCONT) its producers are
         fenced, so nothing it wrote late becomes visible."""
+        if not self.args.commit_interval:
+            # Long transactions: the stalled daemon almost surely holds an
+            # open one, which must never become visible.
+            self.args.commit_interval = "2s"
         first, second = self.add_daemon(), self.add_daemon()
         self.deploy(first)
         wait_for("both daemons running tasks", 120,
@@ -311,11 +320,18 @@ class Harness:
         moved = time.monotonic() - stopped_at
         recovered = self.recovered(at, stopped_at)
         time.sleep(self.rng.uniform(0.5, 2.0))
+        logged = os.path.getsize(second.log_path)
         second.signal(signal.SIGCONT)
         log(f"SIGCONT daemon {second.index} after {time.monotonic() - stopped_at:.1f}s")
         wait_for("the woken daemon to rejoin the group", 120,
                  lambda: second.proc.poll() is None and self.owned(second) > 0, 0.5)
-        fenced = "fenced" in open(second.log_path).read()
+        def since_woken():
+            with open(second.log_path) as f:
+                f.seek(logged)
+                return f.read()
+        wait_for("the woken daemon's tasks to stop", 60,
+                 lambda: "partitions revoked" in since_woken(), 0.5)
+        fenced = "fenced" in since_woken().lower()
         return {"kills": 0, "recoveries": [recovered], "partitions_moved_s": round(moved, 1),
                 "zombie_fenced": fenced}
 
@@ -426,6 +442,7 @@ def main():
     parser.add_argument("--feed-seconds", type=float, default=60,
                         help="spread the input over this long, so kills land mid-stream")
     parser.add_argument("--max-batch", type=int, default=100)
+    parser.add_argument("--commit-interval", help="e.g. 1s (default: the guarantee's; 2s for zombie)")
     parser.add_argument("--max-kill-delay", type=float, default=3.0,
                         help="a kill comes up to this long after progress is seen")
     parser.add_argument("--session-timeout", type=int, default=6)

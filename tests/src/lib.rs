@@ -667,3 +667,25 @@ pub fn group_committed(
         )
         .collect())
 }
+
+/// SIGKILLs `daemon` and checks the kill landed mid-stream: the group of
+/// `topic` (with `partitions`) committed some but not all of `total`
+/// inputs. Returns how many it had committed.
+pub fn kill_mid_stream(
+    daemon: &mut Daemon,
+    brokers: &str,
+    group: &str,
+    (topic, partitions): (&str, i32),
+    total: usize,
+) -> anyhow::Result<i64> {
+    daemon.kill();
+    let committed: i64 = group_committed(brokers, group, topic, partitions)?
+        .into_iter()
+        .map(|o| o.max(0))
+        .sum();
+    anyhow::ensure!(
+        committed > 0 && committed < i64::try_from(total)?,
+        "the kill must land mid-stream: {committed} of {total} committed"
+    );
+    Ok(committed)
+}

@@ -96,4 +96,23 @@ mod tests {
             "no overflow after many failures"
         );
     }
+
+    #[test]
+    fn a_fenced_task_waits_at_least_the_given_time() {
+        let now = Instant::now();
+        let mut retry = Retry::default();
+        retry.failed(now);
+        let wait = retry.wait_at_least(Duration::from_secs(6), now);
+        assert_eq!(wait, Duration::from_secs(6));
+        assert!(!retry.due(now + Duration::from_secs(5)));
+        assert!(retry.due(now + Duration::from_secs(6)));
+        // A longer backoff already scheduled is kept.
+        for _ in 0..5 {
+            retry.failed(now);
+        }
+        assert_eq!(
+            retry.wait_at_least(Duration::from_secs(6), now),
+            Duration::from_secs(32)
+        );
+    }
 }

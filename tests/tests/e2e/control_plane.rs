@@ -136,6 +136,21 @@ fn pipeline_errors_use_canonical_codes() -> anyhow::Result<()> {
             },
             "ceiling",
         ),
+        (
+            v1::PipelineSpec {
+                guarantee: v1::Guarantee::ExactlyOnce as i32,
+                commit_interval_ms: 40_000,
+                ..spec("p", &module, "in", "out")
+            },
+            "at most half the transaction-timeout",
+        ),
+        (
+            v1::PipelineSpec {
+                transaction_timeout_ms: 3_600_000,
+                ..spec("p", &module, "in", "out")
+            },
+            "transaction-timeout must be between",
+        ),
     ];
     for (bad, expected) in bad_specs {
         let err = create_pipeline(daemon.server(), bad).expect_err("bad spec");

@@ -1,7 +1,9 @@
 //! At-least-once delivery: nothing lost, through crashes and restarts.
 
 use super::setup;
-use eddy_tests::{Daemon, Rec, committed_total, consume, group_committed, produce, wait_for};
+use eddy_tests::{
+    Daemon, Rec, committed_total, consume, group_committed, kill_mid_stream, produce, wait_for,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -76,15 +78,13 @@ fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
         let p = daemon.pipeline("shout")?;
         Ok((committed_total(&p) > 0).then_some(()))
     })?;
-    daemon.kill();
-    let committed: i64 = group_committed(broker.bootstrap(), "eddy.shout", "in", 3)?
-        .into_iter()
-        .map(|o| o.max(0))
-        .sum();
-    assert!(
-        committed > 0 && committed < total as i64,
-        "the kill must land mid-stream: {committed} of {total} committed"
-    );
+    let committed = kill_mid_stream(
+        &mut daemon,
+        broker.bootstrap(),
+        "eddy.shout",
+        ("in", 3),
+        total,
+    )?;
     let restarted = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     let out = consume(
         broker.bootstrap(),

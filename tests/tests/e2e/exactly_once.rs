@@ -3,7 +3,8 @@
 //! larger proof with an independent client; these keep CI honest.
 
 use super::setup;
-use eddy_tests::{Daemon, Rec, committed_total, consume, group_committed, produce, wait_for};
+use anyhow::Context as _;
+use eddy_tests::{Daemon, Rec, committed_total, consume, kill_mid_stream, produce, wait_for};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -65,16 +66,14 @@ fn sigkills_under_exactly_once_leave_every_output_exactly_once() -> anyhow::Resu
                 Ok((committed_total(&p) > last).then_some(()))
             },
         )?;
-        daemon.kill();
-        let committed: i64 = group_committed(broker.bootstrap(), "eddy.shout", "in", 3)?
-            .into_iter()
-            .map(|o| o.max(0))
-            .sum();
-        assert!(
-            committed > 0 && committed < total as i64,
-            "kill {kill} must land mid-stream: {committed} of {total} committed"
-        );
-        last = committed;
+        last = kill_mid_stream(
+            &mut daemon,
+            broker.bootstrap(),
+            "eddy.shout",
+            ("in", 3),
+            total,
+        )
+        .with_context(|| format!("kill {kill}"))?;
         daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     }
     feeder
