@@ -285,7 +285,7 @@ impl Registry {
             self.poll_once(&consumer, &mut apply)?;
         }
         let this = self.clone();
-        Ok(std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("eddy-registry".into())
             .spawn(move || {
                 while !this.stop.load(Ordering::Relaxed) {
@@ -294,7 +294,7 @@ impl Registry {
                     }
                 }
             })
-            .map_err(|e| self.error(e))?)
+            .map_err(|e| self.error(e))
     }
 
     fn next(&self) -> i64 {
