@@ -68,7 +68,7 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         _request: Request<v1::ListPipelinesRequest>,
     ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
-        let views = self.run(|m| Ok(m.list())).await?;
+        let views = self.run(PipelineManager::list).await?;
         Ok(Response::new(v1::ListPipelinesResponse {
             pipelines: views.into_iter().map(|v| v.pipeline).collect(),
         }))

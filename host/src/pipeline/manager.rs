@@ -787,9 +787,12 @@ impl PipelineManager {
     }
 
     /// Every pipeline.
-    pub fn list(&self) -> Vec<PipelineView> {
+    pub fn list(&self) -> Result<Vec<PipelineView>, ManagerError> {
+        // An empty list from a daemon that has not read the registry would
+        // be a lie.
+        self.check_read()?;
         let names: Vec<String> = self.lock().keys().cloned().collect();
-        names.iter().filter_map(|n| self.get(n).ok()).collect()
+        Ok(names.iter().filter_map(|n| self.get(n).ok()).collect())
     }
 
     /// Stops a pipeline on every daemon, keeping its offsets and state.

@@ -310,5 +310,13 @@ fn an_unreachable_broker_is_a_clear_error_and_the_daemon_keeps_serving() -> anyh
         Duration::from_secs(5),
         || Ok(daemon.eddy_ok(&["module", "list"]).ok()),
     )?;
+    // Without the registry it cannot say which pipelines exist, and says why.
+    let listed = daemon.eddy(&["pipeline", "list"])?;
+    let stderr = String::from_utf8_lossy(&listed.stderr);
+    assert!(!listed.status.success(), "an empty list would be a lie");
+    assert!(
+        stderr.contains("pipeline registry") && stderr.contains("127.0.0.1:9"),
+        "{stderr}"
+    );
     Ok(())
 }
