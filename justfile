@@ -53,10 +53,10 @@ probe-broker probe: build
 demo: build
     scripts/demo.sh
 
-# Records per second and per CPU-second of `uppercase` through a release build of the daemon,
-# at-least-once and exactly-once side by side (GUARANTEES= selects).
+# Records per second and per CPU-second of `uppercase`: a native rdkafka loop, then the daemon
+# (release build) at-least-once and exactly-once, side by side on one input (GUARANTEES= selects).
 bench records="1000000": plugins
-    cargo build --release --locked -p eddy
+    cargo build --release --locked -p eddy --bin eddy --example native_uppercase
     scripts/bench.sh {{ records }}
 
 # A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.

@@ -15,8 +15,9 @@ partitions=4
 source "$(dirname "$0")/bench-lib.sh"
 plugin="$plugins/uppercase.wasm"
 
-"$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out-at-least-once:$partitions" \
-    --topic "bench-out-exactly-once:$partitions" >"$work/broker.out" 2>/dev/null &
+"$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out-native:$partitions" \
+    --topic "bench-out-at-least-once:$partitions" --topic "bench-out-exactly-once:$partitions" \
+    >"$work/broker.out" 2>/dev/null &
 pids+=($!)
 wait_for_line "$work/broker.out" ":"
 brokers=$(head -n1 "$work/broker.out")
@@ -69,19 +70,36 @@ measure() {
         cut -d' ' -f1 |
         python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())')
     "$eddy" pipeline pause "$name" >/dev/null
-    python3 - "$processed" "$t0" "$t1" "$cpu0" "$cpu1" "$guarantee" <<'PY'
-import sys
-total, t0, t1, c0, c1, guarantee = sys.argv[1:]
-n = int(total); wall = float(t1) - float(t0); cpu = (int(c1) - int(c0)) / 1e9
-print(f"  {guarantee:<14} {wall:8.2f} s wall {cpu:8.3f} s CPU {n / wall:10.0f} rec/s {n / cpu if cpu > 0 else float('inf'):10.0f} rec/CPU-s")
-PY
+    row "eddy $guarantee" "$processed" "$(python3 -c "print($t1 - $t0)")" \
+        "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")"
     if [ "$processed" -ne "$records" ]; then
         echo "  note: $processed records processed, $records produced" >&2
     fi
 }
 
-echo "uppercase through the daemon (release build): $records keyed records of 100-200 bytes, $partitions partitions"
-echo "  wall time from partition assignment to the last commit; daemon CPU (all threads, user + sys) from creation"
+# Prints one row: what, records, wall seconds, CPU seconds; the ratio of
+# its records per CPU-second to the native baseline's once that ran.
+native_rate=""
+row() {
+    python3 - "$@" "$native_rate" <<'PY'
+import sys
+what, n, wall, cpu, native = sys.argv[1:]
+n, wall, cpu = int(n), float(wall), float(cpu)
+rate = n / cpu if cpu > 0 else float("inf")
+ratio = f"{rate / float(native):6.2f}" if native else "     -"
+print(f"  {what:<22} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f}   {ratio}")
+PY
+}
+
+echo "uppercase (release builds): $records keyed records of 100-200 bytes, $partitions partitions"
+echo "  wall: from partition assignment (eddy) or the first record (native) to the last commit"
+echo "  CPU: the processing process, all threads, user + sys"
+echo "  what                       wall s    CPU s      rec/s  rec/CPU-s  vs native"
+# (a) the native baseline: a plain rdkafka loop with eddy's client settings.
+read -r _ n _ wall _ cpu < <("$target/release/examples/native_uppercase" "$brokers" bench-in \
+    bench-out-native bench-native "$records")
+row "native rdkafka loop" "$n" "$wall" "$cpu"
+native_rate=$(python3 -c "print($n / $cpu)")
 # Upload (and so compile) the module first: neither measurement pays for it.
 "$eddy" module push "$plugin" >/dev/null
 for guarantee in ${GUARANTEES:-at-least-once exactly-once}; do

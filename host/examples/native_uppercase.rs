@@ -1,0 +1,135 @@
+//! The native baseline of `just bench`: a plain Rust rdkafka loop that does
+//! what the `uppercase` pipeline does (consume, upper-case the value,
+//! produce, commit once the outputs are acknowledged), with the client
+//! settings eddy uses and eddy's default batch (1024 records or 10 ms), so
+//! the benchmark isolates what eddy costs over the Kafka I/O itself.
+//!
+//! Run: `cargo run --release -p eddy --example native_uppercase -- BROKERS
+//! INPUT OUTPUT GROUP RECORDS`. It stops once it processed RECORDS records
+//! and prints `processed N wall_s W cpu_s C`: wall time from the first
+//! record to the last commit, and this process's CPU time (all threads,
+//! user + sys).
+
+use anyhow::Context as _;
+use eddy::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const MAX_BATCH: usize = 1024;
+const LINGER: Duration = Duration::from_millis(10);
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [brokers, input, output, group, records] = args.as_slice() else {
+        anyhow::bail!("usage: native_uppercase BROKERS INPUT OUTPUT GROUP RECORDS");
+    };
+    let want: u64 = records.parse().context("RECORDS must be a number")?;
+    let kafka = KafkaSettings::new(brokers.as_str());
+    let consumer: BaseConsumer = kafka
+        .consumer(group)
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[input.as_str()])?;
+    let producer: FutureProducer = kafka.producer().create()?;
+
+    let mut processed = 0u64;
+    let mut started: Option<Instant> = None;
+    while processed < want {
+        // One batch: up to MAX_BATCH records, or what arrived within LINGER
+        // of the first.
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut deadline: Option<Instant> = None;
+        while batch.len() < MAX_BATCH {
+            let timeout = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            match consumer.poll(timeout) {
+                None => break,
+                Some(message) => {
+                    let message = message?;
+                    started.get_or_insert_with(Instant::now);
+                    deadline.get_or_insert_with(|| Instant::now() + LINGER);
+                    batch.push((
+                        message.partition(),
+                        message.offset(),
+                        message.key().map(<[u8]>::to_vec),
+                        message.payload().map(<[u8]>::to_ascii_uppercase),
+                    ));
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut deliveries = Vec::with_capacity(batch.len());
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for (partition, offset, key, value) in &batch {
+            let mut record = FutureRecord::<[u8], [u8]>::to(output);
+            if let Some(key) = key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(value) = value {
+                record = record.payload(value.as_slice());
+            }
+            deliveries.push(send(&producer, record)?);
+            next.insert(*partition, offset + 1);
+        }
+        for delivery in deliveries {
+            futures::executor::block_on(delivery)
+                .context("delivery canceled")?
+                .map_err(|(e, _)| e)?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets.add_partition_offset(input, partition, Offset::Offset(offset))?;
+        }
+        consumer.commit(&offsets, CommitMode::Async)?;
+        processed += batch.len() as u64;
+    }
+    let wall = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
+        cpu_seconds()?
+    );
+    Ok(())
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+fn send(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> anyhow::Result<rdkafka::producer::DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// This process's CPU time, all threads (schedstat is in nanoseconds).
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        nanos += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(nanos as f64 / 1e9)
+}
