@@ -1,8 +1,10 @@
 //! The native baseline of `just bench`: a plain Rust rdkafka loop that does
 //! what the `uppercase` pipeline does (consume, upper-case the value,
 //! produce, commit once the outputs are acknowledged), with the client
-//! settings eddy uses and eddy's default batch (1024 records or 10 ms), so
-//! the benchmark isolates what eddy costs over the Kafka I/O itself.
+//! settings eddy uses, eddy's default batch (1024 records or 10 ms) and a
+//! thread per partition, so the benchmark isolates what eddy costs over the
+//! Kafka I/O itself. It reads each partition from its start to the end it
+//! has when the loop starts.
 //!
 //! Run: `cargo run --release -p eddy --example native_uppercase -- BROKERS
 //! INPUT OUTPUT GROUP RECORDS`. It stops once it processed RECORDS records
@@ -16,7 +18,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 1024;
@@ -29,16 +30,64 @@ fn main() -> anyhow::Result<()> {
     };
     let want: u64 = records.parse().context("RECORDS must be a number")?;
     let kafka = KafkaSettings::new(brokers.as_str());
-    let consumer: BaseConsumer = kafka
-        .consumer(group)
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    consumer.subscribe(&[input.as_str()])?;
+    let metadata: BaseConsumer = kafka.metadata_client().create()?;
+    let partitions = metadata
+        .fetch_metadata(Some(input), Duration::from_secs(10))?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
     let producer: FutureProducer = kafka.producer().create()?;
-
+    // A thread per partition, as eddy runs a task per partition: the
+    // baseline gets the same parallelism.
+    let threads: Vec<_> = (0..partitions)
+        .map(|p| {
+            let (kafka, producer) = (kafka.clone(), producer.clone());
+            let (input, output, group) = (input.clone(), output.clone(), group.clone());
+            std::thread::spawn(move || {
+                let partition = i32::try_from(p)?;
+                run_partition(&kafka, &producer, &input, partition, &output, &group)
+            })
+        })
+        .collect();
     let mut processed = 0u64;
-    let mut started: Option<Instant> = None;
-    while processed < want {
+    let mut first: Option<Instant> = None;
+    for thread in threads {
+        let (n, started) = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a partition thread panicked"))??;
+        processed += n;
+        first = match (first, started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    anyhow::ensure!(processed == want, "processed {processed} records, expected {want}");
+    let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
+        cpu_seconds()?
+    );
+    Ok(())
+}
+
+/// Processes one partition from its start to the end it has now; the
+/// records processed and when the first arrived.
+fn run_partition(
+    kafka: &KafkaSettings,
+    producer: &FutureProducer,
+    input: &str,
+    partition: i32,
+    output: &str,
+    group: &str,
+) -> anyhow::Result<(u64, Option<Instant>)> {
+    let consumer: BaseConsumer = kafka.consumer(group).create()?;
+    let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
+    consumer.assign(&assignment)?;
+    let mut next = low;
+    let mut started = None;
+    while next < high {
         // One batch: up to MAX_BATCH records, or what arrived within LINGER
         // of the first.
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -53,21 +102,16 @@ fn main() -> anyhow::Result<()> {
                     let message = message?;
                     started.get_or_insert_with(Instant::now);
                     deadline.get_or_insert_with(|| Instant::now() + LINGER);
+                    next = message.offset() + 1;
                     batch.push((
-                        message.partition(),
-                        message.offset(),
                         message.key().map(<[u8]>::to_vec),
                         message.payload().map(<[u8]>::to_ascii_uppercase),
                     ));
                 }
             }
         }
-        if batch.is_empty() {
-            continue;
-        }
         let mut deliveries = Vec::with_capacity(batch.len());
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for (partition, offset, key, value) in &batch {
+        for (key, value) in &batch {
             let mut record = FutureRecord::<[u8], [u8]>::to(output);
             if let Some(key) = key {
                 record = record.key(key.as_slice());
@@ -75,27 +119,20 @@ fn main() -> anyhow::Result<()> {
             if let Some(value) = value {
                 record = record.payload(value.as_slice());
             }
-            deliveries.push(send(&producer, record)?);
-            next.insert(*partition, offset + 1);
+            deliveries.push(send(producer, record)?);
         }
         for delivery in deliveries {
             futures::executor::block_on(delivery)
                 .context("delivery canceled")?
                 .map_err(|(e, _)| e)?;
         }
-        let mut offsets = TopicPartitionList::new();
-        for (partition, offset) in next {
-            offsets.add_partition_offset(input, partition, Offset::Offset(offset))?;
+        if !batch.is_empty() {
+            let mut offsets = TopicPartitionList::new();
+            offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
+            consumer.commit(&offsets, CommitMode::Async)?;
         }
-        consumer.commit(&offsets, CommitMode::Async)?;
-        processed += batch.len() as u64;
     }
-    let wall = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!(
-        "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
-        cpu_seconds()?
-    );
-    Ok(())
+    Ok((u64::try_from(next - low)?, started))
 }
 
 /// Sends `record`, waiting while the producer's queue is full.
