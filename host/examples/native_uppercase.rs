@@ -61,7 +61,10 @@ fn main() -> anyhow::Result<()> {
             (a, b) => a.or(b),
         };
     }
-    anyhow::ensure!(processed == want, "processed {processed} records, expected {want}");
+    anyhow::ensure!(
+        processed == want,
+        "processed {processed} records, expected {want}"
+    );
     let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
     println!(
         "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
