@@ -6,6 +6,8 @@ use super::setup;
 use anyhow::Context as _;
 use eddy_tests::{Daemon, Rec, committed_total, consume, kill_mid_stream, produce, wait_for};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn numbered(n: usize) -> Vec<Rec> {
@@ -29,8 +31,9 @@ fn sigkills_under_exactly_once_leave_every_output_exactly_once() -> anyhow::Resu
     let total = 20_000;
     let inputs = numbered(total);
     // Records keep arriving while the daemon is killed, as in Kafka's own
-    // system tests: small batches and a short commit interval leave
-    // transactions open at each kill.
+    // system tests: 100 every 300 ms (a minute's worth, far longer than the
+    // kills take), the rest at once when the kills are done. Small batches
+    // and a short commit interval leave transactions open at each kill.
     daemon.deploy(
         "shout",
         "uppercase",
@@ -45,13 +48,17 @@ fn sigkills_under_exactly_once_leave_every_output_exactly_once() -> anyhow::Resu
             "50ms",
         ],
     )?;
+    let killing = Arc::new(AtomicBool::new(true));
     let feeder = {
         let brokers = broker.bootstrap().to_owned();
         let inputs = inputs.clone();
+        let killing = killing.clone();
         std::thread::spawn(move || -> anyhow::Result<()> {
-            for chunk in inputs.chunks(500) {
+            for chunk in inputs.chunks(100) {
                 produce(&brokers, "in", chunk)?;
-                std::thread::sleep(Duration::from_millis(300));
+                if killing.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
             }
             Ok(())
         })
@@ -76,6 +83,7 @@ fn sigkills_under_exactly_once_leave_every_output_exactly_once() -> anyhow::Resu
         .with_context(|| format!("kill {kill}"))?;
         daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     }
+    killing.store(false, Ordering::Relaxed);
     feeder
         .join()
         .map_err(|_| anyhow::anyhow!("the feeder panicked"))??;
