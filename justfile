@@ -59,6 +59,12 @@ bench records="1000000": plugins
     cargo build --release --locked -p eddy --bin eddy --example native_uppercase
     scripts/bench.sh {{ records }}
 
+# The same benchmark, short and on debug builds: a CI smoke check that it runs (figures printed,
+# no thresholds; debug figures say nothing about speed).
+bench-smoke records="20000": build
+    cargo build --locked -p eddy --example native_uppercase
+    BENCH_PROFILE=debug scripts/bench.sh {{ records }}
+
 # A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.
 bench-hostile records="500000": plugins
     cargo build --release --locked -p eddy

@@ -1,9 +1,11 @@
-# Sourced by the benchmark scripts: the release eddy binary, the plugins,
+# Sourced by the benchmark scripts: the eddy binary (release, or the
+# profile BENCH_PROFILE names, e.g. debug for a CI smoke run), the plugins,
 # a scratch directory and background processes cleaned up on exit, and a
 # way to wait for a line in a file.
 
 target=${CARGO_TARGET_DIR:-target}
-eddy="$target/release/eddy"
+profile=${BENCH_PROFILE:-release}
+eddy="$target/$profile/eddy"
 plugins="$(dirname "${BASH_SOURCE[0]}")/../target/plugins/wasm32-wasip2/release"
 work=$(mktemp -d)
 pids=()

@@ -91,12 +91,12 @@ print(f"  {what:<22} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f}   {rat
 PY
 }
 
-echo "uppercase (release builds): $records keyed records of 100-200 bytes, $partitions partitions"
+echo "uppercase ($profile builds): $records keyed records of 100-200 bytes, $partitions partitions"
 echo "  wall: from partition assignment (eddy) or the first record (native) to the last commit"
 echo "  CPU: the processing process, all threads, user + sys"
 echo "  what                       wall s    CPU s      rec/s  rec/CPU-s  vs native"
 # (a) the native baseline: a plain rdkafka loop with eddy's client settings.
-read -r _ n _ wall _ cpu < <("$target/release/examples/native_uppercase" "$brokers" bench-in \
+read -r _ n _ wall _ cpu < <("$target/$profile/examples/native_uppercase" "$brokers" bench-in \
     bench-out-native bench-native "$records")
 row "native rdkafka loop" "$n" "$wall" "$cpu"
 native_rate=$(python3 -c "print($n / $cpu)")
