@@ -52,22 +52,7 @@ awk -v n="$hostile_records" 'BEGIN {
 rm -f "$work/ok.txt" "$work/bad.txt"
 sync
 
-"$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 \
-    >"$work/serve.out" 2>"$work/serve.log" &
-daemon=$!
-pids+=("$daemon")
-wait_for_line "$work/serve.out" "control plane listening on"
-export EDDY_SERVER=$(sed -n 's/.*control plane listening on //p' "$work/serve.out")
-
-# "processed done": records the pipeline processed, and 1 once every
-# partition's committed offset has reached its end.
-progress() {
-    "$eddy" pipeline get "$1" -o json | python3 -c '
-import json, sys
-parts = json.load(sys.stdin)["partitions"]
-done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
-print(sum(p["records_in"] for p in parts), int(done))' "$partitions"
-}
+start_daemon serve
 
 # Runs `uppercase` as pipeline $1 over all of ok-in; prints records per
 # second from its first processed record to its last commit.
@@ -75,7 +60,7 @@ healthy_run() {
     "$eddy" pipeline create "$1" --module "$plugins/uppercase.wasm" --input ok-in --output ok-out >/dev/null
     local processed done t0="" n0=0
     while :; do
-        read -r processed done < <(progress "$1")
+        read -r processed done < <(progress "$1" "$partitions")
         if [ -z "$t0" ] && [ "$processed" -gt 0 ]; then
             t0=$(date +%s.%N)
             n0=$processed

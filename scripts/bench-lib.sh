@@ -1,7 +1,7 @@
 # Sourced by the benchmark scripts: the eddy binary (release, or the
 # profile BENCH_PROFILE names, e.g. debug for a CI smoke run), the plugins,
-# a scratch directory and background processes cleaned up on exit, and a
-# way to wait for a line in a file.
+# a scratch directory and background processes cleaned up on exit, a way
+# to wait for a line in a file, a daemon starter and a progress probe.
 
 target=${CARGO_TARGET_DIR:-target}
 profile=${BENCH_PROFILE:-release}
@@ -23,4 +23,28 @@ wait_for_line() { # file pattern
     done
     echo "timed out waiting for '$2' in $1" >&2
     return 1
+}
+
+# Starts `eddy serve` on $brokers and $work/data, with stdout and the log in
+# $work/NAME.out and $work/NAME.log and any extra flags; sets $daemon and
+# EDDY_SERVER.
+start_daemon() { # name [serve flags...]
+    local name=$1
+    shift
+    "$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 "$@" \
+        >"$work/$name.out" 2>"$work/$name.log" &
+    daemon=$!
+    pids+=("$daemon")
+    wait_for_line "$work/$name.out" "control plane listening on"
+    export EDDY_SERVER=$(sed -n 's/.*control plane listening on //p' "$work/$name.out")
+}
+
+# "processed done": records pipeline $1 processed, and 1 once it has $2
+# partitions and every one's committed offset has reached its end.
+progress() { # pipeline partitions
+    "$eddy" pipeline get "$1" -o json | python3 -c '
+import json, sys
+parts = json.load(sys.stdin)["partitions"]
+done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
+print(sum(p["records_in"] for p in parts), int(done))' "$2"
 }

@@ -22,15 +22,10 @@ brokers=$(head -n1 "$work/broker.out")
 awk -v n="$keys" 'BEGIN { for (i = 0; i < n; i++) printf "key-%08d\tx\n", i }' >"$work/input.txt"
 "$eddy" produce keys --brokers "$brokers" --key-separator $'\t' <"$work/input.txt" 2>/dev/null
 
-start_daemon() { # log-suffix
-    # A short session timeout: after SIGKILL the group hands the partitions
-    # back once the dead member's session expires.
-    "$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 \
-        --session-timeout 6s >"$work/serve-$1.out" 2>"$work/serve-$1.log" &
-    daemon=$!
-    pids+=("$daemon")
-    wait_for_line "$work/serve-$1.out" "control plane listening on"
-    export EDDY_SERVER=$(sed -n 's/.*control plane listening on //p' "$work/serve-$1.out")
+# A short session timeout: after SIGKILL the group hands the partitions
+# back once the dead member's session expires.
+start_restore_daemon() { # log-suffix
+    start_daemon "serve-$1" --session-timeout 6s
 }
 
 # "restored replayed caught-up": 1 when every partition is assigned and done
@@ -50,7 +45,7 @@ print(int(ready), replayed, slowest, int(caught_up))' "$partitions" || echo "0 0
 timed_start() { # label
     local t0 t1 ready replayed slowest caught_up
     t0=$(date +%s.%N)
-    start_daemon "$1"
+    start_restore_daemon "$1"
     while :; do
         read -r ready replayed slowest caught_up < <(status)
         [ "$ready" = 1 ] && break
@@ -61,7 +56,7 @@ timed_start() { # label
         "$1" "$t0" "$t1" "$replayed" "$slowest"
 }
 
-start_daemon load
+start_restore_daemon load
 "$eddy" pipeline create restore --module "$plugin" --input keys --output counts >/dev/null
 while :; do
     read -r ready replayed slowest caught_up < <(status)

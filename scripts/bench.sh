@@ -29,25 +29,11 @@ awk -v n="$records" 'BEGIN {
 }' >"$work/input.txt"
 "$eddy" produce bench-in --brokers "$brokers" --key-separator $'\t' <"$work/input.txt" 2>/dev/null
 
-"$eddy" serve --brokers "$brokers" --data-dir "$work/data" --listen 127.0.0.1:0 \
-    >"$work/serve.out" 2>"$work/serve.log" &
-daemon=$!
-pids+=("$daemon")
-wait_for_line "$work/serve.out" "control plane listening on"
-export EDDY_SERVER=$(sed -n 's/.*control plane listening on //p' "$work/serve.out")
+start_daemon serve
 
 # CPU time of all the daemon's threads, in nanoseconds (schedstat is exact
 # where /proc/PID/stat counts 10 ms ticks).
 cpu() { cat /proc/"$daemon"/task/*/schedstat | awk '{ns += $1} END {printf "%d", ns}'; }
-# "processed/caught-up": records processed, and 1 once every partition's
-# committed offset has reached its end.
-progress() {
-    "$eddy" pipeline get "$1" -o json | python3 -c '
-import json, sys
-parts = json.load(sys.stdin)["partitions"]
-done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
-print(sum(p["records_in"] for p in parts), int(done))' "$partitions"
-}
 
 # Measures one pipeline over the preloaded input: name, guarantee, output.
 measure() {
@@ -57,7 +43,7 @@ measure() {
     "$eddy" pipeline create "$name" --module "$plugin" --input bench-in --output "$output" \
         --guarantee "$guarantee" >/dev/null
     while :; do
-        read -r processed done < <(progress "$name")
+        read -r processed done < <(progress "$name" "$partitions")
         [ "$done" = 1 ] && break
         sleep 0.05
     done
