@@ -891,28 +891,28 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         dead_letters: &[OutputRecord],
         default_timestamp: i64,
     ) -> Result<Vec<DeliveryFuture>, Fault> {
-        let spec = &self.plan.spec;
         let mut deliveries = Vec::with_capacity(outputs.len() + dead_letters.len());
-        let topics = outputs
-            .iter()
-            .map(|output| match &output.output {
-                None => Ok(self.plan.output.as_str()),
-                Some(name) => spec
-                    .named_outputs
-                    .get(name)
-                    .map(String::as_str)
-                    .ok_or_else(|| Fault::UnknownOutput(name.clone())),
-            })
-            .chain(
-                dead_letters
-                    .iter()
-                    .map(|_| Ok(self.plan.dead_letter.as_str())),
-            );
-        for (output, topic) in outputs.iter().chain(dead_letters).zip(topics) {
-            let record = output_record(topic?, output, default_timestamp);
+        let mut send_to = |topic: &str, record: &OutputRecord| {
+            let record = output_record(topic, record, default_timestamp);
             let delivery = send(producer.producer(), record)
                 .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
             deliveries.push(delivery);
+            Ok::<_, Fault>(())
+        };
+        for output in outputs {
+            let topic = match &output.output {
+                None => self.plan.output.as_str(),
+                Some(name) => self
+                    .plan
+                    .spec
+                    .named_outputs
+                    .get(name)
+                    .ok_or_else(|| Fault::UnknownOutput(name.clone()))?,
+            };
+            send_to(topic, output)?;
+        }
+        for record in dead_letters {
+            send_to(&self.plan.dead_letter, record)?;
         }
         Ok(deliveries)
     }
@@ -976,8 +976,8 @@ fn produce_fault(
     other: fn(KafkaError) -> Fault,
 ) -> Fault {
     match producer.classify(error) {
-        TxnError::Fenced(e) if producer.is_transactional() => Fault::Txn(TxnError::Fenced(e)),
-        TxnError::Fenced(e) | TxnError::Failed(e) => other(e),
+        fenced @ TxnError::Fenced(_) => Fault::Txn(fenced),
+        TxnError::Failed(e) => other(e),
     }
 }
 

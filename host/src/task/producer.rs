@@ -78,11 +78,6 @@ impl TaskProducer {
         &self.producer
     }
 
-    /// Whether batches commit as transactions.
-    pub(super) fn is_transactional(&self) -> bool {
-        self.transactional
-    }
-
     /// Opens a transaction.
     pub(super) fn begin(&self) -> Result<(), TxnError> {
         if self.transactional {
@@ -128,7 +123,8 @@ impl TaskProducer {
 
     /// Classifies an error of this producer: whether it was fenced, which
     /// librdkafka reports either on the call or as the producer's fatal
-    /// error (every later call then fails with `Fatal`).
+    /// error (every later call then fails with `Fatal`). Only a
+    /// transactional producer can be fenced.
     pub(super) fn classify(&self, error: KafkaError) -> TxnError {
         let fenced = |code| {
             matches!(
@@ -136,9 +132,11 @@ impl TaskProducer {
                 RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
             )
         };
-        let code = error.rdkafka_error_code();
+        if !self.transactional {
+            return TxnError::Failed(error);
+        }
         let fatal = self.producer.client().fatal_error().map(|(code, _)| code);
-        if code.is_some_and(fenced) || fatal.is_some_and(fenced) {
+        if error.rdkafka_error_code().is_some_and(fenced) || fatal.is_some_and(fenced) {
             TxnError::Fenced(error)
         } else {
             TxnError::Failed(error)
