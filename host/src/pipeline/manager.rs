@@ -10,6 +10,7 @@
 //! Its methods block (they talk to Kafka and wait for tasks to commit), so
 //! the control plane calls them from blocking threads.
 
+use super::lock;
 use super::registry::{Event, Registry, RegistryError};
 use super::runner::{PartitionView, PipelineRunner};
 use super::spec::{Guarantee, InternalNames, PipelineSpec, SpecError, StartFrom};
@@ -80,11 +81,6 @@ struct StoredPipeline {
     /// failed or not.
     #[serde(default)]
     resumed_at_ms: i64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing guarded here can be left half-updated by a panic.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Entry {
@@ -198,7 +194,7 @@ impl PipelineManager {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
-        self.pipelines.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.pipelines)
     }
 
     fn names<'a>(&'a self, name: &'a str) -> InternalNames<'a> {
@@ -213,7 +209,7 @@ impl PipelineManager {
     }
 
     fn db(&self, name: &str) -> Result<Arc<PipelineDb>, ManagerError> {
-        let mut dbs = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dbs = lock(&self.dbs);
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
@@ -227,11 +223,7 @@ impl PipelineManager {
 
     /// Closes and deletes a pipeline's state store, once its tasks let go.
     fn destroy_state(&self, name: &str) -> anyhow::Result<()> {
-        let db = self
-            .dbs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        let db = lock(&self.dbs).remove(name);
         if let Some(mut db) = db {
             // Status readers may hold it for a moment.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -21,6 +21,7 @@
 //! (a day by default): a daemon down for longer than that when a pipeline
 //! was deleted republishes its local copy of the spec when it starts.
 
+use super::lock;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -198,7 +199,7 @@ impl Registry {
 
     fn wait_applied(&self, offset: i64) -> Result<(), RegistryError> {
         let deadline = Instant::now() + APPLY_TIMEOUT;
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let mut applied = lock(&self.applied);
         while *applied <= offset {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -298,7 +299,7 @@ impl Registry {
     }
 
     fn next(&self) -> i64 {
-        *self.applied.lock().unwrap_or_else(|e| e.into_inner())
+        *lock(&self.applied)
     }
 
     fn poll_once(
@@ -319,7 +320,7 @@ impl Registry {
                         "ignoring a registry record this version does not understand"
                     ),
                 }
-                *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = message.offset() + 1;
+                *lock(&self.applied) = message.offset() + 1;
                 self.progressed.notify_all();
                 Ok(())
             }

@@ -7,6 +7,7 @@
 //! pace. On revoke, tasks finish their batch and commit before the partition
 //! is handed over.
 
+use super::lock;
 use crate::kafka::{InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
 use crate::task::{PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
@@ -16,17 +17,12 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Nothing here can be left half-updated by a panic.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 struct TaskHandle {
     stop: Arc<AtomicBool>,
