@@ -53,17 +53,19 @@ probe-broker probe: build
 demo: build
     scripts/demo.sh
 
-# Records per second and per CPU-second of `uppercase`: a native rdkafka loop, then the daemon
-# (release build) at-least-once and exactly-once, side by side on one input (GUARANTEES= selects).
+# The data-path benchmark, side by side in one run (scripts/bench.sh): native rdkafka loops,
+# `uppercase` as a builtin and as a module (at-least-once, exactly-once), word count native and
+# in eddy; records/s, records per CPU-second and ratios, latency at half the native rate, task
+# instantiation, peak RSS. RUNS= selects rows, BENCH_PERF=ROW profiles one with perf.
 bench records="1000000": plugins
-    cargo build --release --locked -p eddy --bin eddy --example native_uppercase
+    cargo build --release --locked -p eddy --bin eddy --examples
     scripts/bench.sh {{ records }}
 
 # The same benchmark, short and on debug builds: a CI smoke check that it runs (figures printed,
 # no thresholds; debug figures say nothing about speed).
 bench-smoke records="20000": build
-    cargo build --locked -p eddy --example native_uppercase
-    BENCH_PROFILE=debug scripts/bench.sh {{ records }}
+    cargo build --locked -p eddy --examples
+    BENCH_PROFILE=debug LATENCY_SECONDS=2 LATENCY_RATE=2000 scripts/bench.sh {{ records }}
 
 # A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.
 bench-hostile records="500000": plugins

@@ -39,12 +39,13 @@ start_daemon() { # name [serve flags...]
     export EDDY_SERVER=$(sed -n 's/.*control plane listening on //p' "$work/$name.out")
 }
 
-# "processed done": records pipeline $1 processed, and 1 once it has $2
-# partitions and every one's committed offset has reached its end.
+# "processed done": records pipeline $1's first step processed, and 1 once
+# it has $2 partitions (all steps) and every one's committed offset has
+# reached its end.
 progress() { # pipeline partitions
     "$eddy" pipeline get "$1" -o json | python3 -c '
 import json, sys
 parts = json.load(sys.stdin)["partitions"]
 done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
-print(sum(p["records_in"] for p in parts), int(done))' "$2"
+print(sum(p["records_in"] for p in parts if p.get("step", 0) == 0), int(done))' "$2"
 }

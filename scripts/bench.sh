@@ -1,95 +1,223 @@
 #!/usr/bin/env bash
-# Throughput of `uppercase` through the daemon: preloads N keyed records of
-# 100-200 bytes into a 4-partition topic on `eddy dev-broker`, then deploys
-# the pipeline once per guarantee, one after the other over the same input
-# in the same daemon (GUARANTEES="at-least-once exactly-once" by default),
-# and measures each one's wall time and the daemon's CPU time (user + sys,
-# from /proc) until every record is processed and committed.
+# The data-path benchmark (issue 7), side by side in one run on one broker
+# process, over preloaded 4-partition inputs of N records of 100-200 bytes:
+#   (a)  native rdkafka loop, consume -> upper-case -> produce (eddy's client
+#        settings and batches; host/examples/native_uppercase.rs)
+#   (b') eddy, `uppercase` as a builtin operator (no WebAssembly), at-least-once
+#   (b)  eddy, `uppercase` as a module, at-least-once and exactly-once
+#   (c)  native rdkafka + RocksDB word count, and eddy `split-words` -> `count`
+# For each: wall seconds, daemon (or loop) CPU seconds (user + sys, all
+# threads), records/s, records per CPU-second and its ratio to its
+# baseline. Then end-to-end latency p50/p99 at half of (a)'s rate for (a),
+# (b') and (b); the time to instantiate a task; the daemon's peak RSS.
 # Run with `just bench [N]`; prints figures, asserts nothing.
 #
-# N defaults to 1,000,000 (about 150 MB of input).
+# N defaults to 1,000,000 (about 150 MB of input). LATENCY_SECONDS (10) is
+# the length of each latency run; RUNS selects rows (default: all of
+# "native builtin at-least-once exactly-once word-count latency").
+# BENCH_PERF=KEY (e.g. at-least-once) profiles that run's daemon with
+# `perf record -g` into BENCH_PERF_OUT (default perf.data).
 set -euo pipefail
 
 records=${1:-1000000}
 partitions=4
+latency_seconds=${LATENCY_SECONDS:-10}
+runs=${RUNS:-native builtin at-least-once exactly-once word-count latency}
 source "$(dirname "$0")/bench-lib.sh"
-plugin="$plugins/uppercase.wasm"
+uppercase="$plugins/uppercase.wasm"
+examples="$target/$profile/examples"
+BENCH_PERF_OUT=${BENCH_PERF_OUT:-perf.data}
+wants() { [[ " $runs " == *" $1 "* ]]; }
 
-"$eddy" dev-broker --topic "bench-in:$partitions" --topic "bench-out-native:$partitions" \
-    --topic "bench-out-at-least-once:$partitions" --topic "bench-out-exactly-once:$partitions" \
-    >"$work/broker.out" 2>/dev/null &
+topics=()
+for t in in words out-native out-builtin out-at-least-once out-exactly-once out-word-count \
+    out-word-count-native lat-in-native lat-out-native lat-in-builtin lat-out-builtin \
+    lat-in-wasm lat-out-wasm; do
+    topics+=(--topic "bench-$t:$partitions")
+done
+"$eddy" dev-broker "${topics[@]}" >"$work/broker.out" 2>/dev/null &
 pids+=($!)
 wait_for_line "$work/broker.out" ":"
 brokers=$(head -n1 "$work/broker.out")
 
+# Upper-case input: a unique record number, then padding.
 awk -v n="$records" 'BEGIN {
     pad = "abcdefghijklmnopqrstuvwxyz0123456789 ";
     while (length(pad) < 200) pad = pad pad;
     for (i = 0; i < n; i++) printf "k%d\trecord-%08d %s\n", i, i, substr(pad, 1, 85 + (i * 37) % 100);
 }' >"$work/input.txt"
 "$eddy" produce bench-in --brokers "$brokers" --key-separator $'\t' <"$work/input.txt" 2>/dev/null
+# Word-count input: lines of words from a 10,000-word vocabulary, skewed
+# as text is (a few words common, most rare).
+awk -v n="$records" 'BEGIN {
+    srand(7);
+    split("ka lo mi ne su ta ri vo pe da", syl, " ");
+    for (i = 0; i < n; i++) {
+        line = ""; want = 100 + (i * 37) % 100;
+        while (length(line) < want) {
+            w = int(10000 ^ rand());
+            line = line syl[w % 10 + 1] syl[int(w / 10) % 10 + 1] w " ";
+        }
+        printf "k%d\t%s\n", i, line;
+    }
+}' >"$work/words.txt"
+"$eddy" produce bench-words --brokers "$brokers" --key-separator $'\t' <"$work/words.txt" 2>/dev/null
+words=$(awk -F'\t' '{ n += gsub(/[^ ]+/, "&", $2) } END { print n }' "$work/words.txt")
 
 start_daemon serve
 
-# CPU time of all the daemon's threads, in nanoseconds (schedstat is exact
-# where /proc/PID/stat counts 10 ms ticks).
-cpu() { cat /proc/"$daemon"/task/*/schedstat | awk '{ns += $1} END {printf "%d", ns}'; }
+# The daemon's CPU time (user + sys), of every thread it ran, in
+# nanoseconds: /proc/PID/stat counts threads that ended too, in ticks.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1e9 / hz }' "/proc/$daemon/stat"; }
 
-# Measures one pipeline over the preloaded input: name, guarantee, output.
+# When pipeline $1's consumer group handed out its partitions (the daemon
+# logs it), as Unix seconds: joining a group takes seconds that say nothing
+# about the data path, so eddy's clocks start there.
+assigned_at() {
+    wait_for_line "$work/serve.log" "partitions assigned pipeline=$1 " >/dev/null
+    grep -m1 "partitions assigned pipeline=$1 " "$work/serve.log" |
+        cut -d' ' -f1 |
+        python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())'
+}
+
+# Records per CPU-second and per wall second by row key, for the ratios
+# and the latency runs' rate.
+declare -A rate wall_rate
+# Prints one row and records its rate under KEY: key, what, records, wall
+# seconds, CPU seconds, then the keys of the rows it is compared with.
+row() {
+    local key=$1 what=$2 n=$3 wall=$4 cpu=$5
+    shift 5
+    local against=()
+    for base in "$@"; do
+        [ -n "${rate[$base]:-}" ] && against+=("$base=${rate[$base]}")
+    done
+    rate[$key]=$(python3 -c "print($n / $cpu if $cpu > 0 else 0)")
+    wall_rate[$key]=$(python3 -c "print($n / $wall if $wall > 0 else 0)")
+    python3 - "$what" "$n" "$wall" "$cpu" "${against[@]}" <<'PY'
+import sys
+what, n, wall, cpu, *against = sys.argv[1:]
+n, wall, cpu = int(n), float(wall), float(cpu)
+rate = n / cpu if cpu > 0 else float("inf")
+ratios = ", ".join(f"{rate / float(r):.2f} of {k}" for k, r in (a.split("=") for a in against))
+print(f"  {what:<34} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f}   {ratios}")
+PY
+}
+
+# Runs a pipeline over a preloaded input until it processed and committed
+# all of it: key, what, expected records, partitions of all its steps,
+# baselines, then `pipeline create` arguments.
 measure() {
-    local name=$1 guarantee=$2 output=$3
-    local cpu0 cpu1 t0 t1 processed done
+    local key=$1 what=$2 expected=$3 parts=$4 bases=$5
+    shift 5
+    local name="bench-$key" cpu0 cpu1 t0 t1 processed done
+    "$eddy" pipeline create "$name" "$@" >/dev/null
+    # CPU from the assignment too: creating and joining is not the data path.
+    until grep -q "partitions assigned pipeline=$name " "$work/serve.log"; do sleep 0.005; done
     cpu0=$(cpu)
-    "$eddy" pipeline create "$name" --module "$plugin" --input bench-in --output "$output" \
-        --guarantee "$guarantee" >/dev/null
+    local perf_pid=""
+    if [ "${BENCH_PERF:-}" = "$key" ]; then
+        perf record -q -g -F 999 -p "$daemon" -o "$BENCH_PERF_OUT" 2>/dev/null &
+        perf_pid=$!
+    fi
     while :; do
-        read -r processed done < <(progress "$name" "$partitions")
+        read -r processed done < <(progress "$name" "$parts")
         [ "$done" = 1 ] && break
         sleep 0.05
     done
     t1=$(date +%s.%N)
     cpu1=$(cpu)
-    # The clock starts when the consumer group has handed out the partitions
-    # (the daemon logs it), not at creation: joining a group takes seconds that
-    # say nothing about the data path.
-    t0=$(sed 's/\x1b\[[0-9;]*m//g' "$work/serve.log" | grep "partitions assigned" | grep -m1 "pipeline=$name " |
-        cut -d' ' -f1 |
-        python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())')
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" && wait "$perf_pid" || true; fi
+    t0=$(assigned_at "$name")
     "$eddy" pipeline pause "$name" >/dev/null
-    row "eddy $guarantee" "$processed" "$(python3 -c "print($t1 - $t0)")" \
-        "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")"
-    if [ "$processed" -ne "$records" ]; then
-        echo "  note: $processed records processed, $records produced" >&2
+    # shellcheck disable=SC2086
+    row "$key" "$what" "$processed" "$(python3 -c "print($t1 - $t0)")" \
+        "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")" $bases
+    if [ "$processed" -ne "$expected" ]; then
+        echo "  note: $processed records processed, $expected produced" >&2
     fi
 }
 
-# Prints one row: what, records, wall seconds, CPU seconds; the ratio of
-# its records per CPU-second to the native baseline's once that ran.
-native_rate=""
-row() {
-    python3 - "$@" "$native_rate" <<'PY'
-import sys
-what, n, wall, cpu, native = sys.argv[1:]
-n, wall, cpu = int(n), float(wall), float(cpu)
-rate = n / cpu if cpu > 0 else float("inf")
-ratio = f"{rate / float(native):6.2f}" if native else "     -"
-print(f"  {what:<22} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f}   {ratio}")
-PY
+# Runs a native loop: key, what, baselines, then the example and its arguments.
+native() {
+    local key=$1 what=$2 bases=$3
+    shift 3
+    local n wall cpu
+    read -r _ n _ wall _ cpu < <("$examples/$@")
+    # shellcheck disable=SC2086
+    row "$key" "$what" "$n" "$wall" "$cpu" $bases
 }
 
-echo "uppercase ($profile builds): $records keyed records of 100-200 bytes, $partitions partitions"
+echo "eddy data path ($profile builds): $records keyed records of 100-200 bytes, $partitions partitions"
 echo "  wall: from partition assignment (eddy) or the first record (native) to the last commit"
-echo "  CPU: the processing process, all threads, user + sys"
-echo "  what                       wall s    CPU s      rec/s  rec/CPU-s  vs native"
-# (a) the native baseline: a plain rdkafka loop with eddy's client settings.
-read -r _ n _ wall _ cpu < <("$target/$profile/examples/native_uppercase" "$brokers" bench-in \
-    bench-out-native bench-native "$records")
-row "native rdkafka loop" "$n" "$wall" "$cpu"
-native_rate=$(python3 -c "print($n / $cpu)")
-# Upload (and so compile) the module first: neither measurement pays for it.
-"$eddy" module push "$plugin" >/dev/null
-for guarantee in ${GUARANTEES:-at-least-once exactly-once}; do
-    measure "bench-$guarantee" "$guarantee" "bench-out-$guarantee"
+echo "  CPU: the processing process, all threads, user + sys; ratios are in records per CPU-second"
+echo "  what                                 wall s    CPU s      rec/s  rec/CPU-s   ratio"
+# Upload (and so compile) the modules first: no measurement pays for it.
+for module in uppercase split_words count; do
+    "$eddy" module push "$plugins/$module.wasm" >/dev/null
 done
+if wants native; then
+    native native "(a) native rdkafka loop" "" \
+        native_uppercase "$brokers" bench-in bench-out-native bench-native "$records"
+fi
+if wants builtin; then
+    measure builtin "(b') eddy builtin, at-least-once" "$records" "$partitions" native \
+        --module builtin:uppercase --input bench-in --output bench-out-builtin
+fi
+for guarantee in at-least-once exactly-once; do
+    wants "$guarantee" || continue
+    bases="native builtin"
+    [ "$guarantee" = exactly-once ] && bases="at-least-once"
+    measure "$guarantee" "(b) eddy wasm, $guarantee" "$records" "$partitions" "$bases" \
+        --module "$uppercase" --input bench-in --output "bench-out-$guarantee" --guarantee "$guarantee"
+done
+if wants word-count; then
+    echo "  word count: $words words in the $records lines"
+    native word-count-native "(c) native rdkafka + RocksDB" "" \
+        native_word_count "$brokers" bench-words bench-out-word-count-native bench-wc-native \
+        "$records" "$work/native-state"
+    measure word-count "(c) eddy split-words -> count" "$records" $((2 * partitions)) \
+        "word-count-native at-least-once" \
+        --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
+        --input bench-words --output bench-out-word-count
+fi
+
+# End-to-end latency of live input at half of (a)'s rate, from the send
+# to a read_committed consumer's receipt.
+latency() { # what input output rate
+    local line
+    line=$("$examples/latency_probe" "$brokers" "$2" "$3" "$4" "$latency_seconds")
+    read -r _ sent _ received _ p50 _ p99 _ max <<<"$line"
+    printf '  %-34s %10s %10s %8s %8s %8s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max"
+}
+if wants latency; then
+    half=${LATENCY_RATE:-$(python3 -c "print(int(${wall_rate[native]:-20000} / 2))")}
+    echo "  end-to-end latency at $half records/s for ${latency_seconds} s (half of (a)'s rate; first second left out)"
+    echo "  what                                     sent   received   p50 ms   p99 ms   max ms"
+    lat_records=$(python3 -c "print(int($half * $latency_seconds))")
+    "$examples/native_uppercase" "$brokers" bench-lat-in-native bench-lat-out-native \
+        bench-lat-native "$lat_records" >/dev/null &
+    native_pid=$!
+    pids+=("$native_pid")
+    latency "(a) native rdkafka loop" bench-lat-in-native bench-lat-out-native "$half"
+    wait "$native_pid"
+    for kind in builtin wasm; do
+        module=builtin:uppercase
+        [ "$kind" = wasm ] && module=$uppercase
+        "$eddy" pipeline create "bench-lat-$kind" --module "$module" --input "bench-lat-in-$kind" \
+            --output "bench-lat-out-$kind" >/dev/null
+        assigned_at "bench-lat-$kind" >/dev/null
+        what="(b') eddy builtin, at-least-once"
+        [ "$kind" = wasm ] && what="(b) eddy wasm, at-least-once"
+        latency "$what" "bench-lat-in-$kind" "bench-lat-out-$kind" "$half"
+        "$eddy" pipeline pause "bench-lat-$kind" >/dev/null
+    done
+fi
+
+# A task's instance: the median time from compiled module to instance,
+# over the tasks of the runs above that ran WebAssembly.
+grep "guest instantiated" "$work/serve.log" | grep -v "builtin" |
+    sed -n 's/.*instantiate_us=\([0-9]*\).*/\1/p' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "  task instantiation (compiled module to instance): median %d us over %d tasks\n", v[int((NR + 1) / 2)], NR }'
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
 echo "  daemon peak RSS $((rss_kib / 1024)) MiB"

@@ -397,7 +397,8 @@ pub struct ConsumeArgs {
 
 /// Logs go to stderr, filtered by `RUST_LOG`. The daemon logs at info by
 /// default; client verbs only warn, and leave librdkafka's own connection
-/// chatter out: their errors say what went wrong.
+/// chatter out: their errors say what went wrong. Colours only on a
+/// terminal, so a log file greps plainly.
 fn init_logging(daemon: bool) {
     let default = if daemon {
         "info,librdkafka=warn,rdkafka=warn,wasmtime=warn,cranelift=warn"
@@ -409,6 +410,7 @@ fn init_logging(daemon: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

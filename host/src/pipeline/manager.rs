@@ -17,7 +17,7 @@ use super::spec::{Guarantee, InternalNames, PipelineSpec, SpecError, StartFrom};
 use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
-use crate::runtime::{ModuleError, Runtime};
+use crate::runtime::{Builtin, ModuleError, Runtime};
 use crate::state::PipelineDb;
 use crate::task::TaskPlan;
 use anyhow::Context as _;
@@ -491,7 +491,9 @@ impl PipelineManager {
     /// every daemon can run it.
     fn publish_modules(&self, spec: &PipelineSpec) -> Result<(), ManagerError> {
         for digest in &spec.steps {
-            if lock(&self.published).contains(digest) {
+            if lock(&self.published).contains(digest)
+                || matches!(Builtin::parse(digest), Ok(Some(_)))
+            {
                 continue;
             }
             let info = self

@@ -3,6 +3,7 @@
 
 use crate::config::LimitsConfig;
 use crate::modules::ModuleStore;
+use crate::runtime::Builtin;
 use eddy_proto::v1;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -269,10 +270,12 @@ impl PipelineSpec {
         let steps = spec
             .steps
             .iter()
-            .map(|s| {
-                modules
+            .map(|s| match Builtin::parse(&s.module) {
+                Ok(Some(builtin)) => Ok(builtin.reference()),
+                Ok(None) => modules
                     .resolve(&s.module)
-                    .map_err(|e| invalid(e.to_string()))
+                    .map_err(|e| invalid(e.to_string())),
+                Err(e) => Err(invalid(e)),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if spec.inputs.is_empty() {

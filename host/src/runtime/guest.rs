@@ -1,7 +1,8 @@
 //! One guest instance: a store with limits, and the three calls of the world.
 
+use super::bindings::Processor;
 use super::bindings::eddy::processor::types::{Batch, FiredTimer, OutputRecord, TaskInfo};
-use super::bindings::{Processor, ProcessorPre};
+use super::builtin::Builtin;
 use super::host_api::{GuestCtx, TaskServices};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
@@ -66,18 +67,25 @@ pub enum GuestError {
 
 /// A guest instance owned by one task.
 pub struct Guest {
+    /// The guest's store; a builtin has one too, for its services.
     store: Store<GuestCtx>,
-    processor: Processor,
+    processor: Instance,
     limits: GuestLimits,
     deadline_ticks: u64,
     /// When the current call started.
     called_at: Instant,
 }
 
+/// What runs the calls.
+enum Instance {
+    Wasm(Processor),
+    Builtin(Builtin),
+}
+
 impl Guest {
     pub(super) fn new(
         engine: &Engine,
-        pre: &ProcessorPre<GuestCtx>,
+        module: &super::CompiledModule,
         services: TaskServices,
         limits: GuestLimits,
         tick: Duration,
@@ -91,9 +99,13 @@ impl Guest {
         // Instantiation runs guest start code, so it gets a deadline too.
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
-        let processor = pre
-            .instantiate(&mut store)
-            .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?;
+        let processor = match &module.0 {
+            super::ModuleKind::Wasm(pre) => Instance::Wasm(
+                pre.instantiate(&mut store)
+                    .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?,
+            ),
+            super::ModuleKind::Builtin(builtin) => Instance::Builtin(*builtin),
+        };
         Ok(Self {
             store,
             processor,
@@ -127,22 +139,34 @@ impl Guest {
     /// Calls the guest's `init`.
     pub fn init(&mut self, task: &TaskInfo) -> Result<(), GuestError> {
         self.arm();
-        let result = self.processor.call_init(&mut self.store, task);
+        let Instance::Wasm(processor) = &self.processor else {
+            return Ok(());
+        };
+        let result = processor.call_init(&mut self.store, task);
         self.settle(result).map(|_| ())
     }
 
     /// Calls the guest's `process` with one batch.
     pub fn process(&mut self, batch: &Batch) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
-        let result = self.processor.call_process(&mut self.store, batch);
-        let outputs = self.settle(result);
+        let outputs = match &self.processor {
+            Instance::Wasm(processor) => {
+                let result = processor.call_process(&mut self.store, batch);
+                self.settle(result)
+            }
+            Instance::Builtin(builtin) => Ok(builtin.process(self.services(), batch)),
+        };
         self.checked(outputs)
     }
 
     /// Calls the guest's `on-timers`.
     pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
-        let result = self.processor.call_on_timers(&mut self.store, timers);
+        let Instance::Wasm(processor) = &self.processor else {
+            // No builtin sets timers.
+            return Ok(Vec::new());
+        };
+        let result = processor.call_on_timers(&mut self.store, timers);
         let outputs = self.settle(result);
         self.checked(outputs)
     }

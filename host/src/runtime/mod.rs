@@ -7,11 +7,13 @@
 //! costs its task, never the daemon.
 
 mod bindings;
+mod builtin;
 mod guest;
 mod host_api;
 mod stderr;
 mod validate;
 
+pub use builtin::Builtin;
 pub use guest::{Guest, GuestError, GuestLimits};
 pub use host_api::{TaskServices, TimerKey};
 pub use validate::ModuleError;
@@ -34,10 +36,17 @@ pub const WORLD: &str = "eddy:processor@0.1.0";
 /// How often the epoch advances: the granularity of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// A module compiled and linked against the host, ready to instantiate.
+/// A module compiled and linked against the host, ready to instantiate;
+/// or a builtin operator, which runs in its place.
 #[derive(Clone)]
-pub struct CompiledModule {
-    pre: ProcessorPre<host_api::GuestCtx>,
+pub struct CompiledModule(ModuleKind);
+
+#[derive(Clone)]
+enum ModuleKind {
+    /// A WebAssembly component.
+    Wasm(ProcessorPre<host_api::GuestCtx>),
+    /// An operator compiled into the host.
+    Builtin(Builtin),
 }
 
 /// The daemon's one engine, its linker and the compiled-module cache.
@@ -86,15 +95,19 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(validate::import_error)?;
         let pre = ProcessorPre::new(pre).map_err(validate::export_error)?;
-        Ok(CompiledModule { pre })
+        Ok(CompiledModule(ModuleKind::Wasm(pre)))
     }
 
-    /// The compiled module for `digest`, compiling `load()`'s bytes on first use.
+    /// The compiled module for `digest`, compiling `load()`'s bytes on first
+    /// use; a builtin for a `builtin:` reference.
     pub fn module(
         &self,
         digest: &str,
         load: impl FnOnce() -> std::io::Result<Vec<u8>>,
     ) -> Result<CompiledModule, ModuleError> {
+        if let Some(builtin) = Builtin::parse(digest).map_err(ModuleError::Invalid)? {
+            return Ok(CompiledModule(ModuleKind::Builtin(builtin)));
+        }
         if let Some(module) = self.lock_cache().get(digest) {
             return Ok(module.clone());
         }
@@ -116,7 +129,7 @@ impl Runtime {
         services: TaskServices,
         limits: GuestLimits,
     ) -> Result<Guest, GuestError> {
-        Guest::new(&self.engine, &module.pre, services, limits, EPOCH_TICK)
+        Guest::new(&self.engine, module, services, limits, EPOCH_TICK)
     }
 }
 

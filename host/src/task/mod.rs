@@ -429,8 +429,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             max_output_bytes: spec_limits.max_output_bytes,
             max_record_bytes: spec_limits.max_record_bytes,
         };
+        let instantiating = Instant::now();
         let mut guest = plan.runtime.instantiate(&plan.module, services, limits)?;
+        let instantiate_us = instantiating.elapsed().as_micros();
         guest.init(&self.task_info())?;
+        tracing::info!(task = &*self.label, instantiate_us, "guest instantiated");
         Ok(guest)
     }
 

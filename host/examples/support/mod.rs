@@ -1,0 +1,49 @@
+//! What the benchmark's native loops share: eddy's batch shape, sending
+//! through a full producer queue, and the process's CPU time.
+
+// Each example uses its part of it.
+#![allow(dead_code)]
+
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::message::ToBytes;
+use std::time::Duration;
+
+/// Most records in one batch, as eddy's default.
+pub(crate) const MAX_BATCH: usize = 1024;
+/// How long a batch waits for more records after its first, as eddy's default.
+pub(crate) const LINGER: Duration = Duration::from_millis(10);
+
+/// Sends `record`, waiting while the producer's queue is full.
+pub(crate) fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, K, P>,
+) -> anyhow::Result<DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// This process's CPU time, user + sys, of every thread it ran, the ones
+/// that ended included (the partition threads have by the time it is read).
+pub(crate) fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
