@@ -186,6 +186,11 @@ impl ServeConfig {
         self.data_dir.join("modules")
     }
 
+    /// Where compiled modules are kept, so a restart need not compile again.
+    pub fn compiled_dir(&self) -> PathBuf {
+        self.data_dir.join("compiled")
+    }
+
     /// Where pipeline specs are stored.
     pub fn pipelines_dir(&self) -> PathBuf {
         self.data_dir.join("pipelines")

@@ -6,7 +6,7 @@ use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineService
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::pipeline::{DaemonIdentity, PipelineManager};
-use crate::runtime::{Runtime, WORLD};
+use crate::runtime::{Runtime, RuntimeOptions, WORLD};
 use anyhow::Context as _;
 use eddy_proto::v1;
 use std::io::Write as _;
@@ -73,7 +73,10 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         session_timeout: config.session_timeout,
         max_record_bytes: config.limits.max_record_bytes,
     };
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(RuntimeOptions {
+        max_memory_bytes: config.limits.memory_bytes,
+        compiled_dir: Some(config.compiled_dir()),
+    })?;
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let manager = Arc::new(PipelineManager::new(
         runtime.clone(),

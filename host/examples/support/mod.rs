@@ -4,8 +4,8 @@
 // Each example uses its part of it.
 #![allow(dead_code)]
 
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::time::Duration;
 
 /// Most records in one batch, as eddy's default.

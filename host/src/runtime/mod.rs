@@ -25,10 +25,12 @@ pub mod bindings_types {
 
 use bindings::ProcessorPre;
 use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// The world version this host implements.
 pub const WORLD: &str = "eddy:processor@0.1.0";
@@ -54,22 +56,68 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<host_api::GuestCtx>,
     compiled: Mutex<HashMap<String, CompiledModule>>,
+    /// Where compiled modules are kept across restarts, named by digest
+    /// and engine: a restarted daemon loads native code instead of
+    /// compiling again (seconds per module on a small machine).
+    compiled_dir: Option<PathBuf>,
+    /// Names files of this engine's compiled code: another wasmtime
+    /// version or setting cannot load them.
+    engine_tag: String,
 }
+
+/// How the runtime is set up.
+pub struct RuntimeOptions {
+    /// The largest linear memory any guest may have (the daemon's ceiling):
+    /// the size of the pooling allocator's memory slots.
+    pub max_memory_bytes: u64,
+    /// Where to keep compiled modules; `None` compiles on every start.
+    pub compiled_dir: Option<PathBuf>,
+}
+
+/// Most guest instances alive at once (a task holds one; a renewal frees
+/// its old one first). Instances come from a pool of pre-reserved slots,
+/// which makes instantiation take microseconds and lets a renewed instance
+/// reuse warm memory; the slots are address space, not memory, until used.
+const MAX_INSTANCES: u32 = 1000;
 
 impl Runtime {
     /// Creates the engine and starts its epoch ticker thread.
-    pub fn new() -> anyhow::Result<Arc<Self>> {
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 8)
+            .total_core_instances(MAX_INSTANCES * 16)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(4)
+            .max_tables_per_component(32)
+            .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
+            // A renewed instance (after a trap, under skip or dead-letter)
+            // resets its first pages by memset instead of faulting them in again.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let engine_tag = {
+            let mut hasher = std::hash::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut hasher);
+            format!("{:016x}", hasher.finish())
+        };
+        if let Some(dir) = &options.compiled_dir {
+            std::fs::create_dir_all(dir)?;
+        }
         let runtime = Arc::new(Self {
             engine,
             linker,
             compiled: Mutex::new(HashMap::new()),
+            compiled_dir: options.compiled_dir,
+            engine_tag,
         });
         let weak = Arc::downgrade(&runtime);
         std::thread::Builder::new()
@@ -87,15 +135,69 @@ impl Runtime {
     /// Checks that `bytes` are a component implementing eddy's world and
     /// compiles it. Precompiled native code is never accepted.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, ModuleError> {
+        Ok(CompiledModule(ModuleKind::Wasm(
+            self.link(&self.compile_component(bytes)?)?,
+        )))
+    }
+
+    fn compile_component(&self, bytes: &[u8]) -> Result<Component, ModuleError> {
         validate::check_format(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| ModuleError::Invalid(format!("the component does not compile: {e:#}")))?;
+        Component::new(&self.engine, bytes)
+            .map_err(|e| ModuleError::Invalid(format!("the component does not compile: {e:#}")))
+    }
+
+    fn link(&self, component: &Component) -> Result<ProcessorPre<host_api::GuestCtx>, ModuleError> {
         let pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(validate::import_error)?;
-        let pre = ProcessorPre::new(pre).map_err(validate::export_error)?;
-        Ok(CompiledModule(ModuleKind::Wasm(pre)))
+        ProcessorPre::new(pre).map_err(validate::export_error)
+    }
+
+    /// Where the compiled code of module `digest` is kept, if anywhere.
+    fn compiled_path(&self, digest: &str) -> Option<PathBuf> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let dir = self.compiled_dir.as_ref()?;
+        Some(dir.join(format!("{hex}-{}.cwasm", self.engine_tag)))
+    }
+
+    /// The component of `digest` from the compiled-code cache on disk, or
+    /// compiled from `load()`'s bytes (and then kept there).
+    fn load_component(
+        &self,
+        digest: &str,
+        load: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Component, ModuleError> {
+        let path = self.compiled_path(digest);
+        if let Some(path) = path.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the file is one this daemon wrote (below) from a module
+            // it validated, in its own data directory, named by this engine's
+            // tag; wasmtime checks its header and version again on load.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(component) => {
+                    tracing::info!(%digest, "compiled module loaded from disk");
+                    return Ok(component);
+                }
+                Err(e) => tracing::warn!(
+                    path = %path.display(), error = %e,
+                    "a cached compiled module cannot be loaded; compiling it again"
+                ),
+            }
+        }
+        let bytes = load().map_err(|e| ModuleError::Io(format!("module {digest}: {e}")))?;
+        let compiling = std::time::Instant::now();
+        let component = self.compile_component(&bytes)?;
+        tracing::info!(%digest, elapsed = ?compiling.elapsed(), "module compiled");
+        if let Some(path) = path {
+            let kept = component
+                .serialize()
+                .map_err(std::io::Error::other)
+                .and_then(|code| crate::modules::write_file_atomically(&path, &code));
+            if let Err(e) = kept {
+                tracing::warn!(path = %path.display(), error = %e, "could not keep a compiled module on disk; it compiles again on the next start");
+            }
+        }
+        Ok(component)
     }
 
     /// The compiled module for `digest`, compiling `load()`'s bytes on first
@@ -111,8 +213,8 @@ impl Runtime {
         if let Some(module) = self.lock_cache().get(digest) {
             return Ok(module.clone());
         }
-        let bytes = load().map_err(|e| ModuleError::Io(format!("module {digest}: {e}")))?;
-        let module = self.compile(&bytes)?;
+        let component = self.load_component(digest, load)?;
+        let module = CompiledModule(ModuleKind::Wasm(self.link(&component)?));
         self.lock_cache().insert(digest.to_owned(), module.clone());
         Ok(module)
     }

@@ -120,6 +120,10 @@ fn pipeline_errors_use_canonical_codes() -> anyhow::Result<()> {
     let bad_specs = [
         (spec("Bad Name", &module, "in", "out"), "name"),
         (spec("p", "sha256:0000000000", "in", "out"), "not uploaded"),
+        (
+            spec("p", "builtin:shout", "in", "out"),
+            "the builtins are builtin:uppercase",
+        ),
         (spec("p", &module, "no-such-topic", "out"), "does not exist"),
         (spec("p", &module, "in", "no-such-output"), "does not exist"),
         (

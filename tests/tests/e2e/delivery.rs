@@ -148,6 +148,11 @@ fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> 
     let all: Vec<Rec> = first.iter().chain(&second).cloned().collect();
     let duplicated = assert_nothing_lost(&all, &out);
     assert_eq!(duplicated, 0, "a clean stop replays nothing");
+    let log = restarted.log();
+    assert!(
+        log.contains("compiled module loaded from disk") && !log.contains("module compiled"),
+        "the restart loads the module compiled before it instead of compiling it again:\n{log}"
+    );
     Ok(())
 }
 

@@ -76,6 +76,58 @@ fn uppercase_upper_cases_values_and_passes_keys_headers_and_tombstones() -> anyh
     Ok(())
 }
 
+/// The builtin `uppercase` (the benchmark's measure of what WebAssembly
+/// costs) must do exactly what the module does, or the comparison means
+/// nothing.
+#[test]
+fn the_builtin_uppercase_gives_exactly_the_modules_output() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 2), ("wasm", 2), ("native", 2)])?;
+    let mut input: Vec<Rec> = (0..200)
+        .map(|i| Rec::value(format!("line {i} ünï straße")).keyed(format!("k{i}")))
+        .collect();
+    input.push(Rec::tombstone("gone"));
+    input.push(Rec::value(b"\xffabc".to_vec()));
+    let mut headed = Rec::value("with header").keyed("h");
+    headed.headers = vec![("trace".into(), Some(b"abc".to_vec()))];
+    input.push(headed);
+    produce(broker.bootstrap(), "in", &input)?;
+    daemon.deploy("wasm", "uppercase", "in", "wasm", &[])?;
+    daemon.eddy_ok(&[
+        "pipeline",
+        "create",
+        "native",
+        "--module",
+        "builtin:uppercase",
+        "--input",
+        "in",
+        "--output",
+        "native",
+    ])?;
+    let read = |topic| {
+        consume(
+            broker.bootstrap(),
+            topic,
+            input.len(),
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )
+    };
+    let full = |records: Vec<Rec>| {
+        let mut all: Vec<_> = records
+            .into_iter()
+            .map(|r| (r.key, r.value, r.headers, r.timestamp))
+            .collect();
+        all.sort();
+        all
+    };
+    let (wasm, native) = (read("wasm")?, read("native")?);
+    assert_eq!(wasm.len(), input.len());
+    assert_eq!(full(wasm), full(native));
+    let shown = daemon.eddy_ok(&["pipeline", "get", "native"])?;
+    assert!(shown.contains("builtin:uppercase"), "{shown}");
+    Ok(())
+}
+
 #[test]
 fn filter_keeps_what_matches_the_configured_pattern() -> anyhow::Result<()> {
     let (broker, daemon, _dir) = setup(&[("logs", 2), ("errors", 2)])?;
