@@ -67,6 +67,11 @@ bench-smoke records="20000": build
     cargo build --locked -p eddy --examples
     BENCH_PROFILE=debug LATENCY_SECONDS=2 LATENCY_RATE=2000 scripts/bench.sh {{ records }}
 
+# Microbenchmarks (divan): the guest call per batch size, Wasm and builtin; instantiating a
+# task's guest; state commits and reads (host/benches/data_path.rs).
+microbench *args: plugins
+    cargo bench --locked -p eddy --bench data_path -- {{ args }}
+
 # A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.
 bench-hostile records="500000": plugins
     cargo build --release --locked -p eddy

@@ -6,6 +6,7 @@
 #   (b') eddy, `uppercase` as a builtin operator (no WebAssembly), at-least-once
 #   (b)  eddy, `uppercase` as a module, at-least-once and exactly-once
 #   (c)  native rdkafka + RocksDB word count, and eddy `split-words` -> `count`
+#        (the same input: a unique number and a few repeated words per record)
 # For each: wall seconds, daemon (or loop) CPU seconds (user + sys, all
 # threads), records/s, records per CPU-second and its ratio to its
 # baseline. Then end-to-end latency p50/p99 at half of (a)'s rate for (a),
@@ -13,7 +14,8 @@
 # Run with `just bench [N]`; prints figures, asserts nothing.
 #
 # N defaults to 1,000,000 (about 150 MB of input). LATENCY_SECONDS (10) is
-# the length of each latency run; RUNS selects rows (default: all of
+# the length of each latency run, LATENCY_RATE (half of (a)'s) and
+# LATENCY_LIGHT_RATE (10,000) their rates in records/s; RUNS selects rows (default: all of
 # "native builtin at-least-once exactly-once word-count latency").
 # BENCH_PERF=KEY (e.g. at-least-once) profiles that run's daemon with
 # `perf record -g` into BENCH_PERF_OUT (default perf.data).
@@ -30,7 +32,7 @@ BENCH_PERF_OUT=${BENCH_PERF_OUT:-perf.data}
 wants() { [[ " $runs " == *" $1 "* ]]; }
 
 topics=()
-for t in in words out-native out-builtin out-at-least-once out-exactly-once out-word-count \
+for t in in out-native out-builtin out-at-least-once out-exactly-once out-word-count \
     out-word-count-native lat-in-native lat-out-native lat-in-builtin lat-out-builtin \
     lat-in-wasm lat-out-wasm; do
     topics+=(--topic "bench-$t:$partitions")
@@ -47,22 +49,7 @@ awk -v n="$records" 'BEGIN {
     for (i = 0; i < n; i++) printf "k%d\trecord-%08d %s\n", i, i, substr(pad, 1, 85 + (i * 37) % 100);
 }' >"$work/input.txt"
 "$eddy" produce bench-in --brokers "$brokers" --key-separator $'\t' <"$work/input.txt" 2>/dev/null
-# Word-count input: lines of words from a 10,000-word vocabulary, skewed
-# as text is (a few words common, most rare).
-awk -v n="$records" 'BEGIN {
-    srand(7);
-    split("ka lo mi ne su ta ri vo pe da", syl, " ");
-    for (i = 0; i < n; i++) {
-        line = ""; want = 100 + (i * 37) % 100;
-        while (length(line) < want) {
-            w = int(10000 ^ rand());
-            line = line syl[w % 10 + 1] syl[int(w / 10) % 10 + 1] w " ";
-        }
-        printf "k%d\t%s\n", i, line;
-    }
-}' >"$work/words.txt"
-"$eddy" produce bench-words --brokers "$brokers" --key-separator $'\t' <"$work/words.txt" 2>/dev/null
-words=$(awk -F'\t' '{ n += gsub(/[^ ]+/, "&", $2) } END { print n }' "$work/words.txt")
+words=$(awk -F'\t' '{ n += gsub(/[[:alnum:]_]+/, "&", $2) } END { print n }' "$work/input.txt")
 
 start_daemon serve
 
@@ -84,25 +71,29 @@ assigned_at() {
 # and the latency runs' rate.
 declare -A rate wall_rate
 # Prints one row and records its rate under KEY: key, what, records, wall
-# seconds, CPU seconds, then the keys of the rows it is compared with.
+# seconds, CPU seconds, memory (MiB), then the keys of the rows it is
+# compared with.
 row() {
-    local key=$1 what=$2 n=$3 wall=$4 cpu=$5
-    shift 5
+    local key=$1 what=$2 n=$3 wall=$4 cpu=$5 rss=$6
+    shift 6
     local against=()
     for base in "$@"; do
         [ -n "${rate[$base]:-}" ] && against+=("$base=${rate[$base]}")
     done
     rate[$key]=$(python3 -c "print($n / $cpu if $cpu > 0 else 0)")
     wall_rate[$key]=$(python3 -c "print($n / $wall if $wall > 0 else 0)")
-    python3 - "$what" "$n" "$wall" "$cpu" "${against[@]}" <<'PY'
+    python3 - "$what" "$n" "$wall" "$cpu" "$rss" "${against[@]}" <<'PY'
 import sys
-what, n, wall, cpu, *against = sys.argv[1:]
+what, n, wall, cpu, rss, *against = sys.argv[1:]
 n, wall, cpu = int(n), float(wall), float(cpu)
 rate = n / cpu if cpu > 0 else float("inf")
 ratios = ", ".join(f"{rate / float(r):.2f} of {k}" for k, r in (a.split("=") for a in against))
-print(f"  {what:<34} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f}   {ratios}")
+print(f"  {what:<34} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f} {rss:>10}   {ratios}")
 PY
 }
+
+# The daemon's resident memory now, in MiB.
+rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
 
 # Runs a pipeline over a preloaded input until it processed and committed
 # all of it: key, what, expected records, partitions of all its steps,
@@ -110,7 +101,8 @@ PY
 measure() {
     local key=$1 what=$2 expected=$3 parts=$4 bases=$5
     shift 5
-    local name="bench-$key" cpu0 cpu1 t0 t1 processed done
+    local name="bench-$key" cpu0 cpu1 t0 t1 processed done rss0 rss1
+    rss0=$(rss_mib)
     "$eddy" pipeline create "$name" "$@" >/dev/null
     # CPU from the assignment too: creating and joining is not the data path.
     until grep -q "partitions assigned pipeline=$name " "$work/serve.log"; do sleep 0.005; done
@@ -123,16 +115,18 @@ measure() {
     while :; do
         read -r processed done < <(progress "$name" "$parts")
         [ "$done" = 1 ] && break
-        sleep 0.05
+        # Each probe costs the daemon ~2 ms of CPU: 10 a second are ~2 %.
+        sleep 0.1
     done
     t1=$(date +%s.%N)
     cpu1=$(cpu)
+    rss1=$(rss_mib)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" && wait "$perf_pid" || true; fi
     t0=$(assigned_at "$name")
     "$eddy" pipeline pause "$name" >/dev/null
     # shellcheck disable=SC2086
     row "$key" "$what" "$processed" "$(python3 -c "print($t1 - $t0)")" \
-        "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")" $bases
+        "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")" "$rss1 (+$((rss1 - rss0)))" $bases
     if [ "$processed" -ne "$expected" ]; then
         echo "  note: $processed records processed, $expected produced" >&2
     fi
@@ -142,16 +136,17 @@ measure() {
 native() {
     local key=$1 what=$2 bases=$3
     shift 3
-    local n wall cpu
-    read -r _ n _ wall _ cpu < <("$examples/$@")
+    local n wall cpu rss
+    read -r _ n _ wall _ cpu _ rss < <("$examples/$@")
     # shellcheck disable=SC2086
-    row "$key" "$what" "$n" "$wall" "$cpu" $bases
+    row "$key" "$what" "$n" "$wall" "$cpu" "$rss" $bases
 }
 
 echo "eddy data path ($profile builds): $records keyed records of 100-200 bytes, $partitions partitions"
 echo "  wall: from partition assignment (eddy) or the first record (native) to the last commit"
 echo "  CPU: the processing process, all threads, user + sys; ratios are in records per CPU-second"
-echo "  what                                 wall s    CPU s      rec/s  rec/CPU-s   ratio"
+echo "  RSS: native, the loop's peak; eddy, the daemon's at the end of the run (+ growth during it)"
+echo "  what                                 wall s    CPU s      rec/s  rec/CPU-s    RSS MiB   ratio"
 # Upload (and so compile) the modules first: no measurement pays for it.
 for module in uppercase split_words count; do
     "$eddy" module push "$plugins/$module.wasm" >/dev/null
@@ -174,12 +169,12 @@ done
 if wants word-count; then
     echo "  word count: $words words in the $records lines"
     native word-count-native "(c) native rdkafka + RocksDB" "" \
-        native_word_count "$brokers" bench-words bench-out-word-count-native bench-wc-native \
+        native_word_count "$brokers" bench-in bench-out-word-count-native bench-wc-native \
         "$records" "$work/native-state"
     measure word-count "(c) eddy split-words -> count" "$records" $((2 * partitions)) \
         "word-count-native at-least-once" \
         --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
-        --input bench-words --output bench-out-word-count
+        --input bench-in --output bench-out-word-count
 fi
 
 # End-to-end latency of live input at half of (a)'s rate, from the send
@@ -190,28 +185,37 @@ latency() { # what input output rate
     read -r _ sent _ received _ p50 _ p99 _ max <<<"$line"
     printf '  %-34s %10s %10s %8s %8s %8s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max"
 }
-if wants latency; then
-    half=${LATENCY_RATE:-$(python3 -c "print(int(${wall_rate[native]:-20000} / 2))")}
-    echo "  end-to-end latency at $half records/s for ${latency_seconds} s (half of (a)'s rate; first second left out)"
+# End-to-end latency of live input, from the send to a read_committed
+# consumer's receipt: at half of (a)'s rate, as the issue asks (on 2 cores
+# that shares them with the probe and the broker), and at a light rate.
+latency_run() { # rate
+    local rate=$1 lat_records native_pid kind module what
+    echo "  end-to-end latency at $rate records/s for ${latency_seconds} s (first second left out)"
     echo "  what                                     sent   received   p50 ms   p99 ms   max ms"
-    lat_records=$(python3 -c "print(int($half * $latency_seconds))")
+    lat_records=$(python3 -c "print(int($rate * $latency_seconds))")
     "$examples/native_uppercase" "$brokers" bench-lat-in-native bench-lat-out-native \
-        bench-lat-native "$lat_records" >/dev/null &
+        "bench-lat-native-$rate" "$lat_records" latest >/dev/null &
     native_pid=$!
     pids+=("$native_pid")
-    latency "(a) native rdkafka loop" bench-lat-in-native bench-lat-out-native "$half"
+    latency "(a) native rdkafka loop" bench-lat-in-native bench-lat-out-native "$rate"
     wait "$native_pid"
     for kind in builtin wasm; do
         module=builtin:uppercase
-        [ "$kind" = wasm ] && module=$uppercase
-        "$eddy" pipeline create "bench-lat-$kind" --module "$module" --input "bench-lat-in-$kind" \
-            --output "bench-lat-out-$kind" >/dev/null
-        assigned_at "bench-lat-$kind" >/dev/null
         what="(b') eddy builtin, at-least-once"
-        [ "$kind" = wasm ] && what="(b) eddy wasm, at-least-once"
-        latency "$what" "bench-lat-in-$kind" "bench-lat-out-$kind" "$half"
-        "$eddy" pipeline pause "bench-lat-$kind" >/dev/null
+        if [ "$kind" = wasm ]; then
+            module=$uppercase
+            what="(b) eddy wasm, at-least-once"
+        fi
+        "$eddy" pipeline create "bench-lat-$kind-$rate" --module "$module" \
+            --input "bench-lat-in-$kind" --output "bench-lat-out-$kind" --from latest >/dev/null
+        assigned_at "bench-lat-$kind-$rate" >/dev/null
+        latency "$what" "bench-lat-in-$kind" "bench-lat-out-$kind" "$rate"
+        "$eddy" pipeline delete "bench-lat-$kind-$rate" >/dev/null
     done
+}
+if wants latency; then
+    latency_run "${LATENCY_RATE:-$(python3 -c "print(int(${wall_rate[native]:-20000} / 2))")}"
+    latency_run "${LATENCY_LIGHT_RATE:-10000}"
 fi
 
 # A task's instance: the median time from compiled module to instance,

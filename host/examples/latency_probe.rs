@@ -82,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads `output` from its start until `total` records arrived (or the run
+/// Reads `output` from its end (records of earlier runs are not ours) until `total` records arrived (or the run
 /// plus a grace period is over); each one's latency, in arrival order.
 fn read_latencies(
     kafka: &KafkaSettings,
@@ -98,8 +98,8 @@ fn read_latencies(
         .map_or(0, |t| t.partitions().len());
     let mut assignment = TopicPartitionList::new();
     for p in 0..i32::try_from(partitions)? {
-        let (low, _) = consumer.fetch_watermarks(output, p, Duration::from_secs(10))?;
-        assignment.add_partition_offset(output, p, Offset::Offset(low))?;
+        let (_, high) = consumer.fetch_watermarks(output, p, Duration::from_secs(10))?;
+        assignment.add_partition_offset(output, p, Offset::Offset(high))?;
     }
     consumer.assign(&assignment)?;
     let give_up = Instant::now() + Duration::from_secs_f64(seconds + 30.0);

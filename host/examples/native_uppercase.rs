@@ -8,10 +8,11 @@
 //! live one (latency, with `latency_probe` producing) alike.
 //!
 //! Run: `cargo run --release -p eddy --example native_uppercase -- BROKERS
-//! INPUT OUTPUT GROUP RECORDS`. It stops once it processed RECORDS records
-//! and prints `processed N wall_s W cpu_s C`: wall time from the first
-//! record to the last commit, and this process's CPU time (all threads,
-//! user + sys).
+//! INPUT OUTPUT GROUP RECORDS [latest]` (`latest`: from the partitions'
+//! ends). It stops once it processed RECORDS records and prints `processed
+//! N wall_s W cpu_s C rss_mib R`: wall time from the first record to the
+//! last commit, this process's CPU time (all threads, user + sys) and peak
+//! resident memory.
 
 mod support;
 
@@ -27,8 +28,10 @@ use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [brokers, input, output, group, records] = args.as_slice() else {
-        anyhow::bail!("usage: native_uppercase BROKERS INPUT OUTPUT GROUP RECORDS");
+    let (brokers, input, output, group, records, from_end) = match args.as_slice() {
+        [b, i, o, g, r] => (b, i, o, g, r, false),
+        [b, i, o, g, r, from] if from == "latest" => (b, i, o, g, r, true),
+        _ => anyhow::bail!("usage: native_uppercase BROKERS INPUT OUTPUT GROUP RECORDS [latest]"),
     };
     let want: u64 = records.parse().context("RECORDS must be a number")?;
     let kafka = KafkaSettings::new(brokers.as_str());
@@ -53,6 +56,7 @@ fn main() -> anyhow::Result<()> {
                     input: &input,
                     output: &output,
                     group: &group,
+                    from_end,
                 };
                 run_partition(&kafka, &producer, topics, partition, &remaining)
             })
@@ -75,10 +79,7 @@ fn main() -> anyhow::Result<()> {
         "processed {processed} records, expected {want}"
     );
     let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!(
-        "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
-        support::cpu_seconds()
-    );
+    support::report(processed, wall);
     Ok(())
 }
 
@@ -87,6 +88,8 @@ struct Topics<'a> {
     input: &'a str,
     output: &'a str,
     group: &'a str,
+    /// Start at the partition's end instead of its start.
+    from_end: bool,
 }
 
 /// Processes one partition from its start until `remaining` (shared by
@@ -99,12 +102,14 @@ fn run_partition(
         input,
         output,
         group,
+        from_end,
     }: Topics<'_>,
     partition: i32,
     remaining: &AtomicU64,
 ) -> anyhow::Result<(u64, Option<Instant>)> {
     let consumer: BaseConsumer = kafka.consumer(group).create()?;
-    let (low, _) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
+    let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
+    let low = if from_end { high } else { low };
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
     consumer.assign(&assignment)?;

@@ -10,7 +10,7 @@
 //!
 //! Run: `cargo run --release -p eddy --example native_word_count -- BROKERS
 //! INPUT OUTPUT GROUP RECORDS STATE_DIR`. It stops once it processed
-//! RECORDS input records and prints `processed N wall_s W cpu_s C`.
+//! RECORDS input records and prints `processed N wall_s W cpu_s C rss_mib R`.
 
 mod support;
 
@@ -83,10 +83,7 @@ fn main() -> anyhow::Result<()> {
         "processed {processed} records, expected {want}"
     );
     let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    println!(
-        "processed {processed} wall_s {wall:.3} cpu_s {:.3}",
-        support::cpu_seconds()
-    );
+    support::report(processed, wall);
     Ok(())
 }
 

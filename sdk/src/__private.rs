@@ -17,13 +17,13 @@ pub fn run_batch<P: Processor>(
         processor
             .process(record, &mut out)
             .map_err(|e| (e, u32::try_from(index).ok()))?;
-        outputs.extend(out.take().into_iter().map(|o| match o.timestamp() {
+        outputs.extend(out.drain().map(|o| match o.timestamp() {
             Some(_) => o,
             None => o.with_timestamp(timestamp),
         }));
     }
     processor.flush(&mut out).map_err(|e| (e, None))?;
-    outputs.extend(out.take().into_iter().map(|o| match (o.timestamp(), last) {
+    outputs.extend(out.drain().map(|o| match (o.timestamp(), last) {
         (None, Some(t)) => o.with_timestamp(t),
         _ => o,
     }));
@@ -40,7 +40,7 @@ pub fn run_timers<P: Processor>(
     for timer in timers {
         let at = timer.at;
         processor.on_timer(timer, &mut out)?;
-        outputs.extend(out.take().into_iter().map(|o| match o.timestamp() {
+        outputs.extend(out.drain().map(|o| match o.timestamp() {
             Some(_) => o,
             None => o.with_timestamp(at),
         }));

@@ -328,4 +328,10 @@ impl Emitter {
     pub fn take(&mut self) -> Vec<OutputRecord> {
         std::mem::take(&mut self.records)
     }
+
+    /// Removes the records emitted so far and keeps the buffer, so a batch
+    /// reuses one allocation instead of making one per record.
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, OutputRecord> {
+        self.records.drain(..)
+    }
 }

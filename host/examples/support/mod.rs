@@ -36,8 +36,9 @@ pub(crate) fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
 }
 
 /// This process's CPU time, user + sys, of every thread it ran, the ones
-/// that ended included (the partition threads have by the time it is read).
-pub(crate) fn cpu_seconds() -> f64 {
+/// that ended included (the partition threads have by the time it is
+/// read), and its peak resident memory in MiB.
+pub(crate) fn usage() -> (f64, f64) {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
         let mut usage = std::mem::zeroed::<libc::rusage>();
@@ -45,5 +46,12 @@ pub(crate) fn cpu_seconds() -> f64 {
         usage
     };
     let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    let cpu = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+    (cpu, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// The line the benchmark script reads: `processed N wall_s W cpu_s C rss_mib R`.
+pub(crate) fn report(processed: u64, wall_seconds: f64) {
+    let (cpu, rss) = usage();
+    println!("processed {processed} wall_s {wall_seconds:.3} cpu_s {cpu:.3} rss_mib {rss:.0}");
 }

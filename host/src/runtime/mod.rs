@@ -101,6 +101,10 @@ impl Runtime {
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if std::env::var_os("EDDY_PERF_MAP").is_some() {
+            // Names guest functions in `perf report` (/tmp/perf-PID.map).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         let mut linker = Linker::new(&engine);
         host_api::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -173,9 +177,10 @@ impl Runtime {
             // SAFETY: the file is one this daemon wrote (below) from a module
             // it validated, in its own data directory, named by this engine's
             // tag; wasmtime checks its header and version again on load.
+            let loading = std::time::Instant::now();
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(component) => {
-                    tracing::info!(%digest, "compiled module loaded from disk");
+                    tracing::info!(%digest, elapsed = ?loading.elapsed(), "compiled module loaded from disk");
                     return Ok(component);
                 }
                 Err(e) => tracing::warn!(

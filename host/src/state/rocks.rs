@@ -4,21 +4,53 @@
 //! A task's prefix is its step and changelog partition, so a task can only
 //! ever reach its own entries and a partition's state moves (or is rebuilt)
 //! as a unit.
+//!
+//! Writes skip RocksDB's write-ahead log: the changelog topic is the state's
+//! log. A crash loses the writes not yet flushed to disk, position included,
+//! so the store is as of an earlier commit and the restore replays the
+//! changelog from there (as Kafka Streams does); a clean close flushes.
 
 use super::{Entries, StateError, StateStore, WriteBatch};
-use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions};
+use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// One pipeline's database.
 pub struct PipelineDb {
-    db: Arc<DB>,
+    db: Arc<Database>,
     path: PathBuf,
 }
 
 fn unavailable(e: rocksdb::Error) -> StateError {
     StateError::Unavailable(e.to_string())
+}
+
+/// The open database; flushes its memtables when the last user lets go,
+/// since writes skip the write-ahead log.
+struct Database(DB);
+
+impl std::ops::Deref for Database {
+    type Target = DB;
+
+    fn deref(&self) -> &DB {
+        &self.0
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.flush() {
+            tracing::warn!(error = %e, "could not flush the state store on close; the next start replays more of the changelog");
+        }
+    }
+}
+
+/// Writes without the write-ahead log (see the module docs).
+fn write_options() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    options
 }
 
 impl PipelineDb {
@@ -38,7 +70,7 @@ impl PipelineDb {
             ))
         })?;
         Ok(Self {
-            db: Arc::new(db),
+            db: Arc::new(Database(db)),
             path: path.to_owned(),
         })
     }
@@ -71,7 +103,7 @@ impl PipelineDb {
 /// One task's slice of its pipeline's database.
 #[derive(Clone)]
 pub struct TaskStore {
-    db: Arc<DB>,
+    db: Arc<Database>,
     prefix: Vec<u8>,
 }
 
@@ -143,13 +175,17 @@ impl StateStore for TaskStore {
                 None => write.delete(key),
             }
         }
-        self.db.write(write).map_err(unavailable)
+        self.db
+            .write_opt(write, &write_options())
+            .map_err(unavailable)
     }
 
     fn clear(&mut self) -> Result<(), StateError> {
         let mut write = rocksdb::WriteBatch::default();
         write.delete_range(self.prefix.clone(), self.prefix_end());
-        self.db.write(write).map_err(unavailable)
+        self.db
+            .write_opt(write, &write_options())
+            .map_err(unavailable)
     }
 }
 

@@ -48,8 +48,12 @@ fn a_pipeline_deployed_once_runs_on_every_daemon_and_any_daemon_answers_queries(
         "counts",
         &["--guarantee", "exactly-once"],
     )?;
-    let listed = b.eddy_ok(&["pipeline", "list"])?;
-    assert!(listed.contains("wc"), "B must know the pipeline: {listed}");
+    // B learns it from the registry topic, moments later.
+    wait_for("B to know the pipeline", Duration::from_secs(10), || {
+        Ok(b.eddy_ok(&["pipeline", "list"])?
+            .contains("wc")
+            .then_some(()))
+    })?;
     wait_for(
         "both daemons running tasks of both steps",
         Duration::from_secs(90),

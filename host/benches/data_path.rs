@@ -1,0 +1,174 @@
+//! Microbenchmarks of the data path's pieces, so a regression shows before
+//! it reaches `just bench`: the guest call per batch size (WebAssembly and
+//! the builtin doing the same work: their difference is what crossing the
+//! boundary costs, records lowered in and outputs lifted out), instantiating
+//! a task's guest from a compiled module, and the state store.
+//!
+//! Run: `just microbench` (builds the plugins first; the guest benchmarks
+//! load `target/plugins/wasm32-wasip2/release/uppercase.wasm`).
+
+use divan::Bencher;
+use divan::counter::ItemsCount;
+use eddy::runtime::bindings_types::{Batch, Header, InputRecord, TaskInfo};
+use eddy::runtime::{CompiledModule, GuestLimits, Runtime, RuntimeOptions, TaskServices};
+use eddy::state::{MemoryStore, PipelineDb, StateLimits, TaskState};
+use eddy::task::TaskStatus;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+fn main() {
+    divan::main();
+}
+
+const BATCH_SIZES: [usize; 5] = [1, 16, 128, 1024, 4096];
+
+static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
+    Runtime::new(RuntimeOptions {
+        max_memory_bytes: 128 << 20,
+        compiled_dir: None,
+    })
+    .expect("the runtime starts")
+});
+
+/// `uppercase` compiled, or the builtin.
+fn module(reference: &str) -> CompiledModule {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
+    );
+    RUNTIME
+        .module(reference, || std::fs::read(path))
+        .unwrap_or_else(|e| panic!("{e} (run `just plugins` first)"))
+}
+
+fn services() -> TaskServices {
+    TaskServices {
+        label: "bench/in-0".into(),
+        config: Arc::default(),
+        state: TaskState::new(Box::new(MemoryStore::default()), StateLimits::default()),
+        timers: Default::default(),
+        stream_time: None,
+        status: Arc::new(TaskStatus::default()),
+    }
+}
+
+const LIMITS: GuestLimits = GuestLimits {
+    memory_bytes: 128 << 20,
+    call_timeout: Duration::from_secs(10),
+    max_output_records: 100_000,
+    max_output_bytes: 64 << 20,
+    max_record_bytes: 1_000_000,
+};
+
+fn task() -> TaskInfo {
+    TaskInfo {
+        pipeline: "bench".into(),
+        step: 0,
+        partition: 0,
+    }
+}
+
+/// A batch of `n` records shaped like the benchmark's: a key, a 100-200
+/// byte value, one header.
+fn batch(n: usize) -> Batch {
+    let pad = "abcdefghijklmnopqrstuvwxyz0123456789 ".repeat(6);
+    Batch {
+        topic: "in".into(),
+        partition: 0,
+        records: (0..n)
+            .map(|i| InputRecord {
+                key: Some(format!("k{i}").into_bytes()),
+                value: Some(format!("record-{i:08} {}", &pad[..85 + (i * 37) % 100]).into_bytes()),
+                headers: vec![Header {
+                    key: "trace".into(),
+                    value: Some(b"abc".to_vec()),
+                }],
+                timestamp: 1_700_000_000_000 + i as i64,
+                offset: i as i64,
+            })
+            .collect(),
+    }
+}
+
+fn guest_call(bencher: Bencher, reference: &str, records: usize) {
+    let mut guest = RUNTIME
+        .instantiate(&module(reference), services(), LIMITS)
+        .expect("instantiates");
+    guest.init(&task()).expect("init");
+    let batch = batch(records);
+    bencher
+        .counter(ItemsCount::new(records))
+        .bench_local(|| guest.process(&batch).expect("uppercase never fails"));
+}
+
+/// One `process` call of the `uppercase` module with a batch of N records.
+#[divan::bench(args = BATCH_SIZES)]
+fn process_wasm(bencher: Bencher, records: usize) {
+    let digest = "sha256:bench-uppercase";
+    guest_call(bencher, digest, records);
+}
+
+/// The same batch through the builtin `uppercase`: the work without the
+/// WebAssembly boundary.
+#[divan::bench(args = BATCH_SIZES)]
+fn process_builtin(bencher: Bencher, records: usize) {
+    guest_call(bencher, "builtin:uppercase", records);
+}
+
+/// A task's guest from a compiled module: instance, then `init`.
+#[divan::bench]
+fn instantiate(bencher: Bencher) {
+    let module = module("sha256:bench-uppercase");
+    bencher
+        .with_inputs(services)
+        .bench_local_values(|services| {
+            let mut guest = RUNTIME
+                .instantiate(&module, services, LIMITS)
+                .expect("instantiates");
+            guest.init(&task()).expect("init");
+            guest
+        });
+}
+
+/// A batch of N state writes (a count per key, as `count` makes them)
+/// applied to RocksDB, as a commit does.
+#[divan::bench(args = [16, 1024])]
+fn state_commit(bencher: Bencher, writes: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = PipelineDb::open(dir.path()).expect("opens");
+    let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
+    let mut round = 0u64;
+    bencher.counter(ItemsCount::new(writes)).bench_local(|| {
+        round += 1;
+        for i in 0..writes {
+            state
+                .put(
+                    format!("word-{i}").into_bytes(),
+                    round.to_string().into_bytes(),
+                )
+                .expect("put");
+        }
+        let pending = state.take_pending();
+        state.apply(pending).expect("apply");
+    });
+}
+
+/// One state read of a key that is in RocksDB (and its block cache).
+#[divan::bench]
+fn state_get(bencher: Bencher) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = PipelineDb::open(dir.path()).expect("opens");
+    let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
+    for i in 0..10_000 {
+        state
+            .put(format!("word-{i}").into_bytes(), b"1".to_vec())
+            .expect("put");
+    }
+    let pending = state.take_pending();
+    state.apply(pending).expect("apply");
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 7919) % 10_000;
+        state.get(format!("word-{i}").as_bytes()).expect("get")
+    });
+}
