@@ -90,7 +90,7 @@ fn batch(n: usize) -> Batch {
     }
 }
 
-fn guest_call(bencher: Bencher, reference: &str, records: usize) {
+fn guest_call(bencher: Bencher<'_, '_>, reference: &str, records: usize) {
     let mut guest = RUNTIME
         .instantiate(&module(reference), services(), LIMITS)
         .expect("instantiates");
@@ -103,7 +103,7 @@ fn guest_call(bencher: Bencher, reference: &str, records: usize) {
 
 /// One `process` call of the `uppercase` module with a batch of N records.
 #[divan::bench(args = BATCH_SIZES)]
-fn process_wasm(bencher: Bencher, records: usize) {
+fn process_wasm(bencher: Bencher<'_, '_>, records: usize) {
     let digest = "sha256:bench-uppercase";
     guest_call(bencher, digest, records);
 }
@@ -111,13 +111,13 @@ fn process_wasm(bencher: Bencher, records: usize) {
 /// The same batch through the builtin `uppercase`: the work without the
 /// WebAssembly boundary.
 #[divan::bench(args = BATCH_SIZES)]
-fn process_builtin(bencher: Bencher, records: usize) {
+fn process_builtin(bencher: Bencher<'_, '_>, records: usize) {
     guest_call(bencher, "builtin:uppercase", records);
 }
 
 /// A task's guest from a compiled module: instance, then `init`.
 #[divan::bench]
-fn instantiate(bencher: Bencher) {
+fn instantiate(bencher: Bencher<'_, '_>) {
     let module = module("sha256:bench-uppercase");
     bencher
         .with_inputs(services)
@@ -133,7 +133,7 @@ fn instantiate(bencher: Bencher) {
 /// A batch of N state writes (a count per key, as `count` makes them)
 /// applied to RocksDB, as a commit does.
 #[divan::bench(args = [16, 1024])]
-fn state_commit(bencher: Bencher, writes: usize) {
+fn state_commit(bencher: Bencher<'_, '_>, writes: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = PipelineDb::open(dir.path()).expect("opens");
     let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
@@ -155,7 +155,7 @@ fn state_commit(bencher: Bencher, writes: usize) {
 
 /// One state read of a key that is in RocksDB (and its block cache).
 #[divan::bench]
-fn state_get(bencher: Bencher) {
+fn state_get(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = PipelineDb::open(dir.path()).expect("opens");
     let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
