@@ -213,8 +213,8 @@ pub struct CreateArgs {
     /// The delivery guarantee.
     #[arg(long, value_enum, default_value = "at-least-once")]
     pub guarantee: GuaranteeArg,
-    /// How often tasks commit, e.g. 100ms (default: every batch under
-    /// at-least-once, 100ms under exactly-once).
+    /// How often tasks commit, e.g. 1s (default 100ms). Tasks also commit
+    /// when their input pauses.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub commit_interval: Option<Duration>,
     /// Exactly-once: how long a transaction may stay open before the broker

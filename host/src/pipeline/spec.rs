@@ -32,18 +32,14 @@ pub enum Guarantee {
     ExactlyOnce,
 }
 
-impl Guarantee {
-    /// The commit interval when the spec names none: every batch under
-    /// at-least-once (a crash replays at most one batch), 100 ms under
-    /// exactly-once, as Kafka Streams does: a transaction per batch would
-    /// cost a round of EndTxn markers per partition per batch.
-    pub fn default_commit_interval(self) -> Duration {
-        match self {
-            Guarantee::AtLeastOnce => Duration::ZERO,
-            Guarantee::ExactlyOnce => Duration::from_millis(100),
-        }
-    }
-}
+/// The commit interval when the spec names none, under both guarantees
+/// (Kafka Streams' under exactly-once). A commit per batch costs a
+/// checkpoint, a round of acknowledgements and a state write per batch (a
+/// transaction's markers too), and a key touched by several batches of one
+/// interval is logged once. Tasks also commit when their input pauses, so a
+/// quiet pipeline is always committed; a crash under at-least-once replays
+/// at most one interval.
+const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The broker aborts a transaction left open longer than this.
 const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -117,7 +113,7 @@ pub struct PipelineSpec {
     pub error_policy: ErrorPolicy,
     /// Guest limits.
     pub limits: Limits,
-    /// How often a task commits; zero: every batch.
+    /// How often a task commits (besides when its input pauses).
     #[serde(default, with = "humantime_serde")]
     pub commit_interval: Duration,
     /// How long a transaction may stay open (exactly-once).
@@ -368,8 +364,8 @@ impl PipelineSpec {
                 MAX_TRANSACTION_TIMEOUT.as_secs()
             )));
         }
-        let commit_interval = nonzero(spec.commit_interval_ms)
-            .map_or(guarantee.default_commit_interval(), Duration::from_millis);
+        let commit_interval =
+            nonzero(spec.commit_interval_ms).map_or(DEFAULT_COMMIT_INTERVAL, Duration::from_millis);
         if commit_interval > transaction_timeout / 2 {
             return Err(invalid(format!(
                 "commit-interval {commit_interval:?} must be at most half the transaction-timeout \

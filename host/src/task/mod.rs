@@ -4,8 +4,8 @@
 //! [`changelog`]) and resumes its input from the checkpoint the state
 //! reaches. Then the loop is the unit of everything: poll up to N records or
 //! T ms from the partition's queue, make one guest call, produce the
-//! outputs. Once per commit interval (every batch by default under
-//! at-least-once) the task commits: it logs the state mutations since the
+//! outputs. Once per commit interval (100 ms by default), and when its
+//! input pauses, the task commits: it logs the state mutations since the
 //! last commit (the last value per key) and a checkpoint to the changelog,
 //! waits until Kafka acknowledges everything (and, for a transactional
 //! task, commits the transaction), then writes the mutations and the

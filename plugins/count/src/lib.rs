@@ -9,13 +9,15 @@
 //! `records-without-key`.
 
 use eddy_sdk::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 /// See the crate docs.
 #[derive(Default)]
 pub struct Count {
-    /// Keys this batch touched, with their new counts.
-    touched: BTreeMap<Vec<u8>, u64>,
+    /// Keys this batch touched, with their new counts. A hash map: a
+    /// batch looks a key up once per record, and byte-wise comparisons (a
+    /// B-tree's) are slow in WebAssembly.
+    touched: HashMap<Vec<u8>, u64>,
 }
 
 fn stored_count(key: &[u8]) -> Result<u64> {
@@ -34,17 +36,26 @@ impl Processor for Count {
             metrics::increment("records-without-key", 1);
             return Ok(());
         };
-        let count = match self.touched.get(key) {
-            Some(n) => *n,
-            None => stored_count(key)?,
-        } + 1;
+        let count = match self.touched.get_mut(key) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                let n = stored_count(key)? + 1;
+                self.touched.insert(key.to_vec(), n);
+                n
+            }
+        };
         state::put(key, count.to_string())?;
-        self.touched.insert(key.to_vec(), count);
         Ok(())
     }
 
     fn flush(&mut self, out: &mut Emitter) -> Result<()> {
-        for (key, count) in std::mem::take(&mut self.touched) {
+        // In key order, so the output does not depend on hashing.
+        let mut touched: Vec<_> = self.touched.drain().collect();
+        touched.sort_unstable();
+        for (key, count) in touched {
             out.emit(OutputRecord::new(count.to_string()).with_key(key));
         }
         Ok(())
