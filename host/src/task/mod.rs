@@ -342,8 +342,12 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// Starts (`restarts == 0`) or restarts the task: restores state and
-    /// the guest, and after a failure rewinds the input to the checkpoint,
-    /// or to the failed batch when there is none yet, and resumes fetching.
+    /// the guest, after a failure rewinds the input to the checkpoint, or to
+    /// the failed batch when there is none yet, and resumes fetching. A
+    /// first start resumes too: a previous task of this partition may have
+    /// paused it after the partition was revoked (a fenced zombie's commit
+    /// failing as the group takes the partition away), and librdkafka keeps
+    /// that pause when the partition is assigned again.
     fn start(&mut self, restarts: u32) -> Result<Guest, Fault> {
         if restarts > 0 {
             tracing::info!(task = &*self.label, restarts, "restarting the task");
@@ -354,16 +358,15 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let started = self.start_guest();
         self.status.restore_stopped();
         let guest = started?;
-        if restarts > 0 {
-            if self.checkpoint.offset.is_none()
-                && let Some(offset) = self.in_flight
-            {
-                self.seek(offset)?;
-            }
-            self.consumer.resume(&self.partition_list()).map_err(|e| {
-                Fault::Consume(format!("could not resume fetching the partition: {e}"))
-            })?;
+        if restarts > 0
+            && self.checkpoint.offset.is_none()
+            && let Some(offset) = self.in_flight
+        {
+            self.seek(offset)?;
         }
+        self.consumer
+            .resume(&self.partition_list())
+            .map_err(|e| Fault::Consume(format!("could not resume fetching the partition: {e}")))?;
         Ok(guest)
     }
 
