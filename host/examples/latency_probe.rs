@@ -33,10 +33,18 @@ fn main() -> anyhow::Result<()> {
     let seconds: f64 = seconds.parse().context("SECONDS must be a number")?;
     let total = (rate * seconds) as u64;
     let kafka = KafkaSettings::new(brokers.as_str());
+    let (ready_tx, ready) = std::sync::mpsc::channel();
     let reader = {
         let (kafka, output) = (kafka.clone(), output.clone());
-        std::thread::spawn(move || read_latencies(&kafka, &output, total, seconds))
+        std::thread::spawn(move || read_latencies(&kafka, &output, total, seconds, &ready_tx))
     };
+    // Nothing is sent before the reader knows where the output ends.
+    if ready.recv().is_err() {
+        return reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader panicked"))?
+            .map(drop);
+    }
     let producer: FutureProducer = kafka.producer().create()?;
     let started = Instant::now();
     let mut sent = 0u64;
@@ -89,6 +97,7 @@ fn read_latencies(
     output: &str,
     total: u64,
     seconds: f64,
+    ready: &std::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Vec<Duration>> {
     let consumer: BaseConsumer = kafka.consumer("eddy-latency-probe").create()?;
     let partitions = consumer
@@ -102,6 +111,7 @@ fn read_latencies(
         assignment.add_partition_offset(output, p, Offset::Offset(high))?;
     }
     consumer.assign(&assignment)?;
+    ready.send(())?;
     let give_up = Instant::now() + Duration::from_secs_f64(seconds + 30.0);
     let mut latencies = Vec::with_capacity(usize::try_from(total)?);
     while (latencies.len() as u64) < total && Instant::now() < give_up {

@@ -22,9 +22,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// With `latest`, how long the input may stay quiet before the loop ends.
+const IDLE_END: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,45 +44,16 @@ fn main() -> anyhow::Result<()> {
         .first()
         .map_or(0, |t| t.partitions().len());
     let producer: FutureProducer = kafka.producer().create()?;
-    let remaining = Arc::new(AtomicU64::new(want));
-    // A thread per partition, as eddy runs a task per partition: the
-    // baseline gets the same parallelism.
-    let threads: Vec<_> = (0..partitions)
-        .map(|p| {
-            let (kafka, producer) = (kafka.clone(), producer.clone());
-            let (input, output, group) = (input.clone(), output.clone(), group.clone());
-            let remaining = remaining.clone();
-            std::thread::spawn(move || {
-                let partition = i32::try_from(p)?;
-                let topics = Topics {
-                    input: &input,
-                    output: &output,
-                    group: &group,
-                    from_end,
-                };
-                run_partition(&kafka, &producer, topics, partition, &remaining)
-            })
-        })
-        .collect();
-    let mut processed = 0u64;
-    let mut first: Option<Instant> = None;
-    for thread in threads {
-        let (n, started) = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a partition thread panicked"))??;
-        processed += n;
-        first = match (first, started) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    let (input, output, group) = (input.clone(), output.clone(), group.clone());
+    support::run_partitions(partitions, want, move |partition, remaining| {
+        let topics = Topics {
+            input: &input,
+            output: &output,
+            group: &group,
+            from_end,
         };
-    }
-    anyhow::ensure!(
-        processed == want,
-        "processed {processed} records, expected {want}"
-    );
-    let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    support::report(processed, wall);
-    Ok(())
+        run_partition(&kafka, &producer, topics, partition, remaining)
+    })
 }
 
 /// Where a partition thread reads, writes and commits.
@@ -115,7 +88,14 @@ fn run_partition(
     consumer.assign(&assignment)?;
     let mut next = low;
     let mut started = None;
+    let mut last_record = Instant::now();
     while remaining.load(Ordering::Relaxed) > 0 {
+        // A live input (`latest`) that stopped: whatever was produced
+        // before this loop looked for the partition's end is not ours, so
+        // the count may never be reached.
+        if from_end && started.is_some() && last_record.elapsed() > IDLE_END {
+            break;
+        }
         // One batch: up to MAX_BATCH records, or what arrived within LINGER
         // of the first.
         let mut batch = Vec::with_capacity(support::MAX_BATCH);
@@ -129,6 +109,7 @@ fn run_partition(
                 Some(message) => {
                     let message = message?;
                     started.get_or_insert_with(Instant::now);
+                    last_record = Instant::now();
                     deadline.get_or_insert_with(|| Instant::now() + support::LINGER);
                     next = message.offset() + 1;
                     batch.push((

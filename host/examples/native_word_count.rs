@@ -21,7 +21,6 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
     options.set_write_buffer_size(16 << 20);
     options.set_max_background_jobs(2);
-    let db = Arc::new(rocksdb::DB::open(&options, state_dir)?);
+    let db = rocksdb::DB::open(&options, state_dir)?;
     let kafka = KafkaSettings::new(brokers.as_str());
     let metadata: BaseConsumer = kafka.metadata_client().create()?;
     let partitions = metadata
@@ -46,45 +45,18 @@ fn main() -> anyhow::Result<()> {
         .first()
         .map_or(0, |t| t.partitions().len());
     let producer: FutureProducer = kafka.producer().create()?;
-    let remaining = Arc::new(AtomicU64::new(want));
-    let threads: Vec<_> = (0..partitions)
-        .map(|p| {
-            let (kafka, producer, db) = (kafka.clone(), producer.clone(), db.clone());
-            let (input, output, group) = (input.clone(), output.clone(), group.clone());
-            let remaining = remaining.clone();
-            std::thread::spawn(move || {
-                let partition = i32::try_from(p)?;
-                let run = Partition {
-                    consumer: kafka.consumer(&group).create()?,
-                    producer: &producer,
-                    db: &db,
-                    input: &input,
-                    output: &output,
-                    partition,
-                };
-                run.run(&remaining)
-            })
-        })
-        .collect();
-    let mut processed = 0u64;
-    let mut first: Option<Instant> = None;
-    for thread in threads {
-        let (n, started) = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a partition thread panicked"))??;
-        processed += n;
-        first = match (first, started) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    let (input, output, group) = (input.clone(), output.clone(), group.clone());
+    support::run_partitions(partitions, want, move |partition, remaining| {
+        let run = Partition {
+            consumer: kafka.consumer(&group).create()?,
+            producer: &producer,
+            db: &db,
+            input: &input,
+            output: &output,
+            partition,
         };
-    }
-    anyhow::ensure!(
-        processed == want,
-        "processed {processed} records, expected {want}"
-    );
-    let wall = first.map_or(0.0, |s| s.elapsed().as_secs_f64());
-    support::report(processed, wall);
-    Ok(())
+        run.run(remaining)
+    })
 }
 
 /// One input partition's loop.

@@ -461,6 +461,23 @@ impl Rec {
             .as_deref()
             .map(|v| String::from_utf8_lossy(v).into_owned())
     }
+
+    /// Header `name` as text; empty when absent or null.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The records' values as text, sorted: what arrived, order aside.
+pub fn sorted_texts(records: &[Rec]) -> Vec<String> {
+    let mut texts: Vec<String> = records.iter().filter_map(Rec::text).collect();
+    texts.sort();
+    texts
 }
 
 /// Produces records (to `partition` if set, else by key) and waits for acks.

@@ -6,7 +6,9 @@
 
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 /// Most records in one batch, as eddy's default.
 pub(crate) const MAX_BATCH: usize = 1024;
@@ -54,4 +56,41 @@ pub(crate) fn usage() -> (f64, f64) {
 pub(crate) fn report(processed: u64, wall_seconds: f64) {
     let (cpu, rss) = usage();
     println!("processed {processed} wall_s {wall_seconds:.3} cpu_s {cpu:.3} rss_mib {rss:.0}");
+}
+
+/// Runs `run(partition, remaining)` on a thread per partition, as eddy runs
+/// a task per partition, until `want` records went through (`remaining`
+/// counts down, shared by the threads; each returns the records it
+/// processed and when its first arrived); checks the count and prints the
+/// line [`report`] prints, with the wall time from the first record.
+pub(crate) fn run_partitions<F>(partitions: usize, want: u64, run: F) -> anyhow::Result<()>
+where
+    F: Fn(i32, &AtomicU64) -> anyhow::Result<(u64, Option<Instant>)> + Send + Sync + 'static,
+{
+    let remaining = Arc::new(AtomicU64::new(want));
+    let run = Arc::new(run);
+    let threads: Vec<_> = (0..partitions)
+        .map(|p| {
+            let (run, remaining) = (run.clone(), remaining.clone());
+            std::thread::spawn(move || run(i32::try_from(p)?, &remaining))
+        })
+        .collect();
+    let mut processed = 0u64;
+    let mut first: Option<Instant> = None;
+    for thread in threads {
+        let (n, started) = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a partition thread panicked"))??;
+        processed += n;
+        first = match (first, started) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    anyhow::ensure!(
+        processed == want,
+        "processed {processed} records, expected {want}"
+    );
+    report(processed, first.map_or(0.0, |s| s.elapsed().as_secs_f64()));
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! pipeline beside them keep running.
 
 use super::setup;
-use eddy_tests::{Rec, consume, produce, v1, wait_for};
+use eddy_tests::{Rec, consume, produce, sorted_texts, v1, wait_for};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -190,7 +190,7 @@ fn a_failed_task_restarts_with_backoff_and_heals_when_the_fault_clears() -> anyh
         Duration::from_secs(30),
         Duration::from_secs(1),
     )?;
-    assert_eq!(values(&out), ["boom", "one", "three"]);
+    assert_eq!(sorted_texts(&out), ["boom", "one", "three"]);
     let healed = wait_for("the task to heal", Duration::from_secs(30), || {
         let p = daemon.pipeline("flaky")?;
         Ok((p.state == v1::PipelineState::Running as i32).then_some(p))
@@ -203,12 +203,6 @@ fn a_failed_task_restarts_with_backoff_and_heals_when_the_fault_clears() -> anyh
 }
 
 /// The values of `records`, sorted.
-fn values(records: &[Rec]) -> Vec<String> {
-    let mut v: Vec<String> = records.iter().filter_map(Rec::text).collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyhow::Result<()> {
     let (broker, daemon, _dir) = setup(&[("in", 2), ("skipped", 2), ("lettered", 2)])?;
@@ -224,11 +218,11 @@ fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyho
         })
         .collect();
     produce(broker.bootstrap(), "in", &inputs)?;
-    let healthy: Vec<String> = values(&inputs)
+    let healthy: Vec<String> = sorted_texts(&inputs)
         .into_iter()
         .filter(|v| v.starts_with("ok-"))
         .collect();
-    let poisoned: Vec<String> = values(&inputs)
+    let poisoned: Vec<String> = sorted_texts(&inputs)
         .into_iter()
         .filter(|v| v.starts_with("boom-"))
         .collect();
@@ -257,7 +251,7 @@ fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyho
             Duration::from_secs(2),
         )?;
         assert_eq!(
-            values(&out),
+            sorted_texts(&out),
             healthy,
             "{topic}: every other record exactly once"
         );
@@ -269,17 +263,9 @@ fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyho
         Duration::from_secs(60),
         Duration::from_secs(2),
     )?;
-    assert_eq!(values(&dlq), poisoned, "exactly the poisoned records");
+    assert_eq!(sorted_texts(&dlq), poisoned, "exactly the poisoned records");
     for record in &dlq {
-        let header = |name: &str| {
-            record
-                .headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.as_deref())
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| record.header(name);
         assert_eq!(header("eddy.source.topic"), "in");
         assert!(
             header("eddy.error").contains("poisoned record at offset"),

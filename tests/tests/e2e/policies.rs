@@ -9,7 +9,7 @@
 //! are figures, measured by `just bench-hostile` (docs/operating.md).
 
 use super::setup;
-use eddy_tests::{Daemon, Rec, consume, produce, v1, wait_for};
+use eddy_tests::{Daemon, Rec, consume, produce, sorted_texts, v1, wait_for};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -84,20 +84,6 @@ fn sorted(mut values: Vec<String>) -> Vec<String> {
     values
 }
 
-fn texts(records: &[Rec]) -> Vec<String> {
-    sorted(records.iter().filter_map(Rec::text).collect())
-}
-
-fn header(record: &Rec, name: &str) -> String {
-    record
-        .headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.as_deref())
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default()
-}
-
 fn counter(p: &v1::Pipeline, name: &str) -> u64 {
     p.partitions
         .iter()
@@ -148,12 +134,12 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
         Duration::ZERO,
     )?;
     let poisoned: Vec<String> = sorted(
-        texts(&placed)
+        sorted_texts(&placed)
             .into_iter()
             .filter(|v| v.starts_with("boom"))
             .collect(),
     );
-    let healthy: Vec<String> = texts(&placed)
+    let healthy: Vec<String> = sorted_texts(&placed)
         .into_iter()
         .filter(|v| v.starts_with("ok"))
         .collect();
@@ -220,7 +206,11 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
             .map(|v| v.to_uppercase())
             .collect(),
     );
-    assert_eq!(texts(&out), expected, "the healthy pipeline, exactly once");
+    assert_eq!(
+        sorted_texts(&out),
+        expected,
+        "the healthy pipeline, exactly once"
+    );
     assert_eq!(
         daemon.pipeline("ok")?.state,
         v1::PipelineState::Running as i32
@@ -240,7 +230,11 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
             match *policy {
                 "fail" => check_stopped(&name, fixture, &status, &placed, &out),
                 _ => {
-                    assert_eq!(texts(&out), healthy, "{name}: every clean record once");
+                    assert_eq!(
+                        sorted_texts(&out),
+                        healthy,
+                        "{name}: every clean record once"
+                    );
                     assert!(
                         status.partitions.iter().all(|s| s.last_error.is_empty()),
                         "{name}: {status:?}"
@@ -256,12 +250,12 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
                     Duration::from_secs(1),
                 )?;
                 assert_eq!(
-                    texts(&dlq),
+                    sorted_texts(&dlq),
                     poisoned,
                     "{name}: exactly the poisoned records"
                 );
                 for record in &dlq {
-                    let error = header(record, "eddy.error");
+                    let error = record.header("eddy.error");
                     assert!(error.contains(fixture.error), "{name}: {error}");
                     let source = placed
                         .iter()
@@ -269,8 +263,8 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
                         .map(|r| (r.partition.to_string(), r.offset.to_string()));
                     assert_eq!(
                         Some((
-                            header(record, "eddy.source.partition"),
-                            header(record, "eddy.source.offset")
+                            record.header("eddy.source.partition"),
+                            record.header("eddy.source.offset")
                         )),
                         source,
                         "{name}: the dead letter names its source"
@@ -337,7 +331,7 @@ fn check_stopped(
             .collect(),
     );
     assert_eq!(
-        texts(out),
+        sorted_texts(out),
         before,
         "{name}: exactly the records before the committed offsets"
     );
