@@ -37,12 +37,7 @@ fn main() -> anyhow::Result<()> {
     };
     let want: u64 = records.parse().context("RECORDS must be a number")?;
     let kafka = KafkaSettings::new(brokers.as_str());
-    let metadata: BaseConsumer = kafka.metadata_client().create()?;
-    let partitions = metadata
-        .fetch_metadata(Some(input), Duration::from_secs(10))?
-        .topics()
-        .first()
-        .map_or(0, |t| t.partitions().len());
+    let partitions = support::partition_count(&kafka, input)?;
     let producer: FutureProducer = kafka.producer().create()?;
     let (input, output, group) = (input.clone(), output.clone(), group.clone());
     support::run_partitions(partitions, want, move |partition, remaining| {

@@ -4,6 +4,8 @@
 // Each example uses its part of it.
 #![allow(dead_code)]
 
+use eddy::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -93,4 +95,14 @@ where
     );
     report(processed, first.map_or(0.0, |s| s.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// How many partitions `topic` has.
+pub(crate) fn partition_count(kafka: &KafkaSettings, topic: &str) -> anyhow::Result<usize> {
+    let metadata: BaseConsumer = kafka.metadata_client().create()?;
+    Ok(metadata
+        .fetch_metadata(Some(topic), Duration::from_secs(10))?
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len()))
 }
