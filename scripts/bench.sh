@@ -105,7 +105,7 @@ measure() {
     rss0=$(rss_mib)
     "$eddy" pipeline create "$name" "$@" >/dev/null
     # CPU from the assignment too: creating and joining is not the data path.
-    until grep -q "partitions assigned pipeline=$name " "$work/serve.log"; do sleep 0.005; done
+    wait_for_line "$work/serve.log" "partitions assigned pipeline=$name "
     cpu0=$(cpu)
     local perf_pid=""
     if [ "${BENCH_PERF:-}" = "$key" ]; then

@@ -30,13 +30,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: native_word_count BROKERS INPUT OUTPUT GROUP RECORDS STATE_DIR");
     };
     let want: u64 = records.parse().context("RECORDS must be a number")?;
-    // The settings eddy's state store opens with.
-    let mut options = rocksdb::Options::default();
-    options.create_if_missing(true);
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    options.set_write_buffer_size(16 << 20);
-    options.set_max_background_jobs(2);
-    let db = rocksdb::DB::open(&options, state_dir)?;
+    let db = rocksdb::DB::open(&eddy::state::PipelineDb::options(), state_dir)?;
     let kafka = KafkaSettings::new(brokers.as_str());
     let partitions = support::partition_count(&kafka, input)?;
     let producer: FutureProducer = kafka.producer().create()?;

@@ -52,7 +52,8 @@ pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-fn hex_part(digest: &str) -> &str {
+/// The hex of a `sha256:<hex>` digest, which names its files.
+pub(crate) fn hex_part(digest: &str) -> &str {
     digest.strip_prefix("sha256:").unwrap_or(digest)
 }
 

@@ -23,6 +23,7 @@ pub mod bindings_types {
     pub use super::bindings::eddy::processor::types::*;
 }
 
+use crate::modules::hex_part;
 use bindings::ProcessorPre;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
@@ -136,14 +137,9 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// Checks that `bytes` are a component implementing eddy's world and
-    /// compiles it. Precompiled native code is never accepted.
-    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledModule, ModuleError> {
-        Ok(CompiledModule(ModuleKind::Wasm(
-            self.link(&self.compile_component(bytes)?)?,
-        )))
-    }
-
+    /// Checks that `bytes` are a component and compiles it ([`Self::link`]
+    /// checks it implements eddy's world). Precompiled native code is never
+    /// accepted from outside: only this daemon's own cache is loaded.
     fn compile_component(&self, bytes: &[u8]) -> Result<Component, ModuleError> {
         validate::check_format(bytes)?;
         Component::new(&self.engine, bytes)
@@ -160,9 +156,8 @@ impl Runtime {
 
     /// Where the compiled code of module `digest` is kept, if anywhere.
     fn compiled_path(&self, digest: &str) -> Option<PathBuf> {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         let dir = self.compiled_dir.as_ref()?;
-        Some(dir.join(format!("{hex}-{}.cwasm", self.engine_tag)))
+        Some(dir.join(format!("{}-{}.cwasm", hex_part(digest), self.engine_tag)))
     }
 
     /// The component of `digest` from the compiled-code cache on disk, or
