@@ -16,6 +16,10 @@ use eddy::task::TaskStatus;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+// The daemon's allocator, so the figures are the daemon's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     divan::main();
 }

@@ -54,6 +54,7 @@ pub use guest::*;
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use super::{run_batch, run_timers};
+    use crate::packed::{Malformed, NO_TIMESTAMP, Reader, Writer};
     use crate::{Header, OutputRecord, Processor, Record, Task, TimeDomain, Timer};
     use std::any::Any;
     use std::cell::RefCell;
@@ -61,9 +62,11 @@ mod guest {
     pub use wit_bindgen;
 
     /// The generated bindings for `eddy:processor`.
+    // A packed batch's columns are flattened into the export's parameters.
+    #[allow(clippy::too_many_arguments)]
     pub mod bindings {
         wit_bindgen::generate!({
-            world: "processor",
+            world: "packed-processor",
             path: "wit",
             pub_export_macro: true,
             export_macro_name: "export_processor",
@@ -97,13 +100,6 @@ mod guest {
         }
     }
 
-    fn header(h: wit::Header) -> Header {
-        Header {
-            key: h.key,
-            value: h.value,
-        }
-    }
-
     fn output(o: OutputRecord) -> wit::OutputRecord {
         wit::OutputRecord {
             key: o.key,
@@ -130,25 +126,73 @@ mod guest {
         with_instance::<P, _>(|p| p.init(&task)).map_err(|e| error(e.to_string(), None))
     }
 
-    pub fn process<P: Processor>(
-        batch: wit::Batch,
-    ) -> Result<Vec<wit::OutputRecord>, wit::ProcessError> {
-        let records = batch
-            .records
-            .into_iter()
-            .map(|r| {
-                Record::from_parts(
-                    r.key,
-                    r.value,
-                    r.headers.into_iter().map(header).collect(),
-                    r.timestamp,
-                    r.offset,
-                )
-            })
-            .collect();
+    /// Unpacks the batch into records (a copy of each field, which the
+    /// processor then owns), runs them, and packs the outputs.
+    pub fn process_packed<P: Processor>(
+        batch: wit::PackedBatch,
+    ) -> Result<wit::PackedOutputs, wit::ProcessError> {
+        let records = unpack(&batch)
+            .map_err(|e| error(format!("the host sent a malformed batch: {e}"), None))?;
+        drop(batch);
         with_instance::<P, _>(|p| run_batch(p, records))
-            .map(|outputs| outputs.into_iter().map(output).collect())
+            .map(pack)
             .map_err(|(e, index)| error(e.to_string(), index))
+    }
+
+    fn unpack(batch: &wit::PackedBatch) -> Result<Vec<Record>, Malformed> {
+        let mut reader = Reader::new(&batch.lengths, &batch.data);
+        let records = batch
+            .timestamps
+            .iter()
+            .zip(&batch.offsets)
+            .map(|(&timestamp, &offset)| {
+                let key = reader.owned()?;
+                let value = reader.owned()?;
+                let headers = (0..reader.number()?)
+                    .map(|_| {
+                        Ok(Header {
+                            key: reader.text()?,
+                            value: reader.owned()?,
+                        })
+                    })
+                    .collect::<Result<_, Malformed>>()?;
+                Ok(Record::from_parts(key, value, headers, timestamp, offset))
+            })
+            .collect::<Result<_, Malformed>>()?;
+        reader.finish()?;
+        Ok(records)
+    }
+
+    fn pack(outputs: Vec<OutputRecord>) -> wit::PackedOutputs {
+        let size: usize = outputs.iter().map(OutputRecord::size).sum();
+        let mut packed = wit::PackedOutputs {
+            lengths: Vec::with_capacity(outputs.len() * 4),
+            data: Vec::with_capacity(size),
+            timestamps: Vec::with_capacity(outputs.len()),
+            outputs: Vec::new(),
+        };
+        let mut writer = Writer::new(&mut packed.lengths, &mut packed.data);
+        for o in outputs {
+            writer.field(o.key.as_deref());
+            writer.field(o.value.as_deref());
+            writer.number(o.headers.len());
+            writer.number(match o.output {
+                None => 0,
+                Some(name) => match packed.outputs.iter().position(|known| *known == name) {
+                    Some(index) => index + 1,
+                    None => {
+                        packed.outputs.push(name);
+                        packed.outputs.len()
+                    }
+                },
+            });
+            for h in &o.headers {
+                writer.field(Some(h.key.as_bytes()));
+                writer.field(h.value.as_deref());
+            }
+            packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
+        }
+        packed
     }
 
     pub fn on_timers<P: Processor>(
@@ -206,13 +250,10 @@ macro_rules! export {
                     $crate::__private::init::<$processor>(task)
                 }
 
-                fn process(
-                    batch: __wit::Batch,
-                ) -> ::core::result::Result<
-                    ::std::vec::Vec<__wit::OutputRecord>,
-                    __wit::ProcessError,
-                > {
-                    $crate::__private::process::<$processor>(batch)
+                fn process_packed(
+                    batch: __wit::PackedBatch,
+                ) -> ::core::result::Result<__wit::PackedOutputs, __wit::ProcessError> {
+                    $crate::__private::process_packed::<$processor>(batch)
                 }
 
                 fn on_timers(

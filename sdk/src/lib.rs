@@ -55,6 +55,8 @@ pub mod testing;
 
 #[doc(hidden)]
 pub mod __private;
+#[doc(hidden)]
+pub mod packed;
 
 pub use error::{Error, Result};
 pub use processor::{Processor, Task};

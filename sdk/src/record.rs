@@ -186,6 +186,18 @@ pub struct OutputRecord {
 }
 
 impl OutputRecord {
+    /// Bytes of key, value and headers: what packing it takes.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn size(&self) -> usize {
+        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.key.len() + len(&h.value))
+            .sum();
+        len(&self.key) + len(&self.value) + headers
+    }
+
     /// A record with this value and no key.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Self {

@@ -12,6 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
+// The daemon's allocator, so the comparison is of data paths, not allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Most records in one batch, as eddy's default.
 pub(crate) const MAX_BATCH: usize = 1024;
 /// How long a batch waits for more records after its first, as eddy's default.

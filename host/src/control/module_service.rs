@@ -1,5 +1,5 @@
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
-use crate::runtime::{ModuleError, Runtime, WORLD};
+use crate::runtime::{ModuleError, Runtime};
 use eddy_proto::v1::{self, module_service_server::ModuleService, upload_module_request::Part};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -86,12 +86,13 @@ impl ModuleService for ModuleServiceImpl {
                     ModuleError::Invalid(m) => Status::invalid_argument(m),
                     ModuleError::Io(m) => Status::internal(m),
                 })?;
+            let world = compiled.world();
             drop(compiled);
             let info = ModuleInfo {
                 digest,
                 size: bytes.len() as u64,
                 name,
-                world: WORLD.to_owned(),
+                world,
                 uploaded_at_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),

@@ -1,7 +1,10 @@
 //! One guest instance: a store with limits, and the three calls of the world.
 
 use super::bindings::Processor;
-use super::bindings::eddy::processor::types::{Batch, FiredTimer, OutputRecord, TaskInfo};
+use super::bindings::eddy::processor::types::{
+    Batch, FiredTimer, OutputRecord, PackedBatch, TaskInfo,
+};
+use super::bindings::packed::PackedProcessor;
 use super::builtin::Builtin;
 use super::host_api::{GuestCtx, TaskServices};
 use std::time::{Duration, Instant};
@@ -78,7 +81,10 @@ pub struct Guest {
 
 /// What runs the calls.
 enum Instance {
-    Wasm(Processor),
+    Typed(Processor),
+    /// A packed-world instance, and the buffers its batches are packed
+    /// into (kept across calls, so packing allocates nothing once warm).
+    Packed(PackedProcessor, Box<PackedBatch>),
     Builtin(Builtin),
 }
 
@@ -99,10 +105,14 @@ impl Guest {
         // Instantiation runs guest start code, so it gets a deadline too.
         store.set_epoch_deadline(deadline_ticks);
         store.epoch_deadline_trap();
+        let failed = |e: wasmtime::Error| GuestError::Instantiate(format!("{e:#}"));
         let processor = match &module.0 {
-            super::ModuleKind::Wasm(pre) => Instance::Wasm(
-                pre.instantiate(&mut store)
-                    .map_err(|e| GuestError::Instantiate(format!("{e:#}")))?,
+            super::ModuleKind::Typed(pre) => {
+                Instance::Typed(pre.instantiate(&mut store).map_err(failed)?)
+            }
+            super::ModuleKind::Packed(pre) => Instance::Packed(
+                pre.instantiate(&mut store).map_err(failed)?,
+                Box::new(super::packed::empty()),
             ),
             super::ModuleKind::Builtin(builtin) => Instance::Builtin(*builtin),
         };
@@ -139,20 +149,30 @@ impl Guest {
     /// Calls the guest's `init`.
     pub fn init(&mut self, task: &TaskInfo) -> Result<(), GuestError> {
         self.arm();
-        let Instance::Wasm(processor) = &self.processor else {
-            return Ok(());
+        let result = match &self.processor {
+            Instance::Typed(processor) => processor.call_init(&mut self.store, task),
+            Instance::Packed(processor, _) => processor.call_init(&mut self.store, task),
+            Instance::Builtin(_) => return Ok(()),
         };
-        let result = processor.call_init(&mut self.store, task);
         self.settle(result).map(|_| ())
     }
 
     /// Calls the guest's `process` with one batch.
     pub fn process(&mut self, batch: &Batch) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
-        let outputs = match &self.processor {
-            Instance::Wasm(processor) => {
+        let outputs = match &mut self.processor {
+            Instance::Typed(processor) => {
                 let result = processor.call_process(&mut self.store, batch);
                 self.settle(result)
+            }
+            Instance::Packed(processor, packed) => {
+                super::packed::pack(batch, packed);
+                let result = processor.call_process_packed(&mut self.store, packed);
+                self.settle(result).and_then(|outputs| {
+                    super::packed::unpack(&outputs).map_err(|e| {
+                        GuestError::Trap(format!("the guest's packed outputs are malformed: {e}"))
+                    })
+                })
             }
             Instance::Builtin(builtin) => Ok(builtin.process(self.services(), batch)),
         };
@@ -162,11 +182,12 @@ impl Guest {
     /// Calls the guest's `on-timers`.
     pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Vec<OutputRecord>, GuestError> {
         self.arm();
-        let Instance::Wasm(processor) = &self.processor else {
+        let result = match &self.processor {
+            Instance::Typed(processor) => processor.call_on_timers(&mut self.store, timers),
+            Instance::Packed(processor, _) => processor.call_on_timers(&mut self.store, timers),
             // No builtin sets timers.
-            return Ok(Vec::new());
+            Instance::Builtin(_) => return Ok(Vec::new()),
         };
-        let result = processor.call_on_timers(&mut self.store, timers);
         let outputs = self.settle(result);
         self.checked(outputs)
     }

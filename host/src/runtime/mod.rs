@@ -10,6 +10,7 @@ mod bindings;
 mod builtin;
 mod guest;
 mod host_api;
+mod packed;
 mod stderr;
 mod validate;
 
@@ -25,6 +26,7 @@ pub mod bindings_types {
 
 use crate::modules::hex_part;
 use bindings::ProcessorPre;
+use bindings::packed::PackedProcessorPre;
 use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::PathBuf;
@@ -33,8 +35,9 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// The world version this host implements.
-pub const WORLD: &str = "eddy:processor@0.1.0";
+/// The package of worlds this host implements (both of them; components
+/// built against an earlier, semver-compatible version link too).
+pub const WORLD: &str = "eddy:processor@0.1.1";
 
 /// How often the epoch advances: the granularity of call deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -46,10 +49,25 @@ pub struct CompiledModule(ModuleKind);
 
 #[derive(Clone)]
 enum ModuleKind {
-    /// A WebAssembly component.
-    Wasm(ProcessorPre<host_api::GuestCtx>),
+    /// A component implementing the `processor` world.
+    Typed(ProcessorPre<host_api::GuestCtx>),
+    /// A component implementing the `packed-processor` world.
+    Packed(PackedProcessorPre<host_api::GuestCtx>),
     /// An operator compiled into the host.
     Builtin(Builtin),
+}
+
+impl CompiledModule {
+    /// The world the module implements, as `upload` reports it.
+    pub fn world(&self) -> String {
+        let world = match &self.0 {
+            ModuleKind::Typed(_) => "processor",
+            ModuleKind::Packed(_) => "packed-processor",
+            ModuleKind::Builtin(_) => "builtin",
+        };
+        let version = WORLD.split_once('@').map_or("", |(_, v)| v);
+        format!("eddy:processor/{world}@{version}")
+    }
 }
 
 /// The daemon's one engine, its linker and the compiled-module cache.
@@ -146,12 +164,19 @@ impl Runtime {
             .map_err(|e| ModuleError::Invalid(format!("the component does not compile: {e:#}")))
     }
 
-    fn link(&self, component: &Component) -> Result<ProcessorPre<host_api::GuestCtx>, ModuleError> {
+    /// Links `component` against the host and finds which of the package's
+    /// worlds it exports.
+    fn link(&self, component: &Component) -> Result<ModuleKind, ModuleError> {
         let pre = self
             .linker
             .instantiate_pre(component)
             .map_err(validate::import_error)?;
-        ProcessorPre::new(pre).map_err(validate::export_error)
+        if let Ok(packed) = PackedProcessorPre::new(pre.clone()) {
+            return Ok(ModuleKind::Packed(packed));
+        }
+        ProcessorPre::new(pre)
+            .map(ModuleKind::Typed)
+            .map_err(validate::export_error)
     }
 
     /// Where the compiled code of module `digest` is kept, if anywhere.
@@ -214,7 +239,7 @@ impl Runtime {
             return Ok(module.clone());
         }
         let component = self.load_component(digest, load)?;
-        let module = CompiledModule(ModuleKind::Wasm(self.link(&component)?));
+        let module = CompiledModule(self.link(&component)?);
         self.lock_cache().insert(digest.to_owned(), module.clone());
         Ok(module)
     }

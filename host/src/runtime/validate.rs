@@ -51,8 +51,8 @@ pub(super) fn import_error(e: wasmtime::Error) -> ModuleError {
 
 pub(super) fn export_error(e: wasmtime::Error) -> ModuleError {
     ModuleError::Invalid(format!(
-        "the component does not implement {WORLD}: {e:#}. Export a processor with \
-         `eddy_sdk::export!`"
+        "the component implements neither world of {WORLD} (`processor` or \
+         `packed-processor`): {e:#}. Export a processor with `eddy_sdk::export!`"
     ))
 }
 

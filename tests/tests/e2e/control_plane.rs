@@ -71,7 +71,14 @@ fn bad_modules_are_rejected_with_invalid_argument_and_the_daemon_keeps_serving()
         "uppercase.wasm",
         std::fs::read(plugin("uppercase"))?,
     )?;
-    assert!(good.digest.starts_with("sha256:") && good.world == "eddy:processor@0.1.0");
+    assert!(good.digest.starts_with("sha256:"));
+    assert_eq!(good.world, "eddy:processor/packed-processor@0.1.1");
+    let typed = upload(
+        daemon.server(),
+        "typed_uppercase.wasm",
+        std::fs::read(plugin("typed_uppercase"))?,
+    )?;
+    assert_eq!(typed.world, "eddy:processor/processor@0.1.1");
     let again = upload(
         daemon.server(),
         "uppercase.wasm",

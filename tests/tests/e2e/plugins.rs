@@ -78,10 +78,11 @@ fn uppercase_upper_cases_values_and_passes_keys_headers_and_tombstones() -> anyh
 
 /// The builtin `uppercase` (the benchmark's measure of what WebAssembly
 /// costs) must do exactly what the module does, or the comparison means
-/// nothing.
+/// nothing; and the module written against the `processor` world (records
+/// as typed lists) must give what the SDK's `packed-processor` module gives.
 #[test]
-fn the_builtin_uppercase_gives_exactly_the_modules_output() -> anyhow::Result<()> {
-    let (broker, daemon, _dir) = setup(&[("in", 2), ("wasm", 2), ("native", 2)])?;
+fn uppercase_gives_the_same_output_packed_typed_and_builtin() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 2), ("wasm", 2), ("typed", 2), ("native", 2)])?;
     let mut input: Vec<Rec> = (0..200)
         .map(|i| Rec::value(format!("line {i} ünï straße")).keyed(format!("k{i}")))
         .collect();
@@ -92,6 +93,7 @@ fn the_builtin_uppercase_gives_exactly_the_modules_output() -> anyhow::Result<()
     input.push(headed);
     produce(broker.bootstrap(), "in", &input)?;
     daemon.deploy("wasm", "uppercase", "in", "wasm", &[])?;
+    daemon.deploy("typed", "typed_uppercase", "in", "typed", &[])?;
     daemon.eddy_ok(&[
         "pipeline",
         "create",
@@ -120,9 +122,11 @@ fn the_builtin_uppercase_gives_exactly_the_modules_output() -> anyhow::Result<()
         all.sort();
         all
     };
-    let (wasm, native) = (read("wasm")?, read("native")?);
+    let (wasm, typed, native) = (read("wasm")?, read("typed")?, read("native")?);
     assert_eq!(wasm.len(), input.len());
-    assert_eq!(full(wasm), full(native));
+    let wasm = full(wasm);
+    assert_eq!(wasm, full(typed));
+    assert_eq!(wasm, full(native));
     let shown = daemon.eddy_ok(&["pipeline", "get", "native"])?;
     assert!(shown.contains("builtin:uppercase"), "{shown}");
     Ok(())
