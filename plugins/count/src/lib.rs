@@ -6,7 +6,9 @@
 //! batch touched is emitted (key, count), as Kafka Streams' record cache
 //! does on commit: the output is a changelog whose last value per key is
 //! the count. Records without a key are skipped and counted as
-//! `records-without-key`.
+//! `records-without-key`. The batch's counts are kept in memory and
+//! written to state once per key at the end of the batch (the batch's
+//! writes commit together anyway), not once per record.
 
 use eddy_sdk::prelude::*;
 use std::collections::HashMap;
@@ -36,18 +38,13 @@ impl Processor for Count {
             metrics::increment("records-without-key", 1);
             return Ok(());
         };
-        let count = match self.touched.get_mut(key) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
+        match self.touched.get_mut(key) {
+            Some(n) => *n += 1,
             None => {
                 let n = stored_count(key)? + 1;
                 self.touched.insert(key.to_vec(), n);
-                n
             }
-        };
-        state::put(key, count.to_string())?;
+        }
         Ok(())
     }
 
@@ -56,7 +53,9 @@ impl Processor for Count {
         let mut touched: Vec<_> = self.touched.drain().collect();
         touched.sort_unstable();
         for (key, count) in touched {
-            out.emit(OutputRecord::new(count.to_string()).with_key(key));
+            let count = count.to_string();
+            state::put(&key, &count)?;
+            out.emit(OutputRecord::new(count).with_key(key));
         }
         Ok(())
     }
