@@ -94,25 +94,17 @@ fn run_partition(
         // One batch: up to MAX_BATCH records, or what arrived within LINGER
         // of the first.
         let mut batch = Vec::with_capacity(support::MAX_BATCH);
-        let mut deadline: Option<Instant> = None;
-        while batch.len() < support::MAX_BATCH {
-            let timeout = deadline.map_or(Duration::from_millis(100), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            match consumer.poll(timeout) {
-                None => break,
-                Some(message) => {
-                    let message = message?;
-                    started.get_or_insert_with(Instant::now);
-                    last_record = Instant::now();
-                    deadline.get_or_insert_with(|| Instant::now() + support::LINGER);
-                    next = message.offset() + 1;
-                    batch.push((
-                        message.key().map(<[u8]>::to_vec),
-                        message.payload().map(<[u8]>::to_ascii_uppercase),
-                    ));
-                }
-            }
+        support::poll_batch(&consumer, |message| {
+            started.get_or_insert_with(Instant::now);
+            next = message.offset() + 1;
+            batch.push((
+                message.key().map(<[u8]>::to_vec),
+                message.payload().map(<[u8]>::to_ascii_uppercase),
+            ));
+            Ok(())
+        })?;
+        if !batch.is_empty() {
+            last_record = Instant::now();
         }
         let mut deliveries = Vec::with_capacity(batch.len());
         for (key, value) in &batch {

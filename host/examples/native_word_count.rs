@@ -76,22 +76,11 @@ impl Partition<'_> {
             // One batch: counts of the words it touched, read from the
             // database on first touch.
             let mut touched: BTreeMap<String, u64> = BTreeMap::new();
-            let mut records = 0u64;
-            let mut deadline: Option<Instant> = None;
-            while records < support::MAX_BATCH as u64 {
-                let timeout = deadline.map_or(Duration::from_millis(100), |d| {
-                    d.saturating_duration_since(Instant::now())
-                });
-                let Some(message) = self.consumer.poll(timeout) else {
-                    break;
-                };
-                let message = message?;
+            let records = support::poll_batch(&self.consumer, |message| {
                 started.get_or_insert_with(Instant::now);
-                deadline.get_or_insert_with(|| Instant::now() + support::LINGER);
                 next = message.offset() + 1;
-                records += 1;
                 let Some(line) = message.payload().and_then(|v| std::str::from_utf8(v).ok()) else {
-                    continue;
+                    return Ok(());
                 };
                 for word in words(line) {
                     let count = match touched.get(&word) {
@@ -100,7 +89,8 @@ impl Partition<'_> {
                     };
                     touched.insert(word, count + 1);
                 }
-            }
+                Ok(())
+            })? as u64;
             if records == 0 {
                 continue;
             }

@@ -6,6 +6,7 @@
 
 use eddy::kafka::KafkaSettings;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use std::sync::Arc;
@@ -20,6 +21,37 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub(crate) const MAX_BATCH: usize = 1024;
 /// How long a batch waits for more records after its first, as eddy's default.
 pub(crate) const LINGER: Duration = Duration::from_millis(10);
+
+/// Polls one batch as eddy's tasks do: up to MAX_BATCH records, waiting up
+/// to 100 ms for the first and at most LINGER after it, and taking records
+/// already fetched without a timeout (so without reading the clock). Hands
+/// each record to `each`; returns how many it handed.
+pub(crate) fn poll_batch(
+    consumer: &BaseConsumer,
+    mut each: impl FnMut(BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<usize> {
+    let mut records = 0;
+    let mut deadline: Option<Instant> = None;
+    while records < MAX_BATCH {
+        let polled = match deadline {
+            None => consumer.poll(Duration::from_millis(100)),
+            Some(d) => match consumer.poll(Duration::ZERO) {
+                None => match d.saturating_duration_since(Instant::now()) {
+                    Duration::ZERO => None,
+                    left => consumer.poll(left),
+                },
+                ready => ready,
+            },
+        };
+        let Some(message) = polled else {
+            break;
+        };
+        deadline.get_or_insert_with(|| Instant::now() + LINGER);
+        records += 1;
+        each(message?)?;
+    }
+    Ok(records)
+}
 
 /// Sends `record`, waiting while the producer's queue is full.
 pub(crate) fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
