@@ -126,6 +126,57 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// One record's fields as the packed worlds write them: key, value,
+    /// then headers (name, value).
+    type Fields = (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
+
+    proptest! {
+        #[test]
+        fn any_records_read_back_as_written(records in proptest::collection::vec(
+            (
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..200)),
+                proptest::collection::vec(
+                    (".{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
+                    0..3,
+                ),
+            ),
+            0..50,
+        )) {
+            let (mut lengths, mut data) = (Vec::new(), Vec::new());
+            let mut writer = Writer::new(&mut lengths, &mut data);
+            for (key, value, headers) in &records {
+                writer.field(key.as_deref());
+                writer.field(value.as_deref());
+                writer.number(headers.len());
+                for (name, value) in headers {
+                    writer.field(Some(name.as_bytes()));
+                    writer.field(value.as_deref());
+                }
+            }
+            let mut reader = Reader::new(&lengths, &data);
+            let read: Vec<Fields> = records
+                .iter()
+                .map(|_| {
+                    let key = reader.owned()?;
+                    let value = reader.owned()?;
+                    let headers = (0..reader.number()?)
+                        .map(|_| Ok((reader.text()?, reader.owned()?)))
+                        .collect::<Result<_, Malformed>>()?;
+                    Ok((key, value, headers))
+                })
+                .collect::<Result<_, Malformed>>()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(reader.finish(), Ok(()));
+            prop_assert_eq!(read, records);
+        }
+    }
 
     #[test]
     fn fields_and_numbers_read_back_in_order() {
