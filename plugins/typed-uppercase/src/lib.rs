@@ -25,9 +25,13 @@ impl Guest for TypedUppercase {
             .into_iter()
             .map(|record| OutputRecord {
                 key: record.key,
-                value: record.value.map(|v| match String::from_utf8(v) {
-                    Ok(text) => text.to_uppercase().into_bytes(),
-                    Err(e) => e.into_bytes().to_ascii_uppercase(),
+                value: record.value.map(|mut v| {
+                    // ASCII needs no Unicode tables (see `uppercase`).
+                    match std::str::from_utf8(&v) {
+                        Ok(text) if !v.is_ascii() => v = text.to_uppercase().into_bytes(),
+                        _ => v.make_ascii_uppercase(),
+                    }
+                    v
                 }),
                 headers: record.headers,
                 timestamp: Some(record.timestamp),

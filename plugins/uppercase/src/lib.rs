@@ -14,9 +14,17 @@ pub struct Uppercase;
 
 impl Processor for Uppercase {
     fn process(&mut self, record: Record, out: &mut Emitter) -> Result<()> {
-        out.emit(record.map_value(|v| match std::str::from_utf8(v) {
-            Ok(text) => text.to_uppercase().into_bytes(),
-            Err(_) => v.to_ascii_uppercase(),
+        out.emit(record.map_value(|v| {
+            // ASCII needs no Unicode tables, and these loops compile to
+            // WebAssembly SIMD here (std's `to_uppercase` is prebuilt
+            // without it, at a quarter of the speed).
+            if v.is_ascii() {
+                return v.to_ascii_uppercase();
+            }
+            match std::str::from_utf8(v) {
+                Ok(text) => text.to_uppercase().into_bytes(),
+                Err(_) => v.to_ascii_uppercase(),
+            }
         }));
         Ok(())
     }
