@@ -220,8 +220,9 @@ fi
 
 # A task's instance: the median time from compiled module to instance,
 # over the tasks of the runs above that ran WebAssembly.
-grep "guest instantiated" "$work/serve.log" | grep -v "builtin" |
-    sed -n 's/.*instantiate_us=\([0-9]*\).*/\1/p' | sort -n |
+# (awk, not grep: a run without such tasks has no line and is no failure)
+awk '/guest instantiated/ && !/builtin/ && match($0, /instantiate_us=[0-9]+/) {
+    print substr($0, RSTART + 15, RLENGTH - 15) }' "$work/serve.log" | sort -n |
     awk '{ v[NR] = $1 } END { if (NR) printf "  task instantiation (compiled module to instance): median %d us over %d tasks\n", v[int((NR + 1) / 2)], NR }'
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
 echo "  daemon peak RSS $((rss_kib / 1024)) MiB"
