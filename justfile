@@ -65,7 +65,7 @@ bench records="1000000": plugins
 # no thresholds; debug figures say nothing about speed).
 bench-smoke records="20000": build
     cargo build --locked -p eddy --examples
-    BENCH_PROFILE=debug LATENCY_SECONDS=2 LATENCY_RATE=2000 scripts/bench.sh {{ records }}
+    BENCH_PROFILE=debug ROUNDS=1 LATENCY_SECONDS=2 LATENCY_RATE=2000 scripts/bench.sh {{ records }}
 
 # Microbenchmarks (divan): the guest call per batch size, Wasm and builtin; instantiating a
 # task's guest; state commits and reads (host/benches/data_path.rs).

@@ -9,14 +9,18 @@
 #        (the same input: a unique number and a few repeated words per record)
 # For each: wall seconds, daemon (or loop) CPU seconds (user + sys, all
 # threads), records/s, records per CPU-second and its ratio to its
-# baseline. Then end-to-end latency p50/p99 at half of (a)'s rate for (a),
-# (b') and (b); the time to instantiate a task; the daemon's peak RSS.
+# baseline. The rows run ROUNDS times (default 3), interleaved, and a
+# summary gives each row's median and the ratios of medians: on a small
+# shared machine one run's ratio moves by 0.1-0.2. Then end-to-end latency
+# p50/p99 at half of (a)'s rate for (a), (b') and (b); the time to
+# instantiate a task; the daemon's peak RSS.
 # Run with `just bench [N]`; prints figures, asserts nothing.
 #
 # N defaults to 1,000,000 (about 150 MB of input). LATENCY_SECONDS (10) is
 # the length of each latency run, LATENCY_RATE (half of (a)'s) and
 # LATENCY_LIGHT_RATE (10,000) their rates in records/s; RUNS selects rows (default: all of
 # "native builtin at-least-once exactly-once word-count latency").
+# ROUNDS (3) is how many times each row runs.
 # BENCH_PERF=KEY (e.g. at-least-once) profiles that run's daemon with
 # `perf record -g` into BENCH_PERF_OUT (default perf.data).
 set -euo pipefail
@@ -24,6 +28,7 @@ set -euo pipefail
 records=${1:-1000000}
 partitions=4
 latency_seconds=${LATENCY_SECONDS:-10}
+rounds=${ROUNDS:-3}
 runs=${RUNS:-native builtin at-least-once exactly-once word-count latency}
 source "$(dirname "$0")/bench-lib.sh"
 uppercase="$plugins/uppercase.wasm"
@@ -67,9 +72,9 @@ assigned_at() {
         python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())'
 }
 
-# Records per CPU-second and per wall second by row key, for the ratios
-# and the latency runs' rate.
-declare -A rate wall_rate
+# Records per CPU-second and per wall second by row key (this round's, for
+# the ratios, and every round's, for the medians), and the rows' labels.
+declare -A rate wall_rate rates wall_rates label
 # Prints one row and records its rate under KEY: key, what, records, wall
 # seconds, CPU seconds, memory (MiB), then the keys of the rows it is
 # compared with.
@@ -82,6 +87,9 @@ row() {
     done
     rate[$key]=$(python3 -c "print($n / $cpu if $cpu > 0 else 0)")
     wall_rate[$key]=$(python3 -c "print($n / $wall if $wall > 0 else 0)")
+    rates[$key]="${rates[$key]:-} ${rate[$key]}"
+    wall_rates[$key]="${wall_rates[$key]:-} ${wall_rate[$key]}"
+    label[$key]=$what
     python3 - "$what" "$n" "$wall" "$cpu" "$rss" "${against[@]}" <<'PY'
 import sys
 what, n, wall, cpu, rss, *against = sys.argv[1:]
@@ -101,7 +109,7 @@ rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
 measure() {
     local key=$1 what=$2 expected=$3 parts=$4 bases=$5
     shift 5
-    local name="bench-$key" cpu0 cpu1 t0 t1 processed done rss0 rss1
+    local name="bench-$key-$round" cpu0 cpu1 t0 t1 processed done rss0 rss1
     rss0=$(rss_mib)
     "$eddy" pipeline create "$name" "$@" >/dev/null
     # CPU from the assignment too: creating and joining is not the data path.
@@ -123,7 +131,7 @@ measure() {
     rss1=$(rss_mib)
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid" && wait "$perf_pid" || true; fi
     t0=$(assigned_at "$name")
-    "$eddy" pipeline pause "$name" >/dev/null
+    "$eddy" pipeline delete "$name" >/dev/null
     # shellcheck disable=SC2086
     row "$key" "$what" "$processed" "$(python3 -c "print($t1 - $t0)")" \
         "$(python3 -c "print(($cpu1 - $cpu0) / 1e9)")" "$rss1 (+$((rss1 - rss0)))" $bases
@@ -151,30 +159,55 @@ echo "  what                                 wall s    CPU s      rec/s  rec/CPU
 for module in uppercase split_words count; do
     "$eddy" module push "$plugins/$module.wasm" >/dev/null
 done
-if wants native; then
-    native native "(a) native rdkafka loop" "" \
-        native_uppercase "$brokers" bench-in bench-out-native bench-native "$records"
-fi
-if wants builtin; then
-    measure builtin "(b') eddy builtin, at-least-once" "$records" "$partitions" native \
-        --module builtin:uppercase --input bench-in --output bench-out-builtin
-fi
-for guarantee in at-least-once exactly-once; do
-    wants "$guarantee" || continue
-    bases="native builtin"
-    [ "$guarantee" = exactly-once ] && bases="at-least-once"
-    measure "$guarantee" "(b) eddy wasm, $guarantee" "$records" "$partitions" "$bases" \
-        --module "$uppercase" --input bench-in --output "bench-out-$guarantee" --guarantee "$guarantee"
-done
 if wants word-count; then
     echo "  word count: $words words in the $records lines"
-    native word-count-native "(c) native rdkafka + RocksDB" "" \
-        native_word_count "$brokers" bench-in bench-out-word-count-native bench-wc-native \
-        "$records" "$work/native-state"
-    measure word-count "(c) eddy split-words -> count" "$records" $((2 * partitions)) \
-        "word-count-native at-least-once" \
-        --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
-        --input bench-in --output bench-out-word-count
+fi
+for round in $(seq 1 "$rounds"); do
+    [ "$rounds" -gt 1 ] && echo "  round $round of $rounds"
+    if wants native; then
+        native native "(a) native rdkafka loop" "" \
+            native_uppercase "$brokers" bench-in bench-out-native bench-native-$round "$records"
+    fi
+    if wants builtin; then
+        measure builtin "(b') eddy builtin, at-least-once" "$records" "$partitions" native \
+            --module builtin:uppercase --input bench-in --output bench-out-builtin
+    fi
+    for guarantee in at-least-once exactly-once; do
+        wants "$guarantee" || continue
+        bases="native builtin"
+        [ "$guarantee" = exactly-once ] && bases="at-least-once"
+        measure "$guarantee" "(b) eddy wasm, $guarantee" "$records" "$partitions" "$bases" \
+            --module "$uppercase" --input bench-in --output "bench-out-$guarantee" --guarantee "$guarantee"
+    done
+    if wants word-count; then
+        native word-count-native "(c) native rdkafka + RocksDB" "" \
+            native_word_count "$brokers" bench-in bench-out-word-count-native bench-wc-native-$round \
+            "$records" "$work/native-state-$round"
+        measure word-count "(c) eddy split-words -> count" "$records" $((2 * partitions)) \
+            "word-count-native at-least-once" \
+            --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
+            --input bench-in --output bench-out-word-count
+    fi
+done
+
+# Each row's median over the rounds, and the ratios of the medians.
+median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+if [ "$rounds" -gt 1 ]; then
+    echo "  median of $rounds rounds                       rec/s  rec/CPU-s   ratio"
+    declare -A bases_of=([builtin]="native" [at-least-once]="native builtin"
+        [exactly-once]="at-least-once" [word-count]="word-count-native at-least-once")
+    for key in native builtin at-least-once exactly-once word-count-native word-count; do
+        [ -n "${rates[$key]:-}" ] || continue
+        rate[$key]=$(median <<<"${rates[$key]}")
+        wall_rate[$key]=$(median <<<"${wall_rates[$key]}")
+        python3 - "${label[$key]}" "${wall_rate[$key]}" "${rate[$key]}" $(for b in ${bases_of[$key]:-}; do
+            [ -n "${rates[$b]:-}" ] && echo "$b=$(median <<<"${rates[$b]}")"; done) <<'PY'
+import sys
+what, wall_rate, rate, *against = sys.argv[1:]
+ratios = ", ".join(f"{float(rate) / float(r):.2f} of {k}" for k, r in (a.split("=") for a in against))
+print(f"  {what:<34} {float(wall_rate):18.0f} {float(rate):10.0f}   {ratios}")
+PY
+    done
 fi
 
 # End-to-end latency of live input at half of (a)'s rate, from the send
@@ -194,8 +227,9 @@ latency_run() { # rate
     echo "  what                                     sent   received   p50 ms   p99 ms   max ms"
     lat_records=$(python3 -c "print(int($rate * $latency_seconds))")
     "$examples/native_uppercase" "$brokers" bench-lat-in-native bench-lat-out-native \
-        "bench-lat-native-$rate" "$lat_records" latest >/dev/null &
+        "bench-lat-native-$rate" "$lat_records" latest >"$work/native-lat-$rate.out" &
     native_pid=$!
+    wait_for_line "$work/native-lat-$rate.out" ready
     pids+=("$native_pid")
     latency "(a) native rdkafka loop" bench-lat-in-native bench-lat-out-native "$rate"
     wait "$native_pid" || echo "  note: the native loop missed records produced before it started" >&2

@@ -9,7 +9,8 @@
 //!
 //! Run: `cargo run --release -p eddy --example native_uppercase -- BROKERS
 //! INPUT OUTPUT GROUP RECORDS [latest]` (`latest`: from the partitions'
-//! ends). It stops once it processed RECORDS records and prints `processed
+//! ends, printing `ready` once it holds every partition's end, so a
+//! producer started after that line loses nothing). It stops once it processed RECORDS records and prints `processed
 //! N wall_s W cpu_s C rss_mib R`: wall time from the first record to the
 //! last commit, this process's CPU time (all threads, user + sys) and peak
 //! resident memory.
@@ -22,7 +23,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// With `latest`, how long the input may stay quiet before the loop ends.
@@ -40,6 +42,7 @@ fn main() -> anyhow::Result<()> {
     let partitions = support::partition_count(&kafka, input)?;
     let producer: FutureProducer = kafka.producer().create()?;
     let (input, output, group) = (input.clone(), output.clone(), group.clone());
+    let placed = Arc::new(AtomicUsize::new(0));
     support::run_partitions(partitions, want, move |partition, remaining| {
         let topics = Topics {
             input: &input,
@@ -47,7 +50,12 @@ fn main() -> anyhow::Result<()> {
             group: &group,
             from_end,
         };
-        run_partition(&kafka, &producer, topics, partition, remaining)
+        let placed = || {
+            if from_end && placed.fetch_add(1, Ordering::SeqCst) + 1 == partitions {
+                println!("ready");
+            }
+        };
+        run_partition(&kafka, &producer, topics, partition, remaining, placed)
     })
 }
 
@@ -74,6 +82,7 @@ fn run_partition(
     }: Topics<'_>,
     partition: i32,
     remaining: &AtomicU64,
+    placed: impl FnOnce(),
 ) -> anyhow::Result<(u64, Option<Instant>)> {
     let consumer: BaseConsumer = kafka.consumer(group).create()?;
     let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
@@ -81,6 +90,7 @@ fn run_partition(
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
     consumer.assign(&assignment)?;
+    placed();
     let mut next = low;
     let mut started = None;
     let mut last_record = Instant::now();
