@@ -228,7 +228,8 @@ pub struct CreateArgs {
     /// Memory cap per guest instance, e.g. 64MiB (default: the daemon's).
     #[arg(long, value_parser = parse_bytes)]
     pub memory: Option<u64>,
-    /// Deadline per guest call, e.g. 2s (default: the daemon's).
+    /// Deadline per guest call in CPU time, e.g. 2s (default: the daemon's);
+    /// a call also stops after twice this by the wall clock.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub call_timeout: Option<Duration>,
     /// Most records per guest call.

@@ -15,7 +15,11 @@ use wasmtime::{Engine, Store, Trap};
 pub struct GuestLimits {
     /// Linear memory cap.
     pub memory_bytes: u64,
-    /// Deadline for one call.
+    /// Deadline for one call, in CPU time the call used: a call whose
+    /// thread waited for a core (behind busier pipelines, or demoted to the
+    /// idle class) is not mistaken for an endless loop. A call also stops
+    /// after [`WALL_DEADLINE_FACTOR`] times this in wall time, whatever its
+    /// CPU time (a guest that loops over short sleeps uses little).
     pub call_timeout: Duration,
     /// Most records one call may emit.
     pub max_output_records: u32,
@@ -34,9 +38,9 @@ pub enum GuestError {
          {elapsed:.3?} (an endless loop?)"
     )]
     Timeout {
-        /// The deadline.
+        /// The deadline, in CPU time the guest ran.
         deadline: Duration,
-        /// How long the call ran before the host stopped it.
+        /// How long (wall clock) the call ran before the host stopped it.
         elapsed: Duration,
     },
     /// The guest needed more memory than its cap.
@@ -98,13 +102,26 @@ impl Guest {
     ) -> Result<Self, GuestError> {
         let mut store = Store::new(engine, GuestCtx::new(services, limits.memory_bytes));
         store.limiter(|ctx| &mut ctx.limiter);
-        let deadline_ticks =
-            u64::try_from(limits.call_timeout.as_millis() / tick.as_millis().max(1))
-                .unwrap_or(u64::MAX)
-                .max(1);
+        let deadline_ticks = ticks(limits.call_timeout, tick);
         // Instantiation runs guest start code, so it gets a deadline too.
         store.set_epoch_deadline(deadline_ticks);
-        store.epoch_deadline_trap();
+        store.data_mut().call_started = (Instant::now(), thread_cpu_time());
+        let timeout = limits.call_timeout;
+        let wall_limit = timeout.saturating_mul(WALL_DEADLINE_FACTOR);
+        // The epochs count wall time; at each deadline the call goes on for
+        // what is left of its budget in CPU time, and stops once it used it.
+        store.epoch_deadline_callback(move |ctx| {
+            let (wall_start, cpu_start) = ctx.data().call_started;
+            let used = thread_cpu_time()
+                .zip(cpu_start)
+                .map(|(now, started)| now.saturating_sub(started));
+            Ok(match used {
+                Some(used) if used < timeout && wall_start.elapsed() < wall_limit => {
+                    wasmtime::UpdateDeadline::Continue(ticks(timeout - used, tick))
+                }
+                _ => wasmtime::UpdateDeadline::Interrupt,
+            })
+        });
         let failed = |e: wasmtime::Error| GuestError::Instantiate(format!("{e:#}"));
         let processor = match &module.0 {
             super::ModuleKind::Typed(pre) => {
@@ -243,6 +260,7 @@ impl Guest {
 
     fn arm(&mut self) {
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().call_started = (Instant::now(), thread_cpu_time());
         self.store.data_mut().limiter.denied = None;
         self.called_at = Instant::now();
     }
@@ -293,6 +311,38 @@ impl Guest {
         } else {
             GuestError::Trap(format!("{trap}; guest stderr: {tail}"))
         }
+    }
+}
+
+/// A call stops after this many times its deadline in wall time, even if
+/// it used less CPU time than its deadline.
+pub const WALL_DEADLINE_FACTOR: u32 = 2;
+
+/// Epoch ticks in `span`, at least one.
+fn ticks(span: Duration, tick: Duration) -> u64 {
+    u64::try_from(span.as_millis().div_ceil(tick.as_millis().max(1)))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// CPU time the calling thread has used; `None` where the platform does not
+/// say, and the deadline is then wall time.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec, which `now` is.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        let secs = u64::try_from(now.tv_sec).ok()?;
+        let nanos = u32::try_from(now.tv_nsec).ok()?;
+        (rc == 0).then(|| Duration::new(secs, nanos))
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 

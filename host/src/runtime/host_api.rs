@@ -74,6 +74,9 @@ pub(super) struct GuestCtx {
     pub(super) limiter: MemoryLimiter,
     pub(super) stderr: super::stderr::StderrTail,
     pub(super) services: TaskServices,
+    /// When the current call (or instantiation) started, by the wall clock
+    /// and by the thread's CPU time: its deadline is a budget of CPU time.
+    pub(super) call_started: (std::time::Instant, Option<std::time::Duration>),
 }
 
 impl GuestCtx {
@@ -95,6 +98,7 @@ impl GuestCtx {
             },
             stderr,
             services,
+            call_started: (std::time::Instant::now(), None),
         }
     }
 }

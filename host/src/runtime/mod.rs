@@ -15,7 +15,7 @@ mod stderr;
 mod validate;
 
 pub use builtin::Builtin;
-pub use guest::{Guest, GuestError, GuestLimits};
+pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use host_api::{TaskServices, TimerKey};
 pub use validate::ModuleError;
 

@@ -72,8 +72,9 @@ fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
     let total = 30_000;
     let inputs = numbered(total);
     produce(broker.bootstrap(), "in", &inputs)?;
-    // Small batches make the stream long enough to be killed in the middle.
-    daemon.deploy("shout", "uppercase", "in", "out", &["--max-batch", "10"])?;
+    // One-record batches make the stream long enough to be killed in the
+    // middle (at ten records a batch it could finish before the first poll).
+    daemon.deploy("shout", "uppercase", "in", "out", &["--max-batch", "1"])?;
     wait_for("some input committed", Duration::from_secs(60), || {
         let p = daemon.pipeline("shout")?;
         Ok((committed_total(&p) > 0).then_some(()))
