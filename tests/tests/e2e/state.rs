@@ -170,13 +170,14 @@ fn sigkill_five_times_mid_stream_and_state_stays_exact() -> anyhow::Result<()> {
     let total = 100_000;
     let (input, reference) = lines(&mut rng, total);
     produce(broker.bootstrap(), "lines", &input)?;
-    // Small batches stretch the run so every kill lands mid-stream.
+    // Small batches stretch the run so every kill lands mid-stream (at
+    // 200 a batch the fifth kill could come after the last record).
     daemon.deploy_steps(
         "wc",
         &["split-words", "count"],
         "lines",
         "counts",
-        &["--max-batch", "200"],
+        &["--max-batch", "50"],
     )?;
     let repartition = "eddy.wc.step-1.repartition";
     let words: i64 = reference
