@@ -146,17 +146,19 @@ mod guest {
             .iter()
             .zip(&batch.offsets)
             .map(|(&timestamp, &offset)| {
-                let key = reader.owned()?;
-                let value = reader.owned()?;
-                let headers = (0..reader.number()?)
-                    .map(|_| {
-                        Ok(Header {
-                            key: reader.text()?,
-                            value: reader.owned()?,
-                        })
-                    })
-                    .collect::<Result<_, Malformed>>()?;
-                Ok(Record::from_parts(key, value, headers, timestamp, offset))
+                let fields = reader.input()?;
+                let headers = fields
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value })
+                    .collect();
+                Ok(Record::from_parts(
+                    fields.key.map(<[u8]>::to_vec),
+                    fields.value.map(<[u8]>::to_vec),
+                    headers,
+                    timestamp,
+                    offset,
+                ))
             })
             .collect::<Result<_, Malformed>>()?;
         reader.finish()?;
@@ -173,10 +175,7 @@ mod guest {
         };
         let mut writer = Writer::new(&mut packed.lengths, &mut packed.data);
         for o in outputs {
-            writer.field(o.key.as_deref());
-            writer.field(o.value.as_deref());
-            writer.number(o.headers.len());
-            writer.number(match o.output {
+            let output = match o.output {
                 None => 0,
                 Some(name) => match packed.outputs.iter().position(|known| *known == name) {
                     Some(index) => index + 1,
@@ -185,11 +184,14 @@ mod guest {
                         packed.outputs.len()
                     }
                 },
-            });
-            for h in &o.headers {
-                writer.field(Some(h.key.as_bytes()));
-                writer.field(h.value.as_deref());
-            }
+            };
+            let headers = o.headers.iter();
+            writer.output(
+                o.key.as_deref(),
+                o.value.as_deref(),
+                output,
+                headers.map(|h| (h.key.as_str(), h.value.as_deref())),
+            );
             packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
         }
         packed

@@ -5,13 +5,28 @@
 //!
 //! Fields are written in order, each as its length in `lengths` and its
 //! bytes appended to `data`; numbers (header counts, output indexes) take a
-//! slot in `lengths` and no bytes.
+//! slot in `lengths` and no bytes. A record is its key, its value, its
+//! header count, its output index (outputs only), then each header's name
+//! and value: [`Writer::input`] / [`Writer::output`] and [`Reader::input`] /
+//! [`Reader::output`] are the one place that order is written down.
 
 /// The length that stands for an absent key, value or header value.
 pub const NONE: u32 = u32::MAX;
 
 /// The timestamp that stands for `none` in packed outputs.
 pub const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// A record's fields as read back: key and value borrowed from the data,
+/// headers as (name, value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// The key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The value; `None` for a tombstone.
+    pub value: Option<&'a [u8]>,
+    /// The headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
 
 /// Appends fields to a packed batch's lists.
 #[derive(Debug)]
@@ -26,9 +41,50 @@ impl<'a> Writer<'a> {
         Self { lengths, data }
     }
 
+    /// Appends a record of a batch.
+    pub fn input<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) {
+        self.record(key, value, None, headers);
+    }
+
+    /// Appends an output record going to output `output` (0 for the
+    /// default output, `n` for the call's `n`th named output).
+    pub fn output<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        output: usize,
+        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) {
+        self.record(key, value, Some(output), headers);
+    }
+
+    fn record<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        output: Option<usize>,
+        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    ) {
+        self.field(key);
+        self.field(value);
+        self.number(headers.len());
+        if let Some(output) = output {
+            self.number(output);
+        }
+        for (name, value) in headers {
+            self.field(Some(name.as_bytes()));
+            self.field(value);
+        }
+    }
+
     /// Appends a field; `None` is written as [`NONE`]. A field is far
     /// smaller than 4 GiB: a guest's whole memory is.
-    pub fn field(&mut self, bytes: Option<&[u8]>) {
+    fn field(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             Some(bytes) => {
                 self.lengths
@@ -40,7 +96,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Appends a number.
-    pub fn number(&mut self, n: usize) {
+    fn number(&mut self, n: usize) {
         self.lengths.push(u32::try_from(n).unwrap_or(NONE));
     }
 }
@@ -73,8 +129,37 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next record of a batch.
+    pub fn input(&mut self) -> Result<Fields<'a>, Malformed> {
+        self.record(false).map(|(fields, _)| fields)
+    }
+
+    /// The next output record, and its output (0 for the default output,
+    /// `n` for the call's `n`th named output).
+    pub fn output(&mut self) -> Result<(Fields<'a>, usize), Malformed> {
+        self.record(true)
+    }
+
+    fn record(&mut self, output: bool) -> Result<(Fields<'a>, usize), Malformed> {
+        let key = self.field()?;
+        let value = self.field()?;
+        let headers = self.number()?;
+        let output = if output { self.number()? } else { 0 };
+        let headers = (0..headers)
+            .map(|_| Ok((self.text()?, self.owned()?)))
+            .collect::<Result<_, Malformed>>()?;
+        Ok((
+            Fields {
+                key,
+                value,
+                headers,
+            },
+            output,
+        ))
+    }
+
     /// The next field.
-    pub fn field(&mut self) -> Result<Option<&'a [u8]>, Malformed> {
+    fn field(&mut self) -> Result<Option<&'a [u8]>, Malformed> {
         match self.next()? {
             NONE => Ok(None),
             len => {
@@ -90,18 +175,18 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field as owned bytes.
-    pub fn owned(&mut self) -> Result<Option<Vec<u8>>, Malformed> {
+    fn owned(&mut self) -> Result<Option<Vec<u8>>, Malformed> {
         self.field().map(|f| f.map(<[u8]>::to_vec))
     }
 
     /// The next field, which must be present UTF-8 text.
-    pub fn text(&mut self) -> Result<String, Malformed> {
+    fn text(&mut self) -> Result<String, Malformed> {
         let bytes = self.field()?.ok_or(Malformed("a header name is missing"))?;
         String::from_utf8(bytes.to_vec()).map_err(|_| Malformed("a header name is not UTF-8"))
     }
 
     /// The next number.
-    pub fn number(&mut self) -> Result<usize, Malformed> {
+    fn number(&mut self) -> Result<usize, Malformed> {
         usize::try_from(self.next()?).map_err(|_| Malformed("a number overflows"))
     }
 
@@ -128,12 +213,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// One record's fields as the packed worlds write them: key, value,
-    /// then headers (name, value).
-    type Fields = (
+    /// One record as the tests generate it: key, value, headers, and the
+    /// output it goes to (`None`: a record of a batch).
+    type Record = (
         Option<Vec<u8>>,
         Option<Vec<u8>>,
         Vec<(String, Option<Vec<u8>>)>,
+        Option<usize>,
     );
 
     proptest! {
@@ -146,30 +232,33 @@ mod tests {
                     (".{0,8}", proptest::option::of(proptest::collection::vec(any::<u8>(), 0..8))),
                     0..3,
                 ),
+                proptest::option::of(0..4usize),
             ),
             0..50,
         )) {
             let (mut lengths, mut data) = (Vec::new(), Vec::new());
             let mut writer = Writer::new(&mut lengths, &mut data);
-            for (key, value, headers) in &records {
-                writer.field(key.as_deref());
-                writer.field(value.as_deref());
-                writer.number(headers.len());
-                for (name, value) in headers {
-                    writer.field(Some(name.as_bytes()));
-                    writer.field(value.as_deref());
+            for (key, value, headers, output) in &records {
+                let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
+                match output {
+                    None => writer.input(key.as_deref(), value.as_deref(), headers),
+                    Some(o) => writer.output(key.as_deref(), value.as_deref(), *o, headers),
                 }
             }
             let mut reader = Reader::new(&lengths, &data);
-            let read: Vec<Fields> = records
+            let read: Vec<Record> = records
                 .iter()
-                .map(|_| {
-                    let key = reader.owned()?;
-                    let value = reader.owned()?;
-                    let headers = (0..reader.number()?)
-                        .map(|_| Ok((reader.text()?, reader.owned()?)))
-                        .collect::<Result<_, Malformed>>()?;
-                    Ok((key, value, headers))
+                .map(|(_, _, _, output)| {
+                    let (fields, read_output) = match output {
+                        None => (reader.input()?, None),
+                        Some(_) => reader.output().map(|(f, o)| (f, Some(o)))?,
+                    };
+                    Ok((
+                        fields.key.map(<[u8]>::to_vec),
+                        fields.value.map(<[u8]>::to_vec),
+                        fields.headers,
+                        read_output,
+                    ))
                 })
                 .collect::<Result<_, Malformed>>()
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;

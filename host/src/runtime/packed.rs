@@ -30,13 +30,12 @@ pub(super) fn pack(batch: &Batch, packed: &mut PackedBatch) {
     packed.offsets.clear();
     let mut writer = Writer::new(&mut packed.lengths, &mut packed.data);
     for record in &batch.records {
-        writer.field(record.key.as_deref());
-        writer.field(record.value.as_deref());
-        writer.number(record.headers.len());
-        for header in &record.headers {
-            writer.field(Some(header.key.as_bytes()));
-            writer.field(header.value.as_deref());
-        }
+        let headers = record.headers.iter();
+        writer.input(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            headers.map(|h| (h.key.as_str(), h.value.as_deref())),
+        );
         packed.timestamps.push(record.timestamp);
         packed.offsets.push(record.offset);
     }
@@ -49,10 +48,8 @@ pub(super) fn unpack(outputs: &PackedOutputs) -> Result<Vec<OutputRecord>, Malfo
         .timestamps
         .iter()
         .map(|&timestamp| {
-            let key = reader.owned()?;
-            let value = reader.owned()?;
-            let headers = reader.number()?;
-            let output = match reader.number()? {
+            let (fields, output) = reader.output()?;
+            let output = match output {
                 0 => None,
                 n => Some(
                     outputs
@@ -62,18 +59,14 @@ pub(super) fn unpack(outputs: &PackedOutputs) -> Result<Vec<OutputRecord>, Malfo
                         .clone(),
                 ),
             };
-            let headers = (0..headers)
-                .map(|_| {
-                    Ok(Header {
-                        key: reader.text()?,
-                        value: reader.owned()?,
-                    })
-                })
-                .collect::<Result<_, Malformed>>()?;
             Ok(OutputRecord {
-                key,
-                value,
-                headers,
+                key: fields.key.map(<[u8]>::to_vec),
+                value: fields.value.map(<[u8]>::to_vec),
+                headers: fields
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| Header { key, value })
+                    .collect(),
                 timestamp: (timestamp != NO_TIMESTAMP).then_some(timestamp),
                 output,
             })
