@@ -79,8 +79,6 @@ pub struct Guest {
     processor: Instance,
     limits: GuestLimits,
     deadline_ticks: u64,
-    /// When the current call started.
-    called_at: Instant,
 }
 
 /// What runs the calls.
@@ -138,7 +136,6 @@ impl Guest {
             processor,
             limits,
             deadline_ticks,
-            called_at: Instant::now(),
         })
     }
 
@@ -262,7 +259,6 @@ impl Guest {
         self.store.set_epoch_deadline(self.deadline_ticks);
         self.store.data_mut().call_started = (Instant::now(), thread_cpu_time());
         self.store.data_mut().limiter.denied = None;
-        self.called_at = Instant::now();
     }
 
     fn settle<T>(
@@ -283,7 +279,7 @@ impl Guest {
         if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             return GuestError::Timeout {
                 deadline: self.limits.call_timeout,
-                elapsed: self.called_at.elapsed(),
+                elapsed: self.store.data().call_started.0.elapsed(),
             };
         }
         let ctx = self.store.data();
