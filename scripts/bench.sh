@@ -5,7 +5,10 @@
 #        settings and batches; host/examples/native_uppercase.rs)
 #   (b') eddy, `uppercase` as a builtin operator (no WebAssembly), at-least-once
 #   (b)  eddy, `uppercase` as a module, at-least-once and exactly-once
-#   (c)  native rdkafka + RocksDB word count, and eddy `split-words` -> `count`
+#   (c)  native rdkafka + RocksDB word count, direct (one process counts
+#        every partition, no repartition) and repartitioned (split, a
+#        repartition topic keyed by word, count with a changelog: the
+#        topology eddy runs), and eddy `split-words` -> `count`
 #        (the same input: a unique number and a few repeated words per record)
 # For each: wall seconds, daemon (or loop) CPU seconds (user + sys, all
 # threads), records/s, records per CPU-second and its ratio to its
@@ -38,7 +41,8 @@ wants() { [[ " $runs " == *" $1 "* ]]; }
 
 topics=()
 for t in in out-native out-builtin out-at-least-once out-exactly-once out-word-count \
-    out-word-count-native lat-in-native lat-out-native lat-in-builtin lat-out-builtin \
+    out-word-count-native out-word-count-native-rp wc-repartition wc-changelog \
+    lat-in-native lat-out-native lat-in-builtin lat-out-builtin \
     lat-in-wasm lat-out-wasm; do
     topics+=(--topic "bench-$t:$partitions")
 done
@@ -180,11 +184,14 @@ for round in $(seq 1 "$rounds"); do
             --module "$uppercase" --input bench-in --output "bench-out-$guarantee" --guarantee "$guarantee"
     done
     if wants word-count; then
-        native word-count-native "(c) native rdkafka + RocksDB" "" \
+        native word-count-native "(c) native, direct" "" \
             native_word_count "$brokers" bench-in bench-out-word-count-native bench-wc-native-$round \
             "$records" "$work/native-state-$round"
+        native word-count-native-rp "(c) native, repartitioned" "word-count-native" \
+            native_word_count "$brokers" bench-in bench-out-word-count-native-rp bench-wc-native-rp-$round \
+            "$records" "$work/native-rp-state-$round" bench-wc-repartition bench-wc-changelog
         measure word-count "(c) eddy split-words -> count" "$records" $((2 * partitions)) \
-            "word-count-native at-least-once" \
+            "word-count-native-rp word-count-native at-least-once" \
             --module "$plugins/split_words.wasm" --module "$plugins/count.wasm" \
             --input bench-in --output bench-out-word-count
     fi
@@ -195,8 +202,9 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR 
 if [ "$rounds" -gt 1 ]; then
     echo "  median of $rounds rounds                       rec/s  rec/CPU-s   ratio"
     declare -A bases_of=([builtin]="native" [at-least-once]="native builtin"
-        [exactly-once]="at-least-once" [word-count]="word-count-native at-least-once")
-    for key in native builtin at-least-once exactly-once word-count-native word-count; do
+        [exactly-once]="at-least-once" [word-count-native-rp]="word-count-native"
+        [word-count]="word-count-native-rp word-count-native at-least-once")
+    for key in native builtin at-least-once exactly-once word-count-native word-count-native-rp word-count; do
         [ -n "${rates[$key]:-}" ] || continue
         rate[$key]=$(median <<<"${rates[$key]}")
         wall_rate[$key]=$(median <<<"${wall_rates[$key]}")
