@@ -36,8 +36,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn main() -> anyhow::Result<()> {
@@ -87,7 +87,10 @@ fn main() -> anyhow::Result<()> {
                     });
                     commit(&consumer, &input, partition, next)?;
                 }
-                Ok((records_between(&consumer, &input, partition, next)?, started))
+                Ok((
+                    records_between(&consumer, &input, partition, next)?,
+                    started,
+                ))
             })
         }
         Some((repartition, changelog)) => {
@@ -179,7 +182,10 @@ fn run_repartitioned(
         failed.map_or(Ok(lines), Err)
     })?;
     anyhow::ensure!(lines == want, "processed {lines} records, expected {want}");
-    let first = progress.first.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let first = progress
+        .first
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
     support::report(lines, first.map_or(0.0, |s| s.elapsed().as_secs_f64()));
     Ok(())
 }
@@ -204,13 +210,22 @@ fn split_stage(
     partition: i32,
     progress: &Progress,
 ) -> anyhow::Result<u64> {
-    let consumer = assigned(kafka, topics.group, topics.input, partition, Start::Beginning)?;
+    let consumer = assigned(
+        kafka,
+        topics.group,
+        topics.input,
+        partition,
+        Start::Beginning,
+    )?;
     let mut next = None;
     while progress.lines_left.load(Ordering::Relaxed) > 0 {
         let mut deliveries = Vec::new();
         let records = support::poll_batch(&consumer, |message| {
             if next.is_none() {
-                let mut first = progress.first.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                let mut first = progress
+                    .first
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?;
                 first.get_or_insert_with(Instant::now);
             }
             next = Some(message.offset() + 1);
@@ -251,7 +266,13 @@ fn count_stage(
     progress: &Progress,
 ) -> anyhow::Result<()> {
     let group = format!("{}-count", topics.group);
-    let consumer = assigned(kafka, &group, topics.repartition, partition, Start::At(start))?;
+    let consumer = assigned(
+        kafka,
+        &group,
+        topics.repartition,
+        partition,
+        Start::At(start),
+    )?;
     let count = Counter {
         db,
         producer,

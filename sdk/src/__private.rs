@@ -2,14 +2,16 @@
 
 use crate::{Emitter, Error, OutputRecord, Processor, Record, Timer};
 
-/// Runs `records` through `processor` one by one. Outputs without a
-/// timestamp take their input's. On failure, reports the failing index.
+/// Runs `records` through `processor` one by one, handing each output to
+/// `emit` as soon as its input is done (a guest packs it at once instead of
+/// collecting the batch's outputs first). Outputs without a timestamp take
+/// their input's. On failure, reports the failing index.
 pub fn run_batch<P: Processor>(
     processor: &mut P,
-    records: Vec<Record>,
-) -> Result<Vec<OutputRecord>, (Error, Option<u32>)> {
+    records: impl IntoIterator<Item = Record>,
+    mut emit: impl FnMut(OutputRecord),
+) -> Result<(), (Error, Option<u32>)> {
     let mut out = Emitter::default();
-    let mut outputs = Vec::with_capacity(records.len());
     let mut last = None;
     for (index, record) in records.into_iter().enumerate() {
         let timestamp = record.timestamp();
@@ -17,17 +19,21 @@ pub fn run_batch<P: Processor>(
         processor
             .process(record, &mut out)
             .map_err(|e| (e, u32::try_from(index).ok()))?;
-        outputs.extend(out.drain().map(|o| match o.timestamp() {
-            Some(_) => o,
-            None => o.with_timestamp(timestamp),
-        }));
+        for o in out.drain() {
+            emit(match o.timestamp() {
+                Some(_) => o,
+                None => o.with_timestamp(timestamp),
+            });
+        }
     }
     processor.flush(&mut out).map_err(|e| (e, None))?;
-    outputs.extend(out.drain().map(|o| match (o.timestamp(), last) {
-        (None, Some(t)) => o.with_timestamp(t),
-        _ => o,
-    }));
-    Ok(outputs)
+    for o in out.drain() {
+        emit(match (o.timestamp(), last) {
+            (None, Some(t)) => o.with_timestamp(t),
+            _ => o,
+        });
+    }
+    Ok(())
 }
 
 /// Runs fired timers through `processor`; outputs default to the timer's time.
@@ -54,10 +60,12 @@ pub use guest::*;
 #[cfg(target_arch = "wasm32")]
 mod guest {
     use super::{run_batch, run_timers};
+    use crate::bytes::Bytes;
     use crate::packed::{Malformed, NO_TIMESTAMP, Reader, Writer};
     use crate::{Header, OutputRecord, Processor, Record, Task, TimeDomain, Timer};
     use std::any::Any;
     use std::cell::RefCell;
+    use std::sync::Arc;
 
     pub use wit_bindgen;
 
@@ -102,8 +110,8 @@ mod guest {
 
     fn output(o: OutputRecord) -> wit::OutputRecord {
         wit::OutputRecord {
-            key: o.key,
-            value: o.value,
+            key: o.key.map(Bytes::into_vec),
+            value: o.value.map(Bytes::into_vec),
             headers: o
                 .headers
                 .into_iter()
@@ -126,55 +134,45 @@ mod guest {
         with_instance::<P, _>(|p| p.init(&task)).map_err(|e| error(e.to_string(), None))
     }
 
-    /// Unpacks the batch into records (a copy of each field, which the
-    /// processor then owns), runs them, and packs the outputs.
+    /// Runs the batch's records (whose keys and values point into the
+    /// batch's data) as it reads them, and packs each output as it comes.
+    /// A malformed batch is refused before the processor sees any of it.
     pub fn process_packed<P: Processor>(
         batch: wit::PackedBatch,
     ) -> Result<wit::PackedOutputs, wit::ProcessError> {
-        let records = unpack(&batch)
-            .map_err(|e| error(format!("the host sent a malformed batch: {e}"), None))?;
-        drop(batch);
-        with_instance::<P, _>(|p| run_batch(p, records))
-            .map(pack)
-            .map_err(|(e, index)| error(e.to_string(), index))
-    }
-
-    fn unpack(batch: &wit::PackedBatch) -> Result<Vec<Record>, Malformed> {
-        let mut reader = Reader::new(&batch.lengths, &batch.data);
-        let records = batch
-            .timestamps
-            .iter()
-            .zip(&batch.offsets)
-            .map(|(&timestamp, &offset)| {
-                let fields = reader.input()?;
-                let headers = fields
-                    .headers
-                    .into_iter()
-                    .map(|(key, value)| Header { key, value })
-                    .collect();
-                Ok(Record::from_parts(
-                    fields.key.map(<[u8]>::to_vec),
-                    fields.value.map(<[u8]>::to_vec),
-                    headers,
-                    timestamp,
-                    offset,
-                ))
-            })
-            .collect::<Result<_, Malformed>>()?;
-        reader.finish()?;
-        Ok(records)
-    }
-
-    fn pack(outputs: Vec<OutputRecord>) -> wit::PackedOutputs {
-        let size: usize = outputs.iter().map(OutputRecord::size).sum();
+        let malformed = |e: Malformed| error(format!("the host sent a malformed batch: {e}"), None);
+        let records = batch.timestamps.len();
+        if batch.offsets.len() != records {
+            return Err(malformed(Malformed(
+                "the offsets and timestamps differ in number",
+            )));
+        }
+        Reader::check_inputs(&batch.lengths, &batch.data, records).map_err(malformed)?;
+        let data = Arc::new(batch.data);
+        let mut reader = Reader::new(&batch.lengths, &data);
         let mut packed = wit::PackedOutputs {
-            lengths: Vec::with_capacity(outputs.len() * 4),
-            data: Vec::with_capacity(size),
-            timestamps: Vec::with_capacity(outputs.len()),
+            lengths: Vec::with_capacity(batch.lengths.len()),
+            data: Vec::with_capacity(data.len()),
+            timestamps: Vec::with_capacity(batch.timestamps.len()),
             outputs: Vec::new(),
         };
         let mut writer = Writer::new(&mut packed.lengths, &mut packed.data);
-        for o in outputs {
+        let mut unread = None;
+        let records =
+            batch
+                .timestamps
+                .iter()
+                .zip(&batch.offsets)
+                .map_while(|(&timestamp, &offset)| {
+                    match record(&mut reader, &data, timestamp, offset) {
+                        Ok(record) => Some(record),
+                        Err(e) => {
+                            unread = Some(e);
+                            None
+                        }
+                    }
+                });
+        let emit = |o: OutputRecord| {
             let output = match o.output {
                 None => 0,
                 Some(name) => match packed.outputs.iter().position(|known| *known == name) {
@@ -193,8 +191,39 @@ mod guest {
                 headers.map(|h| (h.key.as_str(), h.value.as_deref())),
             );
             packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
+        };
+        with_instance::<P, _>(|p| run_batch(p, records, emit))
+            .map_err(|(e, index)| error(e.to_string(), index))?;
+        // Checked above; a field outside the data is the one thing left.
+        if let Some(e) = unread {
+            return Err(malformed(e));
         }
-        packed
+        Ok(packed)
+    }
+
+    /// The next record of a batch, its key and value pointing into `data`.
+    fn record(
+        reader: &mut Reader<'_>,
+        data: &Arc<Vec<u8>>,
+        timestamp: i64,
+        offset: i64,
+    ) -> Result<Record, Malformed> {
+        let shared = |field: &[u8]| {
+            Bytes::within(data, field).ok_or(Malformed("a field lies outside the batch's data"))
+        };
+        let fields = reader.input()?;
+        let headers = fields
+            .headers
+            .into_iter()
+            .map(|(key, value)| Header { key, value })
+            .collect();
+        Ok(Record::from_parts(
+            fields.key.map(shared).transpose()?,
+            fields.value.map(shared).transpose()?,
+            headers,
+            timestamp,
+            offset,
+        ))
     }
 
     pub fn on_timers<P: Processor>(

@@ -37,6 +37,7 @@
 #[cfg(target_arch = "wasm32")]
 extern crate self as eddy_sdk;
 
+mod bytes;
 mod error;
 mod host;
 mod processor;

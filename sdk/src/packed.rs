@@ -129,6 +129,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Checks that `lengths` and `data` hold exactly `records` records of a
+    /// batch, so that reading them one by one afterwards cannot fail
+    /// halfway, with some already processed.
+    pub fn check_inputs(lengths: &[u32], data: &[u8], records: usize) -> Result<(), Malformed> {
+        let mut reader = Reader::new(lengths, data);
+        for _ in 0..records {
+            reader.input()?;
+        }
+        reader.finish()
+    }
+
     /// The next record of a batch.
     pub fn input(&mut self) -> Result<Fields<'a>, Malformed> {
         self.record(false).map(|(fields, _)| fields)
@@ -297,5 +308,17 @@ mod tests {
         assert_eq!(left_over.field(), Ok(Some(&b"a"[..])));
         assert!(left_over.finish().is_err());
         assert!(Reader::new(&[0], b"").finish().is_err());
+    }
+
+    #[test]
+    fn a_batch_is_checked_whole_before_it_is_read() {
+        let (mut lengths, mut data) = (Vec::new(), Vec::new());
+        let mut writer = Writer::new(&mut lengths, &mut data);
+        writer.input(Some(b"k"), Some(b"v"), std::iter::empty());
+        writer.input(None, Some(b"w"), [("h", None)].into_iter());
+        assert_eq!(Reader::check_inputs(&lengths, &data, 2), Ok(()));
+        assert!(Reader::check_inputs(&lengths, &data, 1).is_err());
+        assert!(Reader::check_inputs(&lengths, &data, 3).is_err());
+        assert!(Reader::check_inputs(&lengths, &data[1..], 2).is_err());
     }
 }

@@ -1,3 +1,5 @@
+use crate::bytes::Bytes;
+
 /// Bytes as text, if they are valid UTF-8.
 fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
     bytes.and_then(|b| std::str::from_utf8(b).ok())
@@ -17,6 +19,13 @@ pub struct Header {
 /// Kafka distinguishes a missing key or value from an empty one, and so does
 /// eddy: a record with no value is a tombstone.
 ///
+/// In a guest, a record's key and value are not copies: they point into the
+/// buffer its batch arrived in, so a record costs no allocation. A record
+/// (or an output made from it) kept past the call that received it keeps
+/// that buffer alive, up to a batch's size; a processor that holds many
+/// records across calls should keep the bytes it needs
+/// (`record.value().map(<[u8]>::to_vec)`) or put them in [`state`](crate::state).
+///
 /// ```
 /// use eddy_sdk::Record;
 ///
@@ -27,8 +36,8 @@ pub struct Header {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Record {
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
     headers: Vec<Header>,
     timestamp: i64,
     offset: i64,
@@ -38,7 +47,7 @@ impl Record {
     /// A record with this value and no key, for tests.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Self {
-            value: Some(value.into()),
+            value: Some(value.into().into()),
             ..Self::default()
         }
     }
@@ -46,15 +55,15 @@ impl Record {
     /// A tombstone (a record with a key and no value), for tests.
     pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
         Self {
-            key: Some(key.into()),
+            key: Some(key.into().into()),
             ..Self::default()
         }
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn from_parts(
-        key: Option<Vec<u8>>,
-        value: Option<Vec<u8>>,
+        key: Option<Bytes>,
+        value: Option<Bytes>,
         headers: Vec<Header>,
         timestamp: i64,
         offset: i64,
@@ -70,7 +79,7 @@ impl Record {
 
     /// Sets the key.
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(key.into().into());
         self
     }
 
@@ -152,7 +161,7 @@ impl Record {
     /// assert_eq!(out.value(), Some(&b"ABC"[..]));
     /// ```
     pub fn map_value(self, f: impl FnOnce(&[u8]) -> Vec<u8>) -> OutputRecord {
-        let value = self.value.as_deref().map(f);
+        let value = self.value.as_deref().map(|v| f(v).into());
         OutputRecord {
             value,
             ..OutputRecord::from(self)
@@ -161,7 +170,7 @@ impl Record {
 
     /// Takes the value out of the record, leaving it a tombstone.
     pub fn take_value(&mut self) -> Option<Vec<u8>> {
-        self.value.take()
+        self.value.take().map(Bytes::into_vec)
     }
 }
 
@@ -178,30 +187,18 @@ impl Record {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OutputRecord {
-    pub(crate) key: Option<Vec<u8>>,
-    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
     pub(crate) headers: Vec<Header>,
     pub(crate) timestamp: Option<i64>,
     pub(crate) output: Option<String>,
 }
 
 impl OutputRecord {
-    /// Bytes of key, value and headers: what packing it takes.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-    pub(crate) fn size(&self) -> usize {
-        let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|h| h.key.len() + len(&h.value))
-            .sum();
-        len(&self.key) + len(&self.value) + headers
-    }
-
     /// A record with this value and no key.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
         Self {
-            value: Some(value.into()),
+            value: Some(value.into().into()),
             ..Self::default()
         }
     }
@@ -209,7 +206,7 @@ impl OutputRecord {
     /// A tombstone for this key: deletes the key from a compacted topic.
     pub fn tombstone(key: impl Into<Vec<u8>>) -> Self {
         Self {
-            key: Some(key.into()),
+            key: Some(key.into().into()),
             ..Self::default()
         }
     }
@@ -217,13 +214,13 @@ impl OutputRecord {
     /// Sets the key. Keyed records are partitioned by murmur2 of the key, as
     /// Java Kafka clients do, so equal keys land in the same partition.
     pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
-        self.key = Some(key.into());
+        self.key = Some(key.into().into());
         self
     }
 
     /// Replaces the value.
     pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
-        self.value = Some(value.into());
+        self.value = Some(value.into().into());
         self
     }
 

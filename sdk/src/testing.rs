@@ -127,7 +127,8 @@ impl<P: Processor> TestHarness<P> {
             .filter(|t| *t >= 0)
             .max();
         let processor = self.instance()?;
-        let mut out = crate::__private::run_batch(processor, records).map_err(|(e, _)| e)?;
+        let mut out = Vec::new();
+        crate::__private::run_batch(processor, records, |o| out.push(o)).map_err(|(e, _)| e)?;
         if let Some(max) = max {
             with_host(|h| h.stream_time = Some(h.stream_time.map_or(max, |t| t.max(max))));
         }
