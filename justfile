@@ -77,6 +77,12 @@ bench-hostile records="500000": plugins
     cargo build --release --locked -p eddy
     scripts/bench-hostile.sh {{ records }}
 
+# Daemon memory under sustained live load: `uppercase` and a `count` whose state grows, RSS a
+# minute, the peaks of each half of the run, end-to-end latency (SOAK_RATE=, default 10,000 rec/s).
+soak minutes="10": plugins
+    cargo build --release --locked -p eddy --bin eddy --examples
+    scripts/soak.sh {{ minutes }}
+
 # Restore time of durable state: N keys, clean restart, SIGKILL, state directory lost.
 bench-restore keys="1000000": plugins
     cargo build --release --locked -p eddy
