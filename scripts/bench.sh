@@ -218,21 +218,31 @@ PY
     done
 fi
 
-# End-to-end latency of live input at half of (a)'s rate, from the send
-# to a read_committed consumer's receipt.
-latency() { # what input output rate
-    local line
+# End-to-end latency of live input, from the send to a read_committed
+# consumer's receipt; for an eddy row (PIPELINE given), also the slowest
+# partition's p99 processor call time, which bounds what the processor
+# (WebAssembly or builtin) adds to a record's latency.
+latency() { # what input output rate [pipeline]
+    local line calls="-"
     line=$("$examples/latency_probe" "$brokers" "$2" "$3" "$4" "$latency_seconds")
     read -r _ sent _ received _ p50 _ p99 _ max <<<"$line"
-    printf '  %-34s %10s %10s %8s %8s %8s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max"
+    if [ -n "${5:-}" ]; then
+        calls=$("$eddy" pipeline get "$5" -o json | python3 -c '
+import json, sys
+parts = [p["guest_calls"] for p in json.load(sys.stdin)["partitions"] if p.get("guest_calls")]
+slowest = max((p["p99_us"] for p in parts), default=None)
+print("-" if slowest is None else "%.2f" % (slowest / 1e3))')
+    fi
+    printf '  %-34s %10s %10s %8s %8s %8s %10s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max" "$calls"
 }
+
 # End-to-end latency of live input, from the send to a read_committed
 # consumer's receipt: at half of (a)'s rate, as the issue asks (on 2 cores
 # that shares them with the probe and the broker), and at a light rate.
 latency_run() { # rate
     local rate=$1 lat_records native_pid kind module what
     echo "  end-to-end latency at $rate records/s for ${latency_seconds} s (first second left out)"
-    echo "  what                                     sent   received   p50 ms   p99 ms   max ms"
+    echo "  what                                     sent   received   p50 ms   p99 ms   max ms  call p99 ms"
     lat_records=$(python3 -c "print(int($rate * $latency_seconds))")
     "$examples/native_uppercase" "$brokers" bench-lat-in-native bench-lat-out-native \
         "bench-lat-native-$rate" "$lat_records" latest >"$work/native-lat-$rate.out" &
@@ -251,7 +261,7 @@ latency_run() { # rate
         "$eddy" pipeline create "bench-lat-$kind-$rate" --module "$module" \
             --input "bench-lat-in-$kind" --output "bench-lat-out-$kind" --from latest >/dev/null
         assigned_at "bench-lat-$kind-$rate" >/dev/null
-        latency "$what" "bench-lat-in-$kind" "bench-lat-out-$kind" "$rate"
+        latency "$what" "bench-lat-in-$kind" "bench-lat-out-$kind" "$rate" "bench-lat-$kind-$rate"
         "$eddy" pipeline delete "bench-lat-$kind-$rate" >/dev/null
     done
 }

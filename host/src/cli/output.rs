@@ -76,8 +76,24 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
             "counters": s.counters,
             "retries": s.retries,
             "next_retry_at_ms": s.next_retry_at_ms,
+            "guest_calls": s.guest_calls.as_ref().map(|c| json!({
+                "calls": c.calls,
+                "p50_us": c.p50_us,
+                "p99_us": c.p99_us,
+                "max_us": c.max_us,
+            })),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A call time for the partition table: microseconds under a
+/// millisecond, milliseconds above.
+fn call_time(micros: u64) -> String {
+    if micros < 1_000 {
+        format!("{micros}us")
+    } else {
+        format!("{:.1}ms", micros as f64 / 1e3)
+    }
 }
 
 fn print_json(value: &Value) -> anyhow::Result<()> {
@@ -137,8 +153,8 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
     println!("on error  {}", on_error(&spec));
     if !p.partitions.is_empty() {
         println!(
-            "\n{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12}  NOTES",
-            "STEP", "PARTITION", "COMMITTED", "END", "LAG", "IN", "OUT", "RESTORED"
+            "\n{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12} {:>9}  NOTES",
+            "STEP", "PARTITION", "COMMITTED", "END", "LAG", "IN", "OUT", "RESTORED", "CALL P99"
         );
     }
     for s in &p.partitions {
@@ -162,8 +178,12 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
         if !s.last_error.is_empty() {
             notes.push(format!("error: {}", s.last_error));
         }
+        let call_p99 = match s.guest_calls {
+            Some(c) if c.calls > 0 => call_time(c.p99_us),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12}  {}",
+            "{:>4} {:<28} {:>10} {:>10} {:>8} {:>10} {:>10} {:>12} {:>9}  {}",
             s.step,
             format!("{}/{}", s.topic, s.partition),
             s.committed_offset,
@@ -172,6 +192,7 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
             s.records_in,
             s.records_out,
             restored,
+            call_p99,
             notes.join("; ")
         );
     }

@@ -466,7 +466,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 self.commit_past_markers();
                 return Ok(Progress::Idle);
             }
-            let outputs = guest.on_timers(&fired(due))?;
+            let outputs = self.timed(|| guest.on_timers(&fired(due)))?;
             self.status.record_output(outputs.len());
             return self.finish_batch(guest, &outputs, &[], None, now_ms());
         }
@@ -477,10 +477,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
         let (outputs, dead_letters) = match self.plan.spec.error_policy {
-            ErrorPolicy::Fail => (live(slot)?.process(&self.batch(records))?, Vec::new()),
+            ErrorPolicy::Fail => {
+                let (guest, batch) = (live(slot)?, self.batch(records));
+                (self.timed(|| guest.process(&batch))?, Vec::new())
+            }
             ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot, records)?,
         };
         self.finish_records(live(slot)?, outputs, dead_letters, &span)
+    }
+
+    /// Makes one processor call, timing it for the partition's status.
+    fn timed<T>(&self, call: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = call();
+        self.status.record_call(started.elapsed());
+        result
     }
 
     fn batch(&self, records: Vec<InputRecord>) -> Batch {
@@ -509,7 +520,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             None => Vec::new(),
         };
         if !due.is_empty() {
-            outputs.extend(guest.on_timers(&fired(due))?);
+            outputs.extend(self.timed(|| guest.on_timers(&fired(due)))?);
         }
         self.status.record_batch(span.count, outputs.len());
         self.finish_batch(
@@ -626,7 +637,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
         let batch = self.batch(records);
-        let error = match guest.process(&batch) {
+        let error = match self.timed(|| guest.process(&batch)) {
             Ok(out) => return Ok(Call::Done(out)),
             Err(e) => e,
         };

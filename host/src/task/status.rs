@@ -1,6 +1,7 @@
 //! What a task reports about itself, read by the control plane while the
 //! task runs.
 
+use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -20,7 +21,25 @@ pub struct TaskStatus {
     last_error: Mutex<String>,
     restore: Mutex<RestoreProgress>,
     counters: Mutex<BTreeMap<String, u64>>,
+    /// Processor call durations in microseconds.
+    calls: Mutex<Histogram<u64>>,
 }
+
+/// Percentiles of a task's processor call durations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallTimes {
+    /// Calls timed.
+    pub calls: u64,
+    /// Median duration.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Longest.
+    pub max: Duration,
+}
+
+/// Two significant digits: 1 % precision, a few KiB per task.
+const CALL_TIME_DIGITS: u8 = 2;
 
 /// Where a task's state restore stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,8 +71,17 @@ impl Default for TaskStatus {
             last_error: Mutex::new(String::new()),
             restore: Mutex::new(RestoreProgress::default()),
             counters: Mutex::new(BTreeMap::new()),
+            calls: Mutex::new(call_histogram()),
         }
     }
+}
+
+/// An auto-resizing histogram, so no duration is ever out of range.
+fn call_histogram() -> Histogram<u64> {
+    let mut histogram = Histogram::new(CALL_TIME_DIGITS)
+        .expect("two significant digits are within the one to five the crate takes");
+    histogram.auto(true);
+    histogram
 }
 
 impl TaskStatus {
@@ -117,6 +145,25 @@ impl TaskStatus {
     /// Counters the guest reported.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         lock(&self.counters).clone()
+    }
+
+    /// Records one processor call's duration.
+    pub(crate) fn record_call(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // Auto-resizing: recording cannot fail short of memory.
+        let _ = lock(&self.calls).record(micros.max(1));
+    }
+
+    /// Percentiles of the processor calls so far.
+    pub fn call_times(&self) -> CallTimes {
+        let calls = lock(&self.calls);
+        let at = |q: f64| Duration::from_micros(calls.value_at_quantile(q));
+        CallTimes {
+            calls: calls.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: Duration::from_micros(calls.max()),
+        }
     }
 
     pub(crate) fn record_output(&self, records_out: usize) {
@@ -200,4 +247,29 @@ impl TaskStatus {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain values: a panic cannot leave them half-updated.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_times_give_percentiles_to_one_percent() {
+        let status = TaskStatus::default();
+        assert_eq!(status.call_times().calls, 0);
+        for ms in 1..=100 {
+            status.record_call(Duration::from_millis(ms));
+        }
+        let times = status.call_times();
+        assert_eq!(times.calls, 100);
+        let near = |d: Duration, ms: u64| {
+            d.abs_diff(Duration::from_millis(ms)) <= Duration::from_millis(ms) / 100
+        };
+        assert!(near(times.p50, 50), "{times:?}");
+        assert!(near(times.p99, 99), "{times:?}");
+        assert!(near(times.max, 100), "{times:?}");
+        // An hour-long call still fits: the histogram grows.
+        status.record_call(Duration::from_secs(3600));
+        assert!(near(status.call_times().max, 3_600_000));
+    }
 }

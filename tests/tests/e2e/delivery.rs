@@ -63,6 +63,19 @@ fn ten_thousand_records_over_three_partitions_none_lost() -> anyhow::Result<()> 
     );
     let processed: u64 = status.partitions.iter().map(|p| p.records_in).sum();
     assert_eq!(processed, 10_000);
+    // Every partition timed its processor calls: at least one a batch.
+    for p in &status.partitions {
+        let calls = p.guest_calls.unwrap_or_default();
+        assert!(
+            calls.calls > 0,
+            "no calls timed for partition {}",
+            p.partition
+        );
+        assert!(
+            calls.p50_us <= calls.p99_us && calls.p99_us <= calls.max_us && calls.max_us > 0,
+            "call times out of order: {calls:?}"
+        );
+    }
     Ok(())
 }
 
