@@ -15,7 +15,8 @@
 # baseline. The rows run ROUNDS times (default 3), interleaved, and a
 # summary gives each row's median and the ratios of medians: on a small
 # shared machine one run's ratio moves by 0.1-0.2. Then end-to-end latency
-# p50/p99 at half of (a)'s rate for (a), (b') and (b); the time to
+# p50/p99 at half of (a)'s rate for (a), (b') and (b), with the eddy
+# pipelines' processor call p99; the time to
 # instantiate a task; the daemon's peak RSS.
 # Run with `just bench [N]`; prints figures, asserts nothing.
 #

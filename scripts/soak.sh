@@ -9,7 +9,8 @@
 #     RocksDB state and changelog grow by SOAK_RATE keys a second.
 # Every 10 s it samples the daemon's RSS and both pipelines' progress and
 # prints a line a minute; at the end, the RSS after the first minute, the
-# highest in each half of the run and at the end, and the probe's latency.
+# highest in each half of the run and at the end, the probe's latency and
+# each pipeline's processor call times (its slowest partition's).
 # Bounded means the second half's peak is near the first half's while
 # state keeps growing. The broker keeps SOAK_RETENTION per partition
 # (default 128MiB), so it does not fill the machine's memory.
@@ -80,4 +81,13 @@ print(f"  RSS MiB: after the first minute {first_minute}, peak in the first half
       f"in the second half {late}, at the end {samples[-1][1] if samples else 0}")
 PY
 echo "  upper: sent $sent, read back $received; latency p50 $p50 ms, p99 $p99 ms, max $max ms"
+for name in soak-upper soak-count; do
+    "$eddy" pipeline get "$name" -o json | python3 -c '
+import json, sys
+calls = [p["guest_calls"] for p in json.load(sys.stdin)["partitions"] if p.get("guest_calls")]
+total = sum(c["calls"] for c in calls)
+p50, p99, top = (max(c[k] for c in calls) / 1e3 for k in ("p50_us", "p99_us", "max_us"))
+print("  %s processor calls: %d, slowest partition p50 %.2f ms, p99 %.2f ms, max %.2f ms"
+      % (sys.argv[1], total, p50, p99, top))' "$name"
+done
 echo "  daemon peak RSS $(($(awk '/VmHWM/ {print $2}' "/proc/$daemon/status") / 1024)) MiB"

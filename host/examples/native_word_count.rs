@@ -101,7 +101,13 @@ fn main() -> anyhow::Result<()> {
                 repartition: &repartition,
                 changelog: &changelog,
             };
-            run_repartitioned(&kafka, &producer, &db, &topics, partitions, want)
+            let topology = Topology {
+                kafka: &kafka,
+                producer: &producer,
+                db: &db,
+                topics: &topics,
+            };
+            topology.run(partitions, want)
         }
     }
 }
@@ -115,81 +121,6 @@ struct Topics<'a> {
     changelog: &'a str,
 }
 
-/// The split stage (a thread per input partition) and the count stage (a
-/// thread per repartition partition) at once, as a two-step pipeline runs.
-fn run_repartitioned(
-    kafka: &KafkaSettings,
-    producer: &FutureProducer,
-    db: &rocksdb::DB,
-    topics: &Topics<'_>,
-    partitions: usize,
-    want: u64,
-) -> anyhow::Result<()> {
-    let count_partitions = support::partition_count(kafka, topics.repartition)?;
-    // The count stage reads what this run produces: from the topic's ends
-    // now, before any split thread produces.
-    let metadata: BaseConsumer = kafka.metadata_client().create()?;
-    let count_starts = (0..count_partitions)
-        .map(|p| -> anyhow::Result<i64> {
-            let p = i32::try_from(p)?;
-            Ok(metadata
-                .fetch_watermarks(topics.repartition, p, Duration::from_secs(10))?
-                .1)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let progress = Progress {
-        lines_left: AtomicU64::new(want),
-        words_sent: AtomicU64::new(0),
-        words_counted: AtomicU64::new(0),
-        split_done: AtomicBool::new(false),
-        first: Mutex::new(None),
-    };
-    let lines = std::thread::scope(|scope| -> anyhow::Result<u64> {
-        let counts: Vec<_> = count_starts
-            .iter()
-            .enumerate()
-            .map(|(p, &start)| {
-                let progress = &progress;
-                scope.spawn(move || -> anyhow::Result<()> {
-                    let partition = i32::try_from(p)?;
-                    count_stage(kafka, producer, db, topics, partition, start, progress)
-                })
-            })
-            .collect();
-        let splits: Vec<_> = (0..partitions)
-            .map(|p| {
-                let progress = &progress;
-                scope.spawn(move || -> anyhow::Result<u64> {
-                    split_stage(kafka, producer, topics, i32::try_from(p)?, progress)
-                })
-            })
-            .collect();
-        let mut lines = 0;
-        let mut failed = None;
-        for split in splits {
-            match split.join() {
-                Ok(Ok(n)) => lines += n,
-                Ok(Err(e)) => failed = Some(e),
-                Err(_) => failed = Some(anyhow::anyhow!("a split thread panicked")),
-            }
-        }
-        progress.split_done.store(true, Ordering::SeqCst);
-        for count in counts {
-            count
-                .join()
-                .map_err(|_| anyhow::anyhow!("a count thread panicked"))??;
-        }
-        failed.map_or(Ok(lines), Err)
-    })?;
-    anyhow::ensure!(lines == want, "processed {lines} records, expected {want}");
-    let first = progress
-        .first
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?;
-    support::report(lines, first.map_or(0.0, |s| s.elapsed().as_secs_f64()));
-    Ok(())
-}
-
 /// What the two stages share: how far the input is, and whether every word
 /// sent has been counted.
 struct Progress {
@@ -200,109 +131,177 @@ struct Progress {
     first: Mutex<Option<Instant>>,
 }
 
-/// Splits one input partition's lines into words keyed by themselves, to
-/// the repartition topic; commits each batch once its words are
-/// acknowledged. Returns the lines it processed.
-fn split_stage(
-    kafka: &KafkaSettings,
-    producer: &FutureProducer,
-    topics: &Topics<'_>,
-    partition: i32,
-    progress: &Progress,
-) -> anyhow::Result<u64> {
-    let consumer = assigned(
-        kafka,
-        topics.group,
-        topics.input,
-        partition,
-        Start::Beginning,
-    )?;
-    let mut next = None;
-    while progress.lines_left.load(Ordering::Relaxed) > 0 {
-        let mut deliveries = Vec::new();
-        let records = support::poll_batch(&consumer, |message| {
-            if next.is_none() {
-                let mut first = progress
-                    .first
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?;
-                first.get_or_insert_with(Instant::now);
-            }
-            next = Some(message.offset() + 1);
-            let line = message.payload().and_then(|v| std::str::from_utf8(v).ok());
-            for word in line.into_iter().flat_map(words) {
-                let record = FutureRecord::<str, str>::to(topics.repartition)
-                    .key(&word)
-                    .payload(&word);
-                deliveries.push(support::send(producer, record)?);
-            }
-            Ok(())
-        })? as u64;
-        if records == 0 {
-            continue;
-        }
-        let sent = deliveries.len() as u64;
-        acknowledged(deliveries)?;
-        progress.words_sent.fetch_add(sent, Ordering::SeqCst);
-        let _ = progress
-            .lines_left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                Some(r.saturating_sub(records))
-            });
-        commit(&consumer, topics.input, partition, next)?;
-    }
-    records_between(&consumer, topics.input, partition, next)
+/// The repartitioned word count's clients, database and topics, which
+/// both stages use.
+struct Topology<'a> {
+    kafka: &'a KafkaSettings,
+    producer: &'a FutureProducer,
+    db: &'a rocksdb::DB,
+    topics: &'a Topics<'a>,
 }
 
-/// Counts one repartition partition's words from `start` until the split
-/// stage is done and every word it sent has been counted.
-fn count_stage(
-    kafka: &KafkaSettings,
-    producer: &FutureProducer,
-    db: &rocksdb::DB,
-    topics: &Topics<'_>,
-    partition: i32,
-    start: i64,
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let group = format!("{}-count", topics.group);
-    let consumer = assigned(
-        kafka,
-        &group,
-        topics.repartition,
-        partition,
-        Start::At(start),
-    )?;
-    let count = Counter {
-        db,
-        producer,
-        output: topics.output,
-        changelog: Some(topics.changelog),
-        partition,
-    };
-    let mut next = None;
-    loop {
-        let done = progress.split_done.load(Ordering::SeqCst);
-        if done
-            && progress.words_counted.load(Ordering::SeqCst)
-                >= progress.words_sent.load(Ordering::SeqCst)
-        {
-            return Ok(());
-        }
-        let mut touched = BTreeMap::new();
-        let records = support::poll_batch(&consumer, |message| {
-            next = Some(message.offset() + 1);
-            if let Some(word) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                count.add(&mut touched, word.to_owned())?;
+impl Topology<'_> {
+    /// The split stage (a thread per input partition) and the count stage (a
+    /// thread per repartition partition) at once, as a two-step pipeline runs.
+    fn run(&self, partitions: usize, want: u64) -> anyhow::Result<()> {
+        let (kafka, topics) = (self.kafka, self.topics);
+        let count_partitions = support::partition_count(kafka, topics.repartition)?;
+        // The count stage reads what this run produces: from the topic's ends
+        // now, before any split thread produces.
+        let metadata: BaseConsumer = kafka.metadata_client().create()?;
+        let count_starts = (0..count_partitions)
+            .map(|p| -> anyhow::Result<i64> {
+                let p = i32::try_from(p)?;
+                Ok(metadata
+                    .fetch_watermarks(topics.repartition, p, Duration::from_secs(10))?
+                    .1)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let progress = Progress {
+            lines_left: AtomicU64::new(want),
+            words_sent: AtomicU64::new(0),
+            words_counted: AtomicU64::new(0),
+            split_done: AtomicBool::new(false),
+            first: Mutex::new(None),
+        };
+        let lines = std::thread::scope(|scope| -> anyhow::Result<u64> {
+            let counts: Vec<_> = count_starts
+                .iter()
+                .enumerate()
+                .map(|(p, &start)| {
+                    let progress = &progress;
+                    scope.spawn(move || -> anyhow::Result<()> {
+                        let partition = i32::try_from(p)?;
+                        self.count_stage(partition, start, progress)
+                    })
+                })
+                .collect();
+            let splits: Vec<_> = (0..partitions)
+                .map(|p| {
+                    let progress = &progress;
+                    scope.spawn(move || -> anyhow::Result<u64> {
+                        self.split_stage(i32::try_from(p)?, progress)
+                    })
+                })
+                .collect();
+            let mut lines = 0;
+            let mut failed = None;
+            for split in splits {
+                match split.join() {
+                    Ok(Ok(n)) => lines += n,
+                    Ok(Err(e)) => failed = Some(e),
+                    Err(_) => failed = Some(anyhow::anyhow!("a split thread panicked")),
+                }
             }
-            Ok(())
-        })? as u64;
-        if records == 0 {
-            continue;
+            progress.split_done.store(true, Ordering::SeqCst);
+            for count in counts {
+                count
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a count thread panicked"))??;
+            }
+            failed.map_or(Ok(lines), Err)
+        })?;
+        anyhow::ensure!(lines == want, "processed {lines} records, expected {want}");
+        let first = progress
+            .first
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        support::report(lines, first.map_or(0.0, |s| s.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    /// Splits one input partition's lines into words keyed by themselves, to
+    /// the repartition topic; commits each batch once its words are
+    /// acknowledged. Returns the lines it processed.
+    fn split_stage(&self, partition: i32, progress: &Progress) -> anyhow::Result<u64> {
+        let (kafka, producer, topics) = (self.kafka, self.producer, self.topics);
+        let consumer = assigned(
+            kafka,
+            topics.group,
+            topics.input,
+            partition,
+            Start::Beginning,
+        )?;
+        let mut next = None;
+        while progress.lines_left.load(Ordering::Relaxed) > 0 {
+            let mut deliveries = Vec::new();
+            let records = support::poll_batch(&consumer, |message| {
+                if next.is_none() {
+                    let mut first = progress
+                        .first
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+                    first.get_or_insert_with(Instant::now);
+                }
+                next = Some(message.offset() + 1);
+                let line = message.payload().and_then(|v| std::str::from_utf8(v).ok());
+                for word in line.into_iter().flat_map(words) {
+                    let record = FutureRecord::<str, str>::to(topics.repartition)
+                        .key(&word)
+                        .payload(&word);
+                    deliveries.push(support::send(producer, record)?);
+                }
+                Ok(())
+            })? as u64;
+            if records == 0 {
+                continue;
+            }
+            let sent = deliveries.len() as u64;
+            acknowledged(deliveries)?;
+            progress.words_sent.fetch_add(sent, Ordering::SeqCst);
+            let _ = progress
+                .lines_left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+                    Some(r.saturating_sub(records))
+                });
+            commit(&consumer, topics.input, partition, next)?;
         }
-        count.flush(touched)?;
-        commit(&consumer, topics.repartition, partition, next)?;
-        progress.words_counted.fetch_add(records, Ordering::SeqCst);
+        records_between(&consumer, topics.input, partition, next)
+    }
+
+    /// Counts one repartition partition's words from `start` until the split
+    /// stage is done and every word it sent has been counted.
+    fn count_stage(&self, partition: i32, start: i64, progress: &Progress) -> anyhow::Result<()> {
+        let (kafka, producer, db, topics) = (self.kafka, self.producer, self.db, self.topics);
+        let group = format!("{}-count", topics.group);
+        let consumer = assigned(
+            kafka,
+            &group,
+            topics.repartition,
+            partition,
+            Start::At(start),
+        )?;
+        let count = Counter {
+            db,
+            producer,
+            output: topics.output,
+            changelog: Some(topics.changelog),
+            partition,
+        };
+        let mut next = None;
+        loop {
+            let done = progress.split_done.load(Ordering::SeqCst);
+            if done
+                && progress.words_counted.load(Ordering::SeqCst)
+                    >= progress.words_sent.load(Ordering::SeqCst)
+            {
+                return Ok(());
+            }
+            let mut touched = BTreeMap::new();
+            let records = support::poll_batch(&consumer, |message| {
+                next = Some(message.offset() + 1);
+                if let Some(word) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    count.add(&mut touched, word.to_owned())?;
+                }
+                Ok(())
+            })? as u64;
+            if records == 0 {
+                continue;
+            }
+            count.flush(touched)?;
+            commit(&consumer, topics.repartition, partition, next)?;
+            progress.words_counted.fetch_add(records, Ordering::SeqCst);
+        }
     }
 }
 
