@@ -140,8 +140,8 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     in_flight: Option<i64>,
     /// What was produced since the last commit.
     open: Option<OpenCommit>,
-    /// The furthest offset committed to the group past the checkpoint
-    /// (over commit markers).
+    /// The furthest offset this task committed to the group while idle
+    /// (the checkpoint, or past it over commit markers).
     group_offset: Option<i64>,
 }
 
@@ -463,7 +463,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                     self.commit_open(guest)?;
                     return Ok(Progress::Committed);
                 }
-                self.commit_past_markers();
+                self.commit_idle_position();
                 return Ok(Progress::Idle);
             }
             let outputs = self.timed(|| guest.on_timers(&fired(due)))?;
@@ -939,11 +939,16 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         Ok(deliveries)
     }
 
-    /// A transactional input ends in a commit marker, which is never a
-    /// record: the checkpoint stops before it and lag tools would show 1
-    /// forever. With nothing in flight, the group offset may follow the
-    /// consumer past markers (recovery reads the checkpoint, not this).
-    fn commit_past_markers(&mut self) {
+    /// With nothing in flight, brings the group's offset up to the
+    /// checkpoint, or past it over commit markers. A transactional input
+    /// ends in a commit marker, which is never a record: the checkpoint
+    /// stops before it and lag tools would show 1 forever. And a commit
+    /// refused in a rebalance leaves the group behind a checkpoint already
+    /// reached: a task restored there with no new input would never commit
+    /// again, so each task makes this commit once it is idle. Recovery reads
+    /// the checkpoint, not this. (Asynchronous: a synchronous commit could
+    /// hold the task for a request timeout while the brokers are away.)
+    fn commit_idle_position(&mut self) {
         let Some(checkpoint) = self.checkpoint.offset else {
             return;
         };
@@ -953,15 +958,13 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 _ => None,
             }
         });
-        let Some(position) = position.filter(|p| *p > checkpoint) else {
-            return;
-        };
-        if self.group_offset.is_some_and(|o| o >= position) {
+        let target = position.filter(|p| *p > checkpoint).unwrap_or(checkpoint);
+        if self.group_offset.is_some_and(|o| o >= target) {
             return;
         }
-        self.group_offset = Some(position);
-        self.uncommitted = Some(position);
-        self.status.set_committed(position);
+        self.group_offset = Some(target);
+        self.uncommitted = Some(target);
+        self.status.set_committed(target);
         self.commit(CommitMode::Async);
     }
 
