@@ -1,7 +1,8 @@
 # Sourced by the benchmark scripts: the eddy binary (release, or the
 # profile BENCH_PROFILE names, e.g. debug for a CI smoke run), the plugins,
 # a scratch directory and background processes cleaned up on exit, a way
-# to wait for a line in a file, a daemon starter and a progress probe.
+# to wait for a line in a file, a daemon starter, a progress probe, the
+# daemon's memory and a pipeline's processor call times.
 
 target=${CARGO_TARGET_DIR:-target}
 profile=${BENCH_PROFILE:-release}
@@ -50,4 +51,21 @@ import json, sys
 parts = json.load(sys.stdin)["partitions"]
 done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_watermark"] >= 0 for p in parts)
 print(sum(p["records_in"] for p in parts if p.get("step", 0) == 0), int(done))' "$2"
+}
+
+# The daemon's resident memory now, and its peak, in MiB.
+rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
+peak_rss_mib() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
+
+# "calls p50 p99 max": pipeline $1's processor calls (all partitions) and
+# the slowest partition's percentiles in ms; "0 - - -" before any call.
+call_times() { # pipeline
+    "$eddy" pipeline get "$1" -o json | python3 -c '
+import json, sys
+calls = [p["guest_calls"] for p in json.load(sys.stdin)["partitions"] if p.get("guest_calls", {}).get("calls")]
+if not calls:
+    print("0 - - -")
+else:
+    slowest = [max(c[k] for c in calls) / 1e3 for k in ("p50_us", "p99_us", "max_us")]
+    print(sum(c["calls"] for c in calls), *("%.2f" % v for v in slowest))'
 }

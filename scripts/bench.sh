@@ -105,9 +105,6 @@ print(f"  {what:<34} {wall:8.2f} {cpu:8.3f} {n / wall:10.0f} {rate:10.0f} {rss:>
 PY
 }
 
-# The daemon's resident memory now, in MiB.
-rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
-
 # Runs a pipeline over a preloaded input until it processed and committed
 # all of it: key, what, expected records, partitions of all its steps,
 # baselines, then `pipeline create` arguments.
@@ -224,17 +221,13 @@ fi
 # partition's p99 processor call time, which bounds what the processor
 # (WebAssembly or builtin) adds to a record's latency.
 latency() { # what input output rate [pipeline]
-    local line calls="-"
+    local line p99_call="-"
     line=$("$examples/latency_probe" "$brokers" "$2" "$3" "$4" "$latency_seconds")
     read -r _ sent _ received _ p50 _ p99 _ max <<<"$line"
     if [ -n "${5:-}" ]; then
-        calls=$("$eddy" pipeline get "$5" -o json | python3 -c '
-import json, sys
-parts = [p["guest_calls"] for p in json.load(sys.stdin)["partitions"] if p.get("guest_calls")]
-slowest = max((p["p99_us"] for p in parts), default=None)
-print("-" if slowest is None else "%.2f" % (slowest / 1e3))')
+        read -r _ _ p99_call _ < <(call_times "$5")
     fi
-    printf '  %-34s %10s %10s %8s %8s %8s %10s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max" "$calls"
+    printf '  %-34s %10s %10s %8s %8s %8s %10s\n' "$1" "$sent" "$received" "$p50" "$p99" "$max" "$p99_call"
 }
 
 # End-to-end latency of live input, from the send to a read_committed
@@ -277,5 +270,4 @@ fi
 awk '/guest instantiated/ && !/builtin/ && match($0, /instantiate_us=[0-9]+/) {
     print substr($0, RSTART + 15, RLENGTH - 15) }' "$work/serve.log" | sort -n |
     awk '{ v[NR] = $1 } END { if (NR) printf "  task instantiation (compiled module to instance): median %d us over %d tasks\n", v[int((NR + 1) / 2)], NR }'
-rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
-echo "  daemon peak RSS $((rss_kib / 1024)) MiB"
+echo "  daemon peak RSS $(peak_rss_mib) MiB"

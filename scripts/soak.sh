@@ -40,7 +40,6 @@ for name in soak-upper soak-count; do
     wait_for_line "$work/serve.log" "partitions assigned pipeline=$name "
 done
 
-rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
 # Records the pipeline's tasks took in.
 records_in() {
     "$eddy" pipeline get "$1" -o json | python3 -c '
@@ -82,12 +81,7 @@ print(f"  RSS MiB: after the first minute {first_minute}, peak in the first half
 PY
 echo "  upper: sent $sent, read back $received; latency p50 $p50 ms, p99 $p99 ms, max $max ms"
 for name in soak-upper soak-count; do
-    "$eddy" pipeline get "$name" -o json | python3 -c '
-import json, sys
-calls = [p["guest_calls"] for p in json.load(sys.stdin)["partitions"] if p.get("guest_calls")]
-total = sum(c["calls"] for c in calls)
-p50, p99, top = (max(c[k] for c in calls) / 1e3 for k in ("p50_us", "p99_us", "max_us"))
-print("  %s processor calls: %d, slowest partition p50 %.2f ms, p99 %.2f ms, max %.2f ms"
-      % (sys.argv[1], total, p50, p99, top))' "$name"
+    read -r calls p50_call p99_call max_call < <(call_times "$name")
+    echo "  $name processor calls: $calls, slowest partition p50 $p50_call ms, p99 $p99_call ms, max $max_call ms"
 done
-echo "  daemon peak RSS $(($(awk '/VmHWM/ {print $2}' "/proc/$daemon/status") / 1024)) MiB"
+echo "  daemon peak RSS $(peak_rss_mib) MiB"

@@ -8,7 +8,9 @@
 //! slot in `lengths` and no bytes. A record is its key, its value, its
 //! header count, its output index (outputs only), then each header's name
 //! and value: [`Writer::input`] / [`Writer::output`] and [`Reader::input`] /
-//! [`Reader::output`] are the one place that order is written down.
+//! [`Reader::output`] are the one place that order is written down, but for
+//! [`Reader::check_inputs`], which walks it without building fields (a guest
+//! pays for every allocation) and is tested against the writer.
 
 /// The length that stands for an absent key, value or header value.
 pub const NONE: u32 = u32::MAX;

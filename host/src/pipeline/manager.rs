@@ -730,14 +730,11 @@ impl PipelineManager {
                     next_retry_at_ms: p.status.next_retry_at_ms(),
                     guest_calls: Some({
                         let c = p.status.call_times();
-                        let micros = |d: std::time::Duration| {
-                            u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-                        };
                         v1::GuestCalls {
                             calls: c.calls,
-                            p50_us: micros(c.p50),
-                            p99_us: micros(c.p99),
-                            max_us: micros(c.max),
+                            p50_us: c.p50_us,
+                            p99_us: c.p99_us,
+                            max_us: c.max_us,
                         }
                     }),
                 }
