@@ -26,6 +26,10 @@ fn main() {
 
 const BATCH_SIZES: [usize; 5] = [1, 16, 128, 1024, 4096];
 
+/// How the benchmarks name the `uppercase` module, and the builtin.
+const WASM: &str = "sha256:bench-uppercase";
+const BUILTIN: &str = "builtin:uppercase";
+
 static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
     Runtime::new(RuntimeOptions {
         max_memory_bytes: 128 << 20,
@@ -72,9 +76,9 @@ fn task() -> TaskInfo {
     }
 }
 
-/// A batch of `n` records shaped like the benchmark's: a key, a 100-200
-/// byte value, one header.
-fn batch(n: usize) -> Batch {
+/// A batch of `n` records shaped like `just bench`'s input: a key and a
+/// 100-200 byte value; with `header`, one header too.
+fn batch(n: usize, header: bool) -> Batch {
     let pad = "abcdefghijklmnopqrstuvwxyz0123456789 ".repeat(6);
     Batch {
         topic: "in".into(),
@@ -83,10 +87,16 @@ fn batch(n: usize) -> Batch {
             .map(|i| InputRecord {
                 key: Some(format!("k{i}").into_bytes()),
                 value: Some(format!("record-{i:08} {}", &pad[..85 + (i * 37) % 100]).into_bytes()),
-                headers: vec![Header {
-                    key: "trace".into(),
-                    value: Some(b"abc".to_vec()),
-                }],
+                headers: if header {
+                    vec![Header {
+                        key: "traceparent".into(),
+                        value: Some(
+                            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
+                        ),
+                    }]
+                } else {
+                    Vec::new()
+                },
                 timestamp: 1_700_000_000_000 + i as i64,
                 offset: i as i64,
             })
@@ -94,35 +104,40 @@ fn batch(n: usize) -> Batch {
     }
 }
 
-fn guest_call(bencher: Bencher<'_, '_>, reference: &str, records: usize) {
+fn guest_call(bencher: Bencher<'_, '_>, reference: &str, batch: Batch) {
     let mut guest = RUNTIME
         .instantiate(&module(reference), services(), LIMITS)
         .expect("instantiates");
     guest.init(&task()).expect("init");
-    let batch = batch(records);
     bencher
-        .counter(ItemsCount::new(records))
+        .counter(ItemsCount::new(batch.records.len()))
         .bench_local(|| guest.process(&batch).expect("uppercase never fails"));
 }
 
 /// One `process` call of the `uppercase` module with a batch of N records.
 #[divan::bench(args = BATCH_SIZES)]
 fn process_wasm(bencher: Bencher<'_, '_>, records: usize) {
-    let digest = "sha256:bench-uppercase";
-    guest_call(bencher, digest, records);
+    guest_call(bencher, WASM, batch(records, false));
 }
 
 /// The same batch through the builtin `uppercase`: the work without the
 /// WebAssembly boundary.
 #[divan::bench(args = BATCH_SIZES)]
 fn process_builtin(bencher: Bencher<'_, '_>, records: usize) {
-    guest_call(bencher, "builtin:uppercase", records);
+    guest_call(bencher, BUILTIN, batch(records, false));
+}
+
+/// 1,024 records with a header each (trace context, as many producers add
+/// one), through the module and the builtin: what headers cost each way.
+#[divan::bench(args = [WASM, BUILTIN])]
+fn process_with_header(bencher: Bencher<'_, '_>, reference: &str) {
+    guest_call(bencher, reference, batch(1024, true));
 }
 
 /// A task's guest from a compiled module: instance, then `init`.
 #[divan::bench]
 fn instantiate(bencher: Bencher<'_, '_>) {
-    let module = module("sha256:bench-uppercase");
+    let module = module(WASM);
     bencher
         .with_inputs(services)
         .bench_local_values(|services| {

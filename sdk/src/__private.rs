@@ -114,10 +114,10 @@ mod guest {
             value: o.value.map(Bytes::into_vec),
             headers: o
                 .headers
-                .into_iter()
+                .iter()
                 .map(|h| wit::Header {
-                    key: h.key,
-                    value: h.value,
+                    key: h.key().to_owned(),
+                    value: h.value().map(<[u8]>::to_vec),
                 })
                 .collect(),
             timestamp: o.timestamp,
@@ -188,7 +188,7 @@ mod guest {
                 o.key.as_deref(),
                 o.value.as_deref(),
                 output,
-                headers.map(|h| (h.key.as_str(), h.value.as_deref())),
+                headers.map(|h| (h.key_bytes(), h.value())),
             );
             packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
         };
@@ -211,12 +211,19 @@ mod guest {
         let shared = |field: &[u8]| {
             Bytes::within(data, field).ok_or(Malformed("a field lies outside the batch's data"))
         };
-        let fields = reader.input()?;
-        let headers = fields
-            .headers
-            .into_iter()
-            .map(|(key, value)| Header { key, value })
-            .collect();
+        let mut headers = Vec::new();
+        let mut outside = Ok(());
+        let fields = reader.input(|key, value| {
+            let header = shared(key.as_bytes()).and_then(|key| {
+                let value = value.map(shared).transpose()?;
+                Ok(Header::from_parts(key, value))
+            });
+            match header {
+                Ok(header) => headers.push(header),
+                Err(e) => outside = Err(e),
+            }
+        })?;
+        outside?;
         Ok(Record::from_parts(
             fields.key.map(shared).transpose()?,
             fields.value.map(shared).transpose()?,

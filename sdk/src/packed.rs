@@ -7,10 +7,11 @@
 //! bytes appended to `data`; numbers (header counts, output indexes) take a
 //! slot in `lengths` and no bytes. A record is its key, its value, its
 //! header count, its output index (outputs only), then each header's name
-//! and value: [`Writer::input`] / [`Writer::output`] and [`Reader::input`] /
-//! [`Reader::output`] are the one place that order is written down, but for
-//! [`Reader::check_inputs`], which walks it without building fields (a guest
-//! pays for every allocation) and is tested against the writer.
+//! and value: [`Writer::record`] and [`Reader::record`] are the one place
+//! that order is written down. Reading allocates nothing: fields are
+//! borrowed from the data and headers handed to a callback, so a guest
+//! (which pays for every allocation) and the host can each keep what they
+//! need in their own form.
 
 /// The length that stands for an absent key, value or header value.
 pub const NONE: u32 = u32::MAX;
@@ -18,16 +19,13 @@ pub const NONE: u32 = u32::MAX;
 /// The timestamp that stands for `none` in packed outputs.
 pub const NO_TIMESTAMP: i64 = i64::MIN;
 
-/// A record's fields as read back: key and value borrowed from the data,
-/// headers as (name, value).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record's key and value as read back, borrowed from the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fields<'a> {
     /// The key, if any.
     pub key: Option<&'a [u8]>,
     /// The value; `None` for a tombstone.
     pub value: Option<&'a [u8]>,
-    /// The headers, in order.
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Appends fields to a packed batch's lists.
@@ -43,12 +41,13 @@ impl<'a> Writer<'a> {
         Self { lengths, data }
     }
 
-    /// Appends a record of a batch.
+    /// Appends a record of a batch. Header names are UTF-8 text (a reader
+    /// refuses others).
     pub fn input<'h>(
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
     ) {
         self.record(key, value, None, headers);
     }
@@ -60,17 +59,18 @@ impl<'a> Writer<'a> {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         output: usize,
-        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
     ) {
         self.record(key, value, Some(output), headers);
     }
 
+    /// Writes a record: the one place the field order is written down.
     fn record<'h>(
         &mut self,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         output: Option<usize>,
-        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        headers: impl ExactSizeIterator<Item = (&'h [u8], Option<&'h [u8]>)>,
     ) {
         self.field(key);
         self.field(value);
@@ -79,7 +79,7 @@ impl<'a> Writer<'a> {
             self.number(output);
         }
         for (name, value) in headers {
-            self.field(Some(name.as_bytes()));
+            self.field(Some(name));
             self.field(value);
         }
     }
@@ -137,44 +137,43 @@ impl<'a> Reader<'a> {
     pub fn check_inputs(lengths: &[u32], data: &[u8], records: usize) -> Result<(), Malformed> {
         let mut reader = Reader::new(lengths, data);
         for _ in 0..records {
-            // What `input` reads, without keeping any of it.
-            reader.field()?;
-            reader.field()?;
-            for _ in 0..reader.number()? {
-                reader.name()?;
-                reader.field()?;
-            }
+            reader.input(|_, _| ())?;
         }
         reader.finish()
     }
 
-    /// The next record of a batch.
-    pub fn input(&mut self) -> Result<Fields<'a>, Malformed> {
-        self.record(false).map(|(fields, _)| fields)
+    /// The next record of a batch; its headers go to `header` in order.
+    pub fn input(
+        &mut self,
+        header: impl FnMut(&'a str, Option<&'a [u8]>),
+    ) -> Result<Fields<'a>, Malformed> {
+        self.record(false, header).map(|(fields, _)| fields)
     }
 
     /// The next output record, and its output (0 for the default output,
-    /// `n` for the call's `n`th named output).
-    pub fn output(&mut self) -> Result<(Fields<'a>, usize), Malformed> {
-        self.record(true)
+    /// `n` for the call's `n`th named output); its headers go to `header`
+    /// in order.
+    pub fn output(
+        &mut self,
+        header: impl FnMut(&'a str, Option<&'a [u8]>),
+    ) -> Result<(Fields<'a>, usize), Malformed> {
+        self.record(true, header)
     }
 
-    fn record(&mut self, output: bool) -> Result<(Fields<'a>, usize), Malformed> {
+    /// Reads a record in the order [`Writer::record`] wrote it.
+    fn record(
+        &mut self,
+        output: bool,
+        mut header: impl FnMut(&'a str, Option<&'a [u8]>),
+    ) -> Result<(Fields<'a>, usize), Malformed> {
         let key = self.field()?;
         let value = self.field()?;
         let headers = self.number()?;
         let output = if output { self.number()? } else { 0 };
-        let headers = (0..headers)
-            .map(|_| Ok((self.text()?, self.owned()?)))
-            .collect::<Result<_, Malformed>>()?;
-        Ok((
-            Fields {
-                key,
-                value,
-                headers,
-            },
-            output,
-        ))
+        for _ in 0..headers {
+            header(self.name()?, self.field()?);
+        }
+        Ok((Fields { key, value }, output))
     }
 
     /// The next field.
@@ -191,16 +190,6 @@ impl<'a> Reader<'a> {
                 Ok(Some(field))
             }
         }
-    }
-
-    /// The next field as owned bytes.
-    fn owned(&mut self) -> Result<Option<Vec<u8>>, Malformed> {
-        self.field().map(|f| f.map(<[u8]>::to_vec))
-    }
-
-    /// The next field, which must be present UTF-8 text.
-    fn text(&mut self) -> Result<String, Malformed> {
-        self.name().map(str::to_owned)
     }
 
     /// The next field as a header name: present, and UTF-8.
@@ -263,7 +252,7 @@ mod tests {
             let (mut lengths, mut data) = (Vec::new(), Vec::new());
             let mut writer = Writer::new(&mut lengths, &mut data);
             for (key, value, headers, output) in &records {
-                let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_deref()));
+                let headers = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_deref()));
                 match output {
                     None => writer.input(key.as_deref(), value.as_deref(), headers),
                     Some(o) => writer.output(key.as_deref(), value.as_deref(), *o, headers),
@@ -273,14 +262,17 @@ mod tests {
             let read: Vec<Record> = records
                 .iter()
                 .map(|(_, _, _, output)| {
+                    let mut headers = Vec::new();
+                    let header =
+                        |name: &str, value: Option<&[u8]>| headers.push((name.to_owned(), value.map(<[u8]>::to_vec)));
                     let (fields, read_output) = match output {
-                        None => (reader.input()?, None),
-                        Some(_) => reader.output().map(|(f, o)| (f, Some(o)))?,
+                        None => (reader.input(header)?, None),
+                        Some(_) => reader.output(header).map(|(f, o)| (f, Some(o)))?,
                     };
                     Ok((
                         fields.key.map(<[u8]>::to_vec),
                         fields.value.map(<[u8]>::to_vec),
-                        fields.headers,
+                        headers,
                         read_output,
                     ))
                 })
@@ -304,10 +296,10 @@ mod tests {
         assert_eq!(data, b"keyname");
         let mut reader = Reader::new(&lengths, &data);
         assert_eq!(reader.field(), Ok(Some(&b"key"[..])));
-        assert_eq!(reader.owned(), Ok(None));
+        assert_eq!(reader.field(), Ok(None));
         assert_eq!(reader.number(), Ok(2));
         assert_eq!(reader.field(), Ok(Some(&b""[..])));
-        assert_eq!(reader.text(), Ok("name".to_owned()));
+        assert_eq!(reader.name(), Ok("name"));
         assert_eq!(reader.finish(), Ok(()));
     }
 
@@ -315,8 +307,8 @@ mod tests {
     fn lists_that_do_not_add_up_are_malformed() {
         assert!(Reader::new(&[4], b"abc").field().is_err());
         assert!(Reader::new(&[], b"").number().is_err());
-        assert!(Reader::new(&[NONE], b"").text().is_err());
-        assert!(Reader::new(&[1], &[0xff]).text().is_err());
+        assert!(Reader::new(&[NONE], b"").name().is_err());
+        assert!(Reader::new(&[1], &[0xff]).name().is_err());
         let mut left_over = Reader::new(&[1], b"ab");
         assert_eq!(left_over.field(), Ok(Some(&b"a"[..])));
         assert!(left_over.finish().is_err());
@@ -328,7 +320,7 @@ mod tests {
         let (mut lengths, mut data) = (Vec::new(), Vec::new());
         let mut writer = Writer::new(&mut lengths, &mut data);
         writer.input(Some(b"k"), Some(b"v"), std::iter::empty());
-        writer.input(None, Some(b"w"), [("h", None)].into_iter());
+        writer.input(None, Some(b"w"), [(&b"h"[..], None)].into_iter());
         assert_eq!(Reader::check_inputs(&lengths, &data, 2), Ok(()));
         assert!(Reader::check_inputs(&lengths, &data, 1).is_err());
         assert!(Reader::check_inputs(&lengths, &data, 3).is_err());

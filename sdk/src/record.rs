@@ -5,13 +5,55 @@ fn utf8(bytes: Option<&[u8]>) -> Option<&str> {
     bytes.and_then(|b| std::str::from_utf8(b).ok())
 }
 
-/// A Kafka record header. Values may be null, as in Kafka.
+/// A Kafka record header: a name and a value, which may be null, as in
+/// Kafka. A header of a consumed record points into its batch's buffer,
+/// like its key and value.
+///
+/// ```
+/// use eddy_sdk::Header;
+///
+/// let header = Header::new("trace", Some("abc"));
+/// assert_eq!(header.key(), "trace");
+/// assert_eq!(header.value(), Some(&b"abc"[..]));
+/// assert_eq!(Header::new("flag", None::<Vec<u8>>).value(), None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// UTF-8: made from a `String`, or checked when read from a batch.
+    key: Bytes,
+    value: Option<Bytes>,
+}
+
+impl Header {
+    /// A header with this name and value (`None`: a null value).
+    pub fn new(key: impl Into<String>, value: Option<impl Into<Vec<u8>>>) -> Self {
+        Self {
+            key: key.into().into_bytes().into(),
+            value: value.map(|v| v.into().into()),
+        }
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn from_parts(key: Bytes, value: Option<Bytes>) -> Self {
+        Self { key, value }
+    }
+
     /// The header's name.
-    pub key: String,
-    /// The header's value; `None` is a null header value.
-    pub value: Option<Vec<u8>>,
+    pub fn key(&self) -> &str {
+        // Always UTF-8 (see the field); never empty for a bad one.
+        std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    /// The name's bytes, which need no check to be written out again.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn key_bytes(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The header's value; `None` is a null value.
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
 }
 
 /// A record consumed from the pipeline's input.
@@ -85,10 +127,7 @@ impl Record {
 
     /// Adds a header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: Some(value.into()),
-        });
+        self.headers.push(Header::new(key, Some(value)));
         self
     }
 
@@ -138,8 +177,8 @@ impl Record {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value.as_deref())
+            .find(|h| h.key() == name)
+            .and_then(Header::value)
     }
 
     /// The record's timestamp, in milliseconds since the Unix epoch.
@@ -226,10 +265,7 @@ impl OutputRecord {
 
     /// Adds a header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push(Header {
-            key: key.into(),
-            value: Some(value.into()),
-        });
+        self.headers.push(Header::new(key, Some(value)));
         self
     }
 

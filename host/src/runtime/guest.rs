@@ -1,12 +1,11 @@
 //! One guest instance: a store with limits, and the three calls of the world.
 
 use super::bindings::Processor;
-use super::bindings::eddy::processor::types::{
-    Batch, FiredTimer, OutputRecord, PackedBatch, TaskInfo,
-};
+use super::bindings::eddy::processor::types::{Batch, FiredTimer, PackedBatch, TaskInfo};
 use super::bindings::packed::PackedProcessor;
 use super::builtin::Builtin;
 use super::host_api::{GuestCtx, TaskServices};
+use super::outputs::Outputs;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
 
@@ -172,46 +171,43 @@ impl Guest {
     }
 
     /// Calls the guest's `process` with one batch.
-    pub fn process(&mut self, batch: &Batch) -> Result<Vec<OutputRecord>, GuestError> {
+    pub fn process(&mut self, batch: &Batch) -> Result<Outputs, GuestError> {
         self.arm();
         let outputs = match &mut self.processor {
             Instance::Typed(processor) => {
                 let result = processor.call_process(&mut self.store, batch);
-                self.settle(result)
+                self.settle(result).map(Outputs::from)
             }
             Instance::Packed(processor, packed) => {
                 super::packed::pack(batch, packed);
                 let result = processor.call_process_packed(&mut self.store, packed);
                 self.settle(result).and_then(|outputs| {
-                    super::packed::unpack(&outputs).map_err(|e| {
+                    Outputs::packed(outputs).map_err(|e| {
                         GuestError::Trap(format!("the guest's packed outputs are malformed: {e}"))
                     })
                 })
             }
-            Instance::Builtin(builtin) => Ok(builtin.process(self.services(), batch)),
+            Instance::Builtin(builtin) => Ok(builtin.process(self.services(), batch).into()),
         };
         self.checked(outputs)
     }
 
     /// Calls the guest's `on-timers`.
-    pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Vec<OutputRecord>, GuestError> {
+    pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Outputs, GuestError> {
         self.arm();
         let result = match &self.processor {
             Instance::Typed(processor) => processor.call_on_timers(&mut self.store, timers),
             Instance::Packed(processor, _) => processor.call_on_timers(&mut self.store, timers),
             // No builtin sets timers.
-            Instance::Builtin(_) => return Ok(Vec::new()),
+            Instance::Builtin(_) => return Ok(Outputs::default()),
         };
-        let outputs = self.settle(result);
+        let outputs = self.settle(result).map(Outputs::from);
         self.checked(outputs)
     }
 
     /// A call's outputs once checked against the limits. A failed call
     /// demotes the task's thread (see [`super::demote_current_thread`]).
-    fn checked(
-        &self,
-        outputs: Result<Vec<OutputRecord>, GuestError>,
-    ) -> Result<Vec<OutputRecord>, GuestError> {
+    fn checked(&self, outputs: Result<Outputs, GuestError>) -> Result<Outputs, GuestError> {
         let checked = outputs.and_then(|o| self.check_outputs(&o).map(|()| o));
         if checked.is_err() {
             super::demote_current_thread();
@@ -222,7 +218,7 @@ impl Guest {
     /// Checks one call's outputs against the limits, so a record Kafka
     /// would refuse, or a flood, fails the call that made it (and goes
     /// through the error policy) rather than the delivery of a whole batch.
-    fn check_outputs(&self, outputs: &[OutputRecord]) -> Result<(), GuestError> {
+    fn check_outputs(&self, outputs: &Outputs) -> Result<(), GuestError> {
         let limits = &self.limits;
         if outputs.len() as u64 > u64::from(limits.max_output_records) {
             return Err(GuestError::OutputLimit(format!(
@@ -232,19 +228,15 @@ impl Guest {
                 limits.max_output_records
             )));
         }
-        let mut total = 0u64;
-        for (index, record) in outputs.iter().enumerate() {
-            let size = record_bytes(record);
-            if size > limits.max_record_bytes {
-                return Err(GuestError::OutputLimit(format!(
-                    "output record {index} is {size} bytes; the largest record eddy produces \
-                     is {} bytes (the daemon's limits.max-record-bytes, which must not exceed \
-                     the brokers' message.max.bytes)",
-                    limits.max_record_bytes
-                )));
-            }
-            total = total.saturating_add(size);
+        if let Some((index, size)) = outputs.first_larger_than(limits.max_record_bytes) {
+            return Err(GuestError::OutputLimit(format!(
+                "output record {index} is {size} bytes; the largest record eddy produces \
+                 is {} bytes (the daemon's limits.max-record-bytes, which must not exceed \
+                 the brokers' message.max.bytes)",
+                limits.max_record_bytes
+            )));
         }
+        let total = outputs.bytes();
         if total > limits.max_output_bytes {
             return Err(GuestError::OutputLimit(format!(
                 "one call emitted {total} bytes; the pipeline allows {} per call \
@@ -340,15 +332,4 @@ fn thread_cpu_time() -> Option<Duration> {
     {
         None
     }
-}
-
-/// A record's size as Kafka counts it, near enough: key, value and headers.
-fn record_bytes(record: &OutputRecord) -> u64 {
-    let len = |v: &Option<Vec<u8>>| v.as_ref().map_or(0, Vec::len);
-    let headers: usize = record
-        .headers
-        .iter()
-        .map(|h| h.key.len() + len(&h.value))
-        .sum();
-    (len(&record.key) + len(&record.value) + headers) as u64
 }

@@ -10,6 +10,7 @@ mod bindings;
 mod builtin;
 mod guest;
 mod host_api;
+mod outputs;
 mod packed;
 mod stderr;
 mod validate;
@@ -17,6 +18,7 @@ mod validate;
 pub use builtin::Builtin;
 pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use host_api::{TaskServices, TimerKey};
+pub use outputs::{Headers, OutputView, Outputs};
 pub use validate::ModuleError;
 
 /// The guest contract's data types, as the host sees them.

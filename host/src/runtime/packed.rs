@@ -1,12 +1,10 @@
-//! Batches in and outputs out of a `packed-processor` guest: the records'
-//! fields in columns (the layout is `eddy_sdk::packed`'s), so lowering a
-//! batch into a guest costs a few copies rather than several allocations in
-//! its memory per record.
+//! Batches into a `packed-processor` guest: the records' fields in columns
+//! (the layout is `eddy_sdk::packed`'s), so lowering a batch into a guest
+//! costs a few copies rather than several allocations in its memory per
+//! record. Its outputs come back the same way ([`super::Outputs`]).
 
-use super::bindings::eddy::processor::types::{
-    Batch, Header, OutputRecord, PackedBatch, PackedOutputs,
-};
-use eddy_sdk::packed::{Malformed, NO_TIMESTAMP, Reader, Writer};
+use super::bindings::eddy::processor::types::{Batch, PackedBatch};
+use eddy_sdk::packed::Writer;
 
 /// An empty packed batch, whose buffers [`pack`] fills and reuses.
 pub(super) fn empty() -> PackedBatch {
@@ -34,52 +32,17 @@ pub(super) fn pack(batch: &Batch, packed: &mut PackedBatch) {
         writer.input(
             record.key.as_deref(),
             record.value.as_deref(),
-            headers.map(|h| (h.key.as_str(), h.value.as_deref())),
+            headers.map(|h| (h.key.as_bytes(), h.value.as_deref())),
         );
         packed.timestamps.push(record.timestamp);
         packed.offsets.push(record.offset);
     }
 }
 
-/// The outputs a guest packed, or what is wrong with them.
-pub(super) fn unpack(outputs: &PackedOutputs) -> Result<Vec<OutputRecord>, Malformed> {
-    let mut reader = Reader::new(&outputs.lengths, &outputs.data);
-    let records = outputs
-        .timestamps
-        .iter()
-        .map(|&timestamp| {
-            let (fields, output) = reader.output()?;
-            let output = match output {
-                0 => None,
-                n => Some(
-                    outputs
-                        .outputs
-                        .get(n - 1)
-                        .ok_or(Malformed("an output index is beyond the outputs listed"))?
-                        .clone(),
-                ),
-            };
-            Ok(OutputRecord {
-                key: fields.key.map(<[u8]>::to_vec),
-                value: fields.value.map(<[u8]>::to_vec),
-                headers: fields
-                    .headers
-                    .into_iter()
-                    .map(|(key, value)| Header { key, value })
-                    .collect(),
-                timestamp: (timestamp != NO_TIMESTAMP).then_some(timestamp),
-                output,
-            })
-        })
-        .collect::<Result<_, Malformed>>()?;
-    reader.finish()?;
-    Ok(records)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::eddy::processor::types::InputRecord;
+    use crate::runtime::bindings::eddy::processor::types::{Header, InputRecord};
     use eddy_sdk::packed::NONE;
 
     #[test]
@@ -115,59 +78,5 @@ mod tests {
         assert_eq!(packed.data, b"khelloh");
         assert_eq!(packed.timestamps, [7, 8]);
         assert_eq!(packed.offsets, [11, 12]);
-    }
-
-    fn outputs(lengths: Vec<u32>, timestamps: Vec<i64>) -> PackedOutputs {
-        PackedOutputs {
-            lengths,
-            data: b"keyvaluetraceabc".to_vec(),
-            timestamps,
-            outputs: vec!["side".into()],
-        }
-    }
-
-    #[test]
-    fn packed_outputs_unpack_into_records() {
-        let records = unpack(&outputs(
-            vec![3, 5, 1, 1, 5, 3, NONE, 0, 0, 0],
-            vec![5, NO_TIMESTAMP],
-        ))
-        .expect("well formed");
-        assert_eq!(
-            records,
-            vec![
-                OutputRecord {
-                    key: Some(b"key".to_vec()),
-                    value: Some(b"value".to_vec()),
-                    headers: vec![Header {
-                        key: "trace".into(),
-                        value: Some(b"abc".to_vec()),
-                    }],
-                    timestamp: Some(5),
-                    output: Some("side".into()),
-                },
-                OutputRecord {
-                    key: None,
-                    value: Some(Vec::new()),
-                    headers: Vec::new(),
-                    timestamp: None,
-                    output: None,
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn outputs_that_do_not_add_up_are_named() {
-        let cases = [
-            (vec![3, 5, 1, 2, 5, 3], vec![1], "beyond the outputs"),
-            (vec![3, 50, 0, 0], vec![1], "past the end"),
-            (vec![3, 5, 1, 0, 5, 3], vec![1, 2], "lengths end"),
-            (vec![3, 5, 0, 0], vec![1], "left over"),
-        ];
-        for (lengths, timestamps, expected) in cases {
-            let error = unpack(&outputs(lengths, timestamps)).expect_err("malformed");
-            assert!(error.to_string().contains(expected), "{error}");
-        }
     }
 }

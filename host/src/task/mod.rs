@@ -31,7 +31,9 @@ use crate::pipeline::{ErrorPolicy, PipelineSpec};
 use crate::runtime::bindings_types::{
     Batch, FiredTimer, Header, InputRecord, OutputRecord, TaskInfo, TimeDomain,
 };
-use crate::runtime::{CompiledModule, Guest, GuestError, GuestLimits, Runtime, TaskServices};
+use crate::runtime::{
+    CompiledModule, Guest, GuestError, GuestLimits, OutputView, Outputs, Runtime, TaskServices,
+};
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, PipelineDb, StateLimits, TaskState};
 use changelog::{delivered, send};
 use producer::{TaskProducer, TxnError};
@@ -158,7 +160,7 @@ struct OpenCommit {
 /// How one guest call of [`PartitionTask::isolate`] went.
 enum Call {
     /// The call's outputs.
-    Done(Vec<OutputRecord>),
+    Done(Outputs),
     /// The call failed; its records come back with the error.
     Failed(Vec<InputRecord>, GuestError),
 }
@@ -507,7 +509,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     fn finish_records(
         &mut self,
         guest: &mut Guest,
-        mut outputs: Vec<OutputRecord>,
+        mut outputs: Outputs,
         dead_letters: Vec<OutputRecord>,
         span: &BatchSpan,
     ) -> Result<Progress, Fault> {
@@ -520,7 +522,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             None => Vec::new(),
         };
         if !due.is_empty() {
-            outputs.extend(self.timed(|| guest.on_timers(&fired(due)))?);
+            outputs.append(self.timed(|| guest.on_timers(&fired(due)))?);
         }
         self.status.record_batch(span.count, outputs.len());
         self.finish_batch(
@@ -542,8 +544,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         &mut self,
         slot: &mut Option<Guest>,
         records: Vec<InputRecord>,
-    ) -> Result<(Vec<OutputRecord>, Vec<OutputRecord>), Fault> {
-        let mut outputs = Vec::new();
+    ) -> Result<(Outputs, Vec<OutputRecord>), Fault> {
+        let mut outputs = Outputs::default();
         let mut failed = Vec::new();
         self.isolate(slot, records, &mut outputs, &mut failed)?;
         let mut dead_letters = Vec::new();
@@ -577,7 +579,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         &self,
         slot: &mut Option<Guest>,
         records: Vec<InputRecord>,
-        outputs: &mut Vec<OutputRecord>,
+        outputs: &mut Outputs,
         failed: &mut Vec<(InputRecord, String)>,
     ) -> Result<(), Fault> {
         // Groups of records still to call the guest with, in offset order.
@@ -593,7 +595,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             }
             let (mut group, error) = match self.call_once(slot, group)? {
                 Call::Done(out) => {
-                    outputs.extend(out);
+                    outputs.append(out);
                     continue;
                 }
                 Call::Failed(group, error) => (group, error),
@@ -688,7 +690,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     fn finish_batch(
         &mut self,
         guest: &mut Guest,
-        outputs: &[OutputRecord],
+        outputs: &Outputs,
         dead_letters: &[OutputRecord],
         next_offset: Option<i64>,
         default_timestamp: i64,
@@ -909,32 +911,32 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     fn send_outputs(
         &self,
         producer: &TaskProducer,
-        outputs: &[OutputRecord],
+        outputs: &Outputs,
         dead_letters: &[OutputRecord],
         default_timestamp: i64,
     ) -> Result<Vec<DeliveryFuture>, Fault> {
         let mut deliveries = Vec::with_capacity(outputs.len() + dead_letters.len());
-        let mut send_to = |topic: &str, record: &OutputRecord| {
+        let mut send_to = |topic: &str, record: OutputView<'_>| {
             let record = output_record(topic, record, default_timestamp);
             let delivery = send(producer.producer(), record)
                 .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
             deliveries.push(delivery);
             Ok::<_, Fault>(())
         };
-        for output in outputs {
-            let topic = match &output.output {
+        for output in outputs.iter() {
+            let topic = match output.output {
                 None => self.plan.output.as_str(),
                 Some(name) => self
                     .plan
                     .spec
                     .named_outputs
                     .get(name)
-                    .ok_or_else(|| Fault::UnknownOutput(name.clone()))?,
+                    .ok_or_else(|| Fault::UnknownOutput(name.to_owned()))?,
             };
             send_to(topic, output)?;
         }
         for record in dead_letters {
-            send_to(&self.plan.dead_letter, record)?;
+            send_to(&self.plan.dead_letter, record.into())?;
         }
         Ok(deliveries)
     }
@@ -1044,19 +1046,19 @@ impl BatchSpan {
 /// The Kafka record for `output`, to `topic`.
 fn output_record<'a>(
     topic: &'a str,
-    output: &'a OutputRecord,
+    output: OutputView<'a>,
     default_timestamp: i64,
 ) -> FutureRecord<'a, [u8], [u8]> {
     let mut record: FutureRecord<'a, [u8], [u8]> =
         FutureRecord::to(topic).timestamp(output.timestamp.unwrap_or(default_timestamp));
-    if let Some(key) = &output.key {
-        record = record.key(key.as_slice());
+    if let Some(key) = output.key {
+        record = record.key(key);
     }
-    if let Some(value) = &output.value {
-        record = record.payload(value.as_slice());
+    if let Some(value) = output.value {
+        record = record.payload(value);
     }
     if !output.headers.is_empty() {
-        record = record.headers(headers(&output.headers));
+        record = record.headers(headers(output.headers));
     }
     record
 }
@@ -1082,12 +1084,9 @@ fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
     }
 }
 
-fn headers(list: &[Header]) -> OwnedHeaders {
-    list.iter().fold(OwnedHeaders::new(), |hs, h| {
-        hs.insert(rdkafka::message::Header {
-            key: &h.key,
-            value: h.value.as_deref(),
-        })
+fn headers(list: crate::runtime::Headers<'_>) -> OwnedHeaders {
+    list.iter().fold(OwnedHeaders::new(), |hs, (key, value)| {
+        hs.insert(rdkafka::message::Header { key, value })
     })
 }
 
