@@ -86,6 +86,7 @@ impl<'a> Writer<'a> {
 
     /// Appends a field; `None` is written as [`NONE`]. A field is far
     /// smaller than 4 GiB: a guest's whole memory is.
+    #[inline]
     fn field(&mut self, bytes: Option<&[u8]>) {
         match bytes {
             Some(bytes) => {
@@ -98,6 +99,7 @@ impl<'a> Writer<'a> {
     }
 
     /// Appends a number.
+    #[inline]
     fn number(&mut self, n: usize) {
         self.lengths.push(u32::try_from(n).unwrap_or(NONE));
     }
@@ -177,6 +179,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field.
+    #[inline]
     fn field(&mut self) -> Result<Option<&'a [u8]>, Malformed> {
         match self.next()? {
             NONE => Ok(None),
@@ -193,12 +196,14 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field as a header name: present, and UTF-8.
+    #[inline]
     fn name(&mut self) -> Result<&'a str, Malformed> {
         let bytes = self.field()?.ok_or(Malformed("a header name is missing"))?;
         std::str::from_utf8(bytes).map_err(|_| Malformed("a header name is not UTF-8"))
     }
 
     /// The next number.
+    #[inline]
     fn number(&mut self) -> Result<usize, Malformed> {
         usize::try_from(self.next()?).map_err(|_| Malformed("a number overflows"))
     }
@@ -213,6 +218,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    #[inline]
     fn next(&mut self) -> Result<u32, Malformed> {
         self.lengths
             .next()

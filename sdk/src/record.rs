@@ -376,6 +376,7 @@ impl Emitter {
 
     /// Removes the records emitted so far and keeps the buffer, so a batch
     /// reuses one allocation instead of making one per record.
+    #[inline]
     pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, OutputRecord> {
         self.records.drain(..)
     }
