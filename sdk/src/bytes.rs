@@ -1,9 +1,10 @@
-//! The bytes of a record's key or value: its own, or a span of the buffer
-//! its whole batch arrived in.
+//! The bytes of a record's key, value or header: its own, or a span of the
+//! buffer its whole batch arrived in.
 //!
-//! The host sends a batch's keys and values as one buffer. Records that
-//! point into it cost no allocation or copy per key and value (in a guest's
-//! allocator, those were a fifth of a call to `uppercase`); records a
+//! The host sends a batch's fields as one buffer. Records that point into
+//! it cost no allocation or copy per field (in a guest's allocator, keys and
+//! values were a fifth of a call to `uppercase`, and one header per record
+//! added half again to the call); records a
 //! processor builds own their bytes. A record kept past its call keeps the
 //! buffer alive, which [`Record`](crate::Record)'s docs tell authors.
 

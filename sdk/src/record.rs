@@ -61,8 +61,9 @@ impl Header {
 /// Kafka distinguishes a missing key or value from an empty one, and so does
 /// eddy: a record with no value is a tombstone.
 ///
-/// In a guest, a record's key and value are not copies: they point into the
-/// buffer its batch arrived in, so a record costs no allocation. A record
+/// In a guest, a record's key, value and headers are not copies: they point
+/// into the buffer its batch arrived in, so a record costs no allocation
+/// but its header list. A record
 /// (or an output made from it) kept past the call that received it keeps
 /// that buffer alive, up to a batch's size; a processor that holds many
 /// records across calls should keep the bytes it needs
