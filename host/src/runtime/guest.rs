@@ -181,7 +181,10 @@ impl Guest {
             Instance::Packed(processor, packed) => {
                 super::packed::pack(batch, packed);
                 let result = processor.call_process_packed(&mut self.store, packed);
+                let limits = self.limits;
                 self.settle(result).and_then(|outputs| {
+                    // Before indexing them: a flood costs no more than its lists.
+                    check_count(&limits, outputs.timestamps.len())?;
                     Outputs::packed(outputs).map_err(|e| {
                         GuestError::Trap(format!("the guest's packed outputs are malformed: {e}"))
                     })
@@ -220,14 +223,7 @@ impl Guest {
     /// through the error policy) rather than the delivery of a whole batch.
     fn check_outputs(&self, outputs: &Outputs) -> Result<(), GuestError> {
         let limits = &self.limits;
-        if outputs.len() as u64 > u64::from(limits.max_output_records) {
-            return Err(GuestError::OutputLimit(format!(
-                "one call emitted {} records; the pipeline allows {} per call \
-                 (--max-output-records)",
-                outputs.len(),
-                limits.max_output_records
-            )));
-        }
+        check_count(limits, outputs.len())?;
         if let Some((index, size)) = outputs.first_larger_than(limits.max_record_bytes) {
             return Err(GuestError::OutputLimit(format!(
                 "output record {index} is {size} bytes; the largest record eddy produces \
@@ -300,6 +296,18 @@ impl Guest {
             GuestError::Trap(format!("{trap}; guest stderr: {tail}"))
         }
     }
+}
+
+/// Checks how many records one call emitted against the limits.
+fn check_count(limits: &GuestLimits, records: usize) -> Result<(), GuestError> {
+    if records as u64 > u64::from(limits.max_output_records) {
+        return Err(GuestError::OutputLimit(format!(
+            "one call emitted {records} records; the pipeline allows {} per call \
+             (--max-output-records)",
+            limits.max_output_records
+        )));
+    }
+    Ok(())
 }
 
 /// A call stops after this many times its deadline in wall time, even if
