@@ -212,18 +212,11 @@ mod guest {
             Bytes::within(data, field).ok_or(Malformed("a field lies outside the batch's data"))
         };
         let mut headers = Vec::new();
-        let mut outside = Ok(());
         let fields = reader.input(|key, value| {
-            let header = shared(key.as_bytes()).and_then(|key| {
-                let value = value.map(shared).transpose()?;
-                Ok(Header::from_parts(key, value))
-            });
-            match header {
-                Ok(header) => headers.push(header),
-                Err(e) => outside = Err(e),
-            }
+            let key = shared(key.as_bytes())?;
+            headers.push(Header::from_parts(key, value.map(shared).transpose()?));
+            Ok(())
         })?;
-        outside?;
         Ok(Record::from_parts(
             fields.key.map(shared).transpose()?,
             fields.value.map(shared).transpose()?,

@@ -9,7 +9,8 @@
 //! header count, its output index (outputs only), then each header's name
 //! and value: [`Writer::record`] and [`Reader::record`] are the one place
 //! that order is written down. Reading allocates nothing: fields are
-//! borrowed from the data and headers handed to a callback, so a guest
+//! borrowed from the data and headers handed to a callback (which may
+//! refuse one, failing the read), so a guest
 //! (which pays for every allocation) and the host can each keep what they
 //! need in their own form.
 
@@ -139,7 +140,7 @@ impl<'a> Reader<'a> {
     pub fn check_inputs(lengths: &[u32], data: &[u8], records: usize) -> Result<(), Malformed> {
         let mut reader = Reader::new(lengths, data);
         for _ in 0..records {
-            reader.input(|_, _| ())?;
+            reader.input(|_, _| Ok(()))?;
         }
         reader.finish()
     }
@@ -147,7 +148,7 @@ impl<'a> Reader<'a> {
     /// The next record of a batch; its headers go to `header` in order.
     pub fn input(
         &mut self,
-        header: impl FnMut(&'a str, Option<&'a [u8]>),
+        header: impl FnMut(&'a str, Option<&'a [u8]>) -> Result<(), Malformed>,
     ) -> Result<Fields<'a>, Malformed> {
         self.record(false, header).map(|(fields, _)| fields)
     }
@@ -157,7 +158,7 @@ impl<'a> Reader<'a> {
     /// in order.
     pub fn output(
         &mut self,
-        header: impl FnMut(&'a str, Option<&'a [u8]>),
+        header: impl FnMut(&'a str, Option<&'a [u8]>) -> Result<(), Malformed>,
     ) -> Result<(Fields<'a>, usize), Malformed> {
         self.record(true, header)
     }
@@ -166,14 +167,14 @@ impl<'a> Reader<'a> {
     fn record(
         &mut self,
         output: bool,
-        mut header: impl FnMut(&'a str, Option<&'a [u8]>),
+        mut header: impl FnMut(&'a str, Option<&'a [u8]>) -> Result<(), Malformed>,
     ) -> Result<(Fields<'a>, usize), Malformed> {
         let key = self.field()?;
         let value = self.field()?;
         let headers = self.number()?;
         let output = if output { self.number()? } else { 0 };
         for _ in 0..headers {
-            header(self.name()?, self.field()?);
+            header(self.name()?, self.field()?)?;
         }
         Ok((Fields { key, value }, output))
     }
@@ -206,6 +207,12 @@ impl<'a> Reader<'a> {
     #[inline]
     fn number(&mut self) -> Result<usize, Malformed> {
         usize::try_from(self.next()?).map_err(|_| Malformed("a number overflows"))
+    }
+
+    /// How many bytes of the data are still to be read: a record's size
+    /// (its keys, values and headers) is the difference across reading it.
+    pub fn data_left(&self) -> usize {
+        self.data.len()
     }
 
     /// Checks that every length and byte was read.
@@ -269,8 +276,10 @@ mod tests {
                 .iter()
                 .map(|(_, _, _, output)| {
                     let mut headers = Vec::new();
-                    let header =
-                        |name: &str, value: Option<&[u8]>| headers.push((name.to_owned(), value.map(<[u8]>::to_vec)));
+                    let header = |name: &str, value: Option<&[u8]>| {
+                        headers.push((name.to_owned(), value.map(<[u8]>::to_vec)));
+                        Ok(())
+                    };
                     let (fields, read_output) = match output {
                         None => (reader.input(header)?, None),
                         Some(_) => reader.output(header).map(|(f, o)| (f, Some(o)))?,

@@ -44,8 +44,8 @@ impl Header {
         std::str::from_utf8(&self.key).unwrap_or_default()
     }
 
-    /// The name's bytes, which need no check to be written out again.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    /// The name's bytes, which need no check to be compared or written
+    /// out again.
     pub(crate) fn key_bytes(&self) -> &[u8] {
         &self.key
     }
@@ -178,7 +178,7 @@ impl Record {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
-            .find(|h| h.key() == name)
+            .find(|h| h.key_bytes() == name.as_bytes())
             .and_then(Header::value)
     }
 

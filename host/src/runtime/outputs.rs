@@ -60,20 +60,20 @@ impl Outputs {
             let start = field.as_ptr() as usize - data.as_ptr() as usize;
             start..start + field.len()
         };
-        let len = |field: Option<&[u8]>| field.map_or(0, <[u8]>::len) as u64;
         let mut reader = Reader::new(&lists.lengths, data);
         let mut largest = 0;
         for &timestamp in &lists.timestamps {
             let first_header = headers.len();
-            let mut size = 0;
+            let data_before = reader.data_left();
             let (fields, output) = reader.output(|key: &str, value| {
-                size += key.len() as u64 + len(value);
                 headers.push(HeaderSpans {
                     key: span(key.as_bytes()),
                     value: value.map(span),
                 });
+                Ok(())
             })?;
-            largest = largest.max(size + len(fields.key) + len(fields.value));
+            // A record's fields are contiguous in the data.
+            largest = largest.max((data_before - reader.data_left()) as u64);
             if output > lists.outputs.len() {
                 return Err(Malformed("an output index is beyond the outputs listed"));
             }
