@@ -9,8 +9,10 @@
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use eddy::runtime::bindings_types::{Batch, Header, InputRecord, TaskInfo};
-use eddy::runtime::{CompiledModule, GuestLimits, Runtime, RuntimeOptions, TaskServices};
+use eddy::runtime::bindings_types::TaskInfo;
+use eddy::runtime::{
+    CompiledModule, GuestLimits, InputBatch, Runtime, RuntimeOptions, TaskServices,
+};
 use eddy::state::{MemoryStore, PipelineDb, StateLimits, TaskState};
 use eddy::task::TaskStatus;
 use std::sync::{Arc, LazyLock};
@@ -78,39 +80,36 @@ fn task() -> TaskInfo {
 
 /// A batch of `n` records shaped like `just bench`'s input: a key and a
 /// 100-200 byte value; with `header`, one header too.
-fn batch(n: usize, header: bool) -> Batch {
+fn batch(n: usize, header: bool) -> InputBatch {
     let pad = "abcdefghijklmnopqrstuvwxyz0123456789 ".repeat(6);
-    Batch {
-        topic: "in".into(),
-        partition: 0,
-        records: (0..n)
-            .map(|i| InputRecord {
-                key: Some(format!("k{i}").into_bytes()),
-                value: Some(format!("record-{i:08} {}", &pad[..85 + (i * 37) % 100]).into_bytes()),
-                headers: if header {
-                    vec![Header {
-                        key: "traceparent".into(),
-                        value: Some(
-                            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_vec(),
-                        ),
-                    }]
-                } else {
-                    Vec::new()
-                },
-                timestamp: 1_700_000_000_000 + i as i64,
-                offset: i as i64,
-            })
-            .collect(),
+    let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut batch = InputBatch::new("in", 0);
+    for i in 0..n {
+        let key = format!("k{i}");
+        let value = format!("record-{i:08} {}", &pad[..85 + (i * 37) % 100]);
+        let headers = if header {
+            vec![("traceparent", Some(&trace[..]))]
+        } else {
+            Vec::new()
+        };
+        batch.push(
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            headers.into_iter(),
+            1_700_000_000_000 + i as i64,
+            i as i64,
+        );
     }
+    batch
 }
 
-fn guest_call(bencher: Bencher<'_, '_>, reference: &str, batch: Batch) {
+fn guest_call(bencher: Bencher<'_, '_>, reference: &str, batch: InputBatch) {
     let mut guest = RUNTIME
         .instantiate(&module(reference), services(), LIMITS)
         .expect("instantiates");
     guest.init(&task()).expect("init");
     bencher
-        .counter(ItemsCount::new(batch.records.len()))
+        .counter(ItemsCount::new(batch.len()))
         .bench_local(|| guest.process(&batch).expect("uppercase never fails"));
 }
 

@@ -7,8 +7,9 @@
 //! ways side by side. A step names one as `builtin:<name>` where it would
 //! name a module digest.
 
-use super::bindings::eddy::processor::types::{Batch, OutputRecord};
+use super::bindings::eddy::processor::types::OutputRecord;
 use super::host_api::TaskServices;
+use super::inputs::InputBatch;
 
 /// How a step names a builtin operator.
 const PREFIX: &str = "builtin:";
@@ -58,21 +59,21 @@ impl Builtin {
     }
 
     /// Processes one batch, as a guest's `process` would.
-    pub(super) fn process(self, _services: &mut TaskServices, batch: &Batch) -> Vec<OutputRecord> {
+    pub(super) fn process(
+        self,
+        _services: &mut TaskServices,
+        batch: &InputBatch,
+    ) -> Vec<OutputRecord> {
         match self {
             Self::Uppercase => batch
-                .records
-                .iter()
+                .records()
                 .map(|record| OutputRecord {
-                    key: record.key.clone(),
-                    value: record
-                        .value
-                        .as_deref()
-                        .map(|v| match std::str::from_utf8(v) {
-                            Ok(text) => text.to_uppercase().into_bytes(),
-                            Err(_) => v.to_ascii_uppercase(),
-                        }),
-                    headers: record.headers.clone(),
+                    key: record.key.map(<[u8]>::to_vec),
+                    value: record.value.map(|v| match std::str::from_utf8(v) {
+                        Ok(text) => text.to_uppercase().into_bytes(),
+                        Err(_) => v.to_ascii_uppercase(),
+                    }),
+                    headers: record.owned_headers(),
                     timestamp: Some(record.timestamp),
                     output: None,
                 })

@@ -1,10 +1,11 @@
 //! One guest instance: a store with limits, and the three calls of the world.
 
 use super::bindings::Processor;
-use super::bindings::eddy::processor::types::{Batch, FiredTimer, PackedBatch, TaskInfo};
+use super::bindings::eddy::processor::types::{FiredTimer, TaskInfo};
 use super::bindings::packed::PackedProcessor;
 use super::builtin::Builtin;
 use super::host_api::{GuestCtx, TaskServices};
+use super::inputs::InputBatch;
 use super::outputs::Outputs;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
@@ -83,9 +84,8 @@ pub struct Guest {
 /// What runs the calls.
 enum Instance {
     Typed(Processor),
-    /// A packed-world instance, and the buffers its batches are packed
-    /// into (kept across calls, so packing allocates nothing once warm).
-    Packed(PackedProcessor, Box<PackedBatch>),
+    /// A packed-world instance: batches go in as they were polled.
+    Packed(PackedProcessor),
     Builtin(Builtin),
 }
 
@@ -124,10 +124,9 @@ impl Guest {
             super::ModuleKind::Typed(pre) => {
                 Instance::Typed(pre.instantiate(&mut store).map_err(failed)?)
             }
-            super::ModuleKind::Packed(pre) => Instance::Packed(
-                pre.instantiate(&mut store).map_err(failed)?,
-                Box::new(super::packed::empty()),
-            ),
+            super::ModuleKind::Packed(pre) => {
+                Instance::Packed(pre.instantiate(&mut store).map_err(failed)?)
+            }
             super::ModuleKind::Builtin(builtin) => Instance::Builtin(*builtin),
         };
         Ok(Self {
@@ -164,23 +163,22 @@ impl Guest {
         self.arm();
         let result = match &self.processor {
             Instance::Typed(processor) => processor.call_init(&mut self.store, task),
-            Instance::Packed(processor, _) => processor.call_init(&mut self.store, task),
+            Instance::Packed(processor) => processor.call_init(&mut self.store, task),
             Instance::Builtin(_) => return Ok(()),
         };
         self.settle(result).map(|_| ())
     }
 
     /// Calls the guest's `process` with one batch.
-    pub fn process(&mut self, batch: &Batch) -> Result<Outputs, GuestError> {
+    pub fn process(&mut self, batch: &InputBatch) -> Result<Outputs, GuestError> {
         self.arm();
-        let outputs = match &mut self.processor {
+        let outputs = match &self.processor {
             Instance::Typed(processor) => {
-                let result = processor.call_process(&mut self.store, batch);
+                let result = processor.call_process(&mut self.store, &batch.typed());
                 self.settle(result).map(Outputs::from)
             }
-            Instance::Packed(processor, packed) => {
-                super::packed::pack(batch, packed);
-                let result = processor.call_process_packed(&mut self.store, packed);
+            Instance::Packed(processor) => {
+                let result = processor.call_process_packed(&mut self.store, batch.packed());
                 let limits = self.limits;
                 self.settle(result).and_then(|outputs| {
                     // Before indexing them: a flood costs no more than its lists.
@@ -200,7 +198,7 @@ impl Guest {
         self.arm();
         let result = match &self.processor {
             Instance::Typed(processor) => processor.call_on_timers(&mut self.store, timers),
-            Instance::Packed(processor, _) => processor.call_on_timers(&mut self.store, timers),
+            Instance::Packed(processor) => processor.call_on_timers(&mut self.store, timers),
             // No builtin sets timers.
             Instance::Builtin(_) => return Ok(Outputs::default()),
         };

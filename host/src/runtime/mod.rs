@@ -10,14 +10,15 @@ mod bindings;
 mod builtin;
 mod guest;
 mod host_api;
+mod inputs;
 mod outputs;
-mod packed;
 mod stderr;
 mod validate;
 
 pub use builtin::Builtin;
 pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use host_api::{TaskServices, TimerKey};
+pub use inputs::{InputBatch, InputView};
 pub use outputs::{Headers, OutputView, Outputs};
 pub use validate::ModuleError;
 

@@ -28,11 +28,10 @@ pub use status::{RestoreProgress, TaskStatus};
 
 use crate::kafka::KafkaSettings;
 use crate::pipeline::{ErrorPolicy, PipelineSpec};
-use crate::runtime::bindings_types::{
-    Batch, FiredTimer, Header, InputRecord, OutputRecord, TaskInfo, TimeDomain,
-};
+use crate::runtime::bindings_types::{FiredTimer, Header, OutputRecord, TaskInfo, TimeDomain};
 use crate::runtime::{
-    CompiledModule, Guest, GuestError, GuestLimits, OutputView, Outputs, Runtime, TaskServices,
+    CompiledModule, Guest, GuestError, GuestLimits, InputBatch, InputView, OutputView, Outputs,
+    Runtime, TaskServices,
 };
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, PipelineDb, StateLimits, TaskState};
 use changelog::{delivered, send};
@@ -45,6 +44,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use retry::Retry;
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -142,6 +142,9 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     in_flight: Option<i64>,
     /// What was produced since the last commit.
     open: Option<OpenCommit>,
+    /// The batch in hand, packed as it is polled; its buffers are reused
+    /// from batch to batch.
+    input: InputBatch,
     /// The furthest offset this task committed to the group while idle
     /// (the checkpoint, or past it over commit markers).
     group_offset: Option<i64>,
@@ -155,14 +158,6 @@ struct OpenCommit {
     deliveries: Vec<DeliveryFuture>,
     /// Where the state will reach once it commits.
     checkpoint: Checkpoint,
-}
-
-/// How one guest call of [`PartitionTask::isolate`] went.
-enum Call {
-    /// The call's outputs.
-    Done(Outputs),
-    /// The call failed; its records come back with the error.
-    Failed(Vec<InputRecord>, GuestError),
 }
 
 /// What one step of the task loop did.
@@ -208,6 +203,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             partition: changelog_partition,
         };
         Self {
+            input: InputBatch::new(&topic, partition),
             topic,
             partition,
             label,
@@ -453,8 +449,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// Polls one batch and carries it through; with no records, fires the
     /// wall-clock timers that are due.
     fn step(&mut self, slot: &mut Option<Guest>) -> Result<Progress, Fault> {
-        let records = self.poll_batch()?;
-        if records.is_empty() {
+        self.poll_batch()?;
+        if self.input.is_empty() {
             let guest = live(slot)?;
             let due = guest
                 .services()
@@ -473,17 +469,17 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             return self.finish_batch(guest, &outputs, &[], None, now_ms());
         }
         if self.in_flight.is_none() {
-            self.in_flight = records.first().map(|r| r.offset);
+            self.in_flight = self.input.offsets().first().copied();
         }
-        let span = BatchSpan::of(&records);
+        let span = BatchSpan::of(&self.input);
         // The guest sees the stream time before this batch, and tracks it
         // record by record within the batch (the SDK's windows do).
         let (outputs, dead_letters) = match self.plan.spec.error_policy {
             ErrorPolicy::Fail => {
-                let (guest, batch) = (live(slot)?, self.batch(records));
-                (self.timed(|| guest.process(&batch))?, Vec::new())
+                let guest = live(slot)?;
+                (self.timed(|| guest.process(&self.input))?, Vec::new())
             }
-            ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot, records)?,
+            ErrorPolicy::Skip | ErrorPolicy::DeadLetter => self.process_isolating(slot)?,
         };
         self.finish_records(live(slot)?, outputs, dead_letters, &span)
     }
@@ -494,14 +490,6 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let result = call();
         self.status.record_call(started.elapsed());
         result
-    }
-
-    fn batch(&self, records: Vec<InputRecord>) -> Batch {
-        Batch {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            records,
-        }
     }
 
     /// The rest of a batch once the guest processed its records: advance
@@ -534,22 +522,24 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         )
     }
 
-    /// Processes a batch under the skip or dead-letter policy: when the
-    /// guest fails on it, its state writes are rolled back and its records
-    /// are retried on a fresh instance until the failing ones are isolated
-    /// (see [`Self::isolate`]); those are skipped or dead-lettered, every
-    /// other record is processed once. The outputs, and the dead letters to
-    /// deliver with them.
+    /// Processes the batch in hand under the skip or dead-letter policy:
+    /// when the guest fails on it, its state writes are rolled back and its
+    /// records are retried on a fresh instance until the failing ones are
+    /// isolated (see [`Self::isolate`]); those are skipped or dead-lettered,
+    /// every other record is processed once. The outputs, and the dead
+    /// letters to deliver with them.
     fn process_isolating(
-        &mut self,
+        &self,
         slot: &mut Option<Guest>,
-        records: Vec<InputRecord>,
     ) -> Result<(Outputs, Vec<OutputRecord>), Fault> {
         let mut outputs = Outputs::default();
         let mut failed = Vec::new();
-        self.isolate(slot, records, &mut outputs, &mut failed)?;
+        self.isolate(slot, &mut outputs, &mut failed)?;
         let mut dead_letters = Vec::new();
-        for (record, error) in failed {
+        let records = failed
+            .into_iter()
+            .filter_map(|(index, error)| Some((self.input.record(index)?, error)));
+        for (record, error) in records {
             match self.plan.spec.error_policy {
                 ErrorPolicy::DeadLetter => {
                     dead_letters.push(self.dead_letter(record, &error));
@@ -568,22 +558,24 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         Ok((outputs, dead_letters))
     }
 
-    /// Runs `records` through the guest in one call; when it fails, retries
-    /// them one call per record, so each failing record costs one failed
+    /// Runs the batch in hand through the guest in one call; when it fails,
+    /// retries its records one call per record, so each failing record
+    /// costs one failed
     /// call. Failed calls are the expensive ones (a deadline, an instance
     /// renewed, a memory cap filled); a successful call of one record costs
     /// microseconds. A guest that names the failing record (an error with
     /// its index) is taken at its word: the records before it are retried
-    /// together, it fails without another call, the rest start over.
+    /// together, it fails without another call, the rest start over. The
+    /// failed records are given by their index in the batch.
     fn isolate(
         &self,
         slot: &mut Option<Guest>,
-        records: Vec<InputRecord>,
         outputs: &mut Outputs,
-        failed: &mut Vec<(InputRecord, String)>,
+        failed: &mut Vec<(usize, String)>,
     ) -> Result<(), Fault> {
         // Groups of records still to call the guest with, in offset order.
-        let mut queue = VecDeque::from([records]);
+        let mut queue = VecDeque::new();
+        queue.push_back(0..self.input.len());
         while let Some(group) = queue.pop_front() {
             if group.is_empty() {
                 continue;
@@ -593,12 +585,12 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             if self.stopping() {
                 return Err(Fault::Stopping);
             }
-            let (mut group, error) = match self.call_once(slot, group)? {
-                Call::Done(out) => {
+            let error = match self.call_once(slot, group.clone())? {
+                Ok(out) => {
                     outputs.append(out);
                     continue;
                 }
-                Call::Failed(group, error) => (group, error),
+                Err(error) => error,
             };
             let named = match error {
                 GuestError::Failed {
@@ -608,18 +600,16 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 _ => None,
             };
             match named {
-                _ if group.len() == 1 => {
-                    failed.extend(group.pop().map(|r| (r, error.to_string())));
-                }
+                _ if group.len() == 1 => failed.push((group.start, error.to_string())),
                 Some(i) => {
-                    let rest = group.split_off(i + 1);
-                    failed.extend(group.pop().map(|r| (r, error.to_string())));
-                    queue.push_front(rest);
-                    queue.push_front(group);
+                    let at = group.start + i;
+                    failed.push((at, error.to_string()));
+                    queue.push_front(at + 1..group.end);
+                    queue.push_front(group.start..at);
                 }
                 None => {
-                    for record in group.into_iter().rev() {
-                        queue.push_front(vec![record]);
+                    for record in group.rev() {
+                        queue.push_front(record..record + 1);
                     }
                 }
             }
@@ -627,33 +617,40 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         Ok(())
     }
 
-    /// One guest call with `records`. On failure its state writes are
-    /// rolled back and the instance renewed (a trap leaves it unusable, and
-    /// any guest may hold half the batch in its own memory); the records
-    /// come back with the error.
+    /// One guest call with the records of the batch in hand in `range`. On
+    /// failure its state writes are rolled back and the instance renewed (a
+    /// trap leaves it unusable, and any guest may hold half the batch in its
+    /// own memory), and the call's error is returned.
     fn call_once(
         &self,
         slot: &mut Option<Guest>,
-        records: Vec<InputRecord>,
-    ) -> Result<Call, Fault> {
+        range: Range<usize>,
+    ) -> Result<Result<Outputs, GuestError>, Fault> {
         let guest = live(slot)?;
         let savepoint = guest.services().state.pending().clone();
-        let batch = self.batch(records);
-        let error = match self.timed(|| guest.process(&batch)) {
-            Ok(out) => return Ok(Call::Done(out)),
+        // The whole batch on the first try; part of it only after a failure.
+        let part;
+        let batch = if range == (0..self.input.len()) {
+            &self.input
+        } else {
+            part = self.input.slice(range);
+            &part
+        };
+        let error = match self.timed(|| guest.process(batch)) {
+            Ok(out) => return Ok(Ok(out)),
             Err(e) => e,
         };
         let mut guest = slot.take().ok_or_else(no_guest)?;
         guest.services().rollback(savepoint)?;
         *slot = Some(guest.renew(&self.plan.runtime, &self.plan.module, &self.task_info())?);
-        Ok(Call::Failed(batch.records, error))
+        Ok(Err(error))
     }
 
     /// The dead-letter record for `record`: its key, value and headers, and
     /// where it came from and why it failed in `eddy.*` headers.
-    fn dead_letter(&self, record: InputRecord, error: &str) -> OutputRecord {
+    fn dead_letter(&self, record: InputView<'_>, error: &str) -> OutputRecord {
         let plan = &self.plan;
-        let mut headers = record.headers;
+        let mut headers = record.owned_headers();
         let digest = plan
             .spec
             .steps
@@ -675,8 +672,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             });
         }
         OutputRecord {
-            key: record.key,
-            value: record.value,
+            key: record.key.map(<[u8]>::to_vec),
+            value: record.value.map(<[u8]>::to_vec),
             headers,
             timestamp: Some(record.timestamp),
             output: None,
@@ -782,10 +779,10 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// time for the rest. Records already fetched are taken without a
     /// timeout, so the clock is read only when the queue runs dry (a clock
     /// read per record was 8 % of a task's CPU).
-    fn poll_batch(&self) -> Result<Vec<InputRecord>, Fault> {
+    fn poll_batch(&mut self) -> Result<(), Fault> {
+        self.input.clear();
         let limits = &self.plan.spec.limits;
         let max = limits.max_batch_records as usize;
-        let mut records = Vec::new();
         let mut deadline: Option<Instant> = None;
         // While a commit is open, wait no longer than until it is due.
         let first_wait = self.open.as_ref().map_or(IDLE_POLL, |open| {
@@ -793,7 +790,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 .saturating_duration_since(Instant::now())
                 .min(IDLE_POLL)
         });
-        while records.len() < max {
+        while self.input.len() < max {
             let polled = match deadline {
                 None => self.queue.poll(first_wait),
                 Some(d) => match self.queue.poll(Duration::ZERO) {
@@ -807,11 +804,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             match polled {
                 None => break,
                 Some(Ok(message)) => {
-                    records.push(input_record(&message));
+                    push_record(&mut self.input, &message);
                     deadline.get_or_insert_with(|| Instant::now() + limits.batch_linger);
                 }
                 Some(Err(e)) => {
-                    if records.is_empty() {
+                    if self.input.is_empty() {
                         self.consume_error(e)?;
                     } else {
                         // Process what we have; the error comes back next poll.
@@ -821,7 +818,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 }
             }
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Decides what a consume error means. A position that fell out of the
@@ -1029,16 +1026,13 @@ struct BatchSpan {
 }
 
 impl BatchSpan {
-    fn of(records: &[InputRecord]) -> Self {
+    fn of(batch: &InputBatch) -> Self {
+        let timestamps = batch.timestamps();
         Self {
-            count: records.len(),
-            next_offset: records.last().map_or(0, |r| r.offset + 1),
-            last_timestamp: records.last().map_or(0, |r| r.timestamp),
-            max_timestamp: records
-                .iter()
-                .map(|r| r.timestamp)
-                .filter(|t| *t >= 0)
-                .max(),
+            count: batch.len(),
+            next_offset: batch.offsets().last().map_or(0, |offset| offset + 1),
+            last_timestamp: timestamps.last().copied().unwrap_or(0),
+            max_timestamp: timestamps.iter().copied().filter(|t| *t >= 0).max(),
         }
     }
 }
@@ -1063,25 +1057,21 @@ fn output_record<'a>(
     record
 }
 
-fn input_record(message: &BorrowedMessage<'_>) -> InputRecord {
-    let headers = message
+/// Appends `message` to `batch`: its fields are copied once, into the
+/// batch's buffers.
+fn push_record(batch: &mut InputBatch, message: &BorrowedMessage<'_>) {
+    // Most records have no headers, and then this allocates nothing.
+    let headers: Vec<(&str, Option<&[u8]>)> = message
         .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(<[u8]>::to_vec),
-                })
-                .collect()
-        })
+        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
         .unwrap_or_default();
-    InputRecord {
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers,
-        timestamp: message.timestamp().to_millis().unwrap_or(-1),
-        offset: message.offset(),
-    }
+    batch.push(
+        message.key(),
+        message.payload(),
+        headers.into_iter(),
+        message.timestamp().to_millis().unwrap_or(-1),
+        message.offset(),
+    );
 }
 
 fn headers(list: crate::runtime::Headers<'_>) -> OwnedHeaders {
