@@ -10,6 +10,7 @@
 use super::bindings::eddy::processor::types::OutputRecord;
 use super::host_api::TaskServices;
 use super::inputs::InputBatch;
+use eddy_sdk::packed::Malformed;
 
 /// How a step names a builtin operator.
 const PREFIX: &str = "builtin:";
@@ -63,19 +64,22 @@ impl Builtin {
         self,
         _services: &mut TaskServices,
         batch: &InputBatch,
-    ) -> Vec<OutputRecord> {
+    ) -> Result<Vec<OutputRecord>, Malformed> {
         match self {
             Self::Uppercase => batch
                 .records()
-                .map(|record| OutputRecord {
-                    key: record.key.map(<[u8]>::to_vec),
-                    value: record.value.map(|v| match std::str::from_utf8(v) {
-                        Ok(text) => text.to_uppercase().into_bytes(),
-                        Err(_) => v.to_ascii_uppercase(),
-                    }),
-                    headers: record.owned_headers(),
-                    timestamp: Some(record.timestamp),
-                    output: None,
+                .map(|record| {
+                    let record = record?;
+                    Ok(OutputRecord {
+                        key: record.key.map(<[u8]>::to_vec),
+                        value: record.value.map(|v| match std::str::from_utf8(v) {
+                            Ok(text) => text.to_uppercase().into_bytes(),
+                            Err(_) => v.to_ascii_uppercase(),
+                        }),
+                        headers: record.owned_headers(),
+                        timestamp: Some(record.timestamp),
+                        output: None,
+                    })
                 })
                 .collect(),
         }

@@ -173,10 +173,13 @@ impl Guest {
     pub fn process(&mut self, batch: &InputBatch) -> Result<Outputs, GuestError> {
         self.arm();
         let outputs = match &self.processor {
-            Instance::Typed(processor) => {
-                let result = processor.call_process(&mut self.store, &batch.typed());
-                self.settle(result).map(Outputs::from)
-            }
+            Instance::Typed(processor) => match batch.typed() {
+                Ok(typed) => {
+                    let result = processor.call_process(&mut self.store, &typed);
+                    self.settle(result).map(Outputs::from)
+                }
+                Err(e) => Err(unreadable(e)),
+            },
             Instance::Packed(processor) => {
                 let result = processor.call_process_packed(&mut self.store, batch.packed());
                 let limits = self.limits;
@@ -188,7 +191,10 @@ impl Guest {
                     })
                 })
             }
-            Instance::Builtin(builtin) => Ok(builtin.process(self.services(), batch).into()),
+            Instance::Builtin(builtin) => builtin
+                .process(self.services(), batch)
+                .map(Outputs::from)
+                .map_err(unreadable),
         };
         self.checked(outputs)
     }
@@ -294,6 +300,13 @@ impl Guest {
             GuestError::Trap(format!("{trap}; guest stderr: {tail}"))
         }
     }
+}
+
+/// A batch the host could not read back, which is a bug in the host.
+fn unreadable(e: eddy_sdk::packed::Malformed) -> GuestError {
+    GuestError::Trap(format!(
+        "internal error: the batch could not be read back: {e}"
+    ))
 }
 
 /// Checks how many records one call emitted against the limits.

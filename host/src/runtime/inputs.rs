@@ -7,7 +7,7 @@
 //! and dead letters read the same records back ([`InputView`]).
 
 use super::bindings::eddy::processor::types::{Batch, Header, InputRecord, PackedBatch};
-use eddy_sdk::packed::{Reader, Writer};
+use eddy_sdk::packed::{Malformed, Reader, Writer};
 use std::ops::Range;
 
 /// Records of one partition, in offset order.
@@ -99,32 +99,35 @@ impl InputBatch {
         &self.lists.timestamps
     }
 
-    /// The record at `index`, if there is one.
-    pub fn record(&self, index: usize) -> Option<InputView<'_>> {
-        let &(length, data) = self.starts.get(index)?;
+    /// The record at `index`. Only `push` writes the lists, in the layout
+    /// they are read with, so reading fails only for an index beyond the
+    /// batch; the error is there so that a bug could never drop a record
+    /// silently.
+    pub fn record(&self, index: usize) -> Result<InputView<'_>, Malformed> {
+        const MISSING: Malformed = Malformed("a record is beyond the batch");
+        let &(length, data) = self.starts.get(index).ok_or(MISSING)?;
         let lists = &self.lists;
         let mut headers = Vec::new();
-        let mut reader = Reader::new(lists.lengths.get(length..)?, lists.data.get(data..)?);
-        // The lists were written by `push`, so they read back; a record
-        // that did not would be a bug here, and reads as absent.
-        let fields = reader
-            .input(|name, value| {
-                headers.push((name, value));
-                Ok(())
-            })
-            .ok()?;
-        Some(InputView {
+        let mut reader = Reader::new(
+            lists.lengths.get(length..).ok_or(MISSING)?,
+            lists.data.get(data..).ok_or(MISSING)?,
+        );
+        let fields = reader.input(|name, value| {
+            headers.push((name, value));
+            Ok(())
+        })?;
+        Ok(InputView {
             key: fields.key,
             value: fields.value,
             headers,
-            timestamp: *lists.timestamps.get(index)?,
-            offset: *lists.offsets.get(index)?,
+            timestamp: *lists.timestamps.get(index).ok_or(MISSING)?,
+            offset: *lists.offsets.get(index).ok_or(MISSING)?,
         })
     }
 
     /// The records, in order.
-    pub fn records(&self) -> impl Iterator<Item = InputView<'_>> {
-        (0..self.len()).filter_map(|i| self.record(i))
+    pub fn records(&self) -> impl Iterator<Item = Result<InputView<'_>, Malformed>> {
+        (0..self.len()).map(|i| self.record(i))
     }
 
     /// A batch of the records in `range` (clamped to the batch), to call a
@@ -162,12 +165,15 @@ impl InputBatch {
     }
 
     /// The records as a typed guest takes them, each in its own buffers.
-    pub(super) fn typed(&self) -> Batch {
-        Batch {
+    pub(super) fn typed(&self) -> Result<Batch, Malformed> {
+        Ok(Batch {
             topic: self.lists.topic.clone(),
             partition: self.lists.partition,
-            records: self.records().map(InputView::into_record).collect(),
-        }
+            records: self
+                .records()
+                .map(|r| r.map(InputView::into_record))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
@@ -230,13 +236,13 @@ mod tests {
         let second = batch.record(1).expect("two records");
         assert_eq!((second.key, second.value), (None, Some(&b""[..])));
         assert_eq!((second.timestamp, second.offset), (8, 12));
-        assert!(batch.record(2).is_none());
+        assert!(batch.record(2).is_err());
     }
 
     #[test]
     fn a_slice_holds_exactly_its_records() {
         let batch = batch();
-        let whole: Vec<InputView<'_>> = batch.records().collect();
+        let whole: Vec<InputView<'_>> = batch.records().collect::<Result<_, _>>().expect("reads");
         assert_eq!(whole.len(), 3);
         assert_eq!(
             whole[2].headers,
@@ -244,7 +250,8 @@ mod tests {
         );
         for (start, end) in [(0, 3), (0, 1), (1, 3), (2, 3), (1, 1), (2, 9)] {
             let part = batch.slice(start..end);
-            let records: Vec<InputView<'_>> = part.records().collect();
+            let records: Vec<InputView<'_>> =
+                part.records().collect::<Result<_, _>>().expect("reads");
             assert_eq!(records, whole[start..end.min(3)], "{start}..{end}");
             let lists = part.packed();
             eddy_sdk::packed::Reader::check_inputs(&lists.lengths, &lists.data, part.len())
@@ -254,7 +261,7 @@ mod tests {
 
     #[test]
     fn typed_records_own_every_field() {
-        let typed = batch().typed();
+        let typed = batch().typed().expect("reads");
         assert_eq!((typed.topic.as_str(), typed.partition), ("in", 3));
         let third = &typed.records[2];
         assert_eq!(third.key.as_deref(), Some(&b"k3"[..]));

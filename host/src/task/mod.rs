@@ -536,10 +536,14 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let mut failed = Vec::new();
         self.isolate(slot, &mut outputs, &mut failed)?;
         let mut dead_letters = Vec::new();
-        let records = failed
-            .into_iter()
-            .filter_map(|(index, error)| Some((self.input.record(index)?, error)));
-        for (record, error) in records {
+        for (index, error) in failed {
+            // A failed record is never dropped: a batch that cannot give it
+            // back fails the task (a bug, the batch is replayed).
+            let record = self.input.record(index).map_err(|e| {
+                Fault::Consume(format!(
+                    "internal error: record {index} of the batch could not be read back: {e}"
+                ))
+            })?;
             match self.plan.spec.error_policy {
                 ErrorPolicy::DeadLetter => {
                     dead_letters.push(self.dead_letter(record, &error));
