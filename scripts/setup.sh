@@ -4,8 +4,12 @@
 # generated with it). Safe to run again.
 set -euo pipefail
 
+# libclang itself (libclang.so.1, libclang-14.so.1), not LLVM's C++ library
+# libclang-cpp.so.14, which some images carry without it and bindgen
+# cannot use.
 have_libclang() {
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 ||
+    ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+        /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 ||
         [ -n "${LIBCLANG_PATH:-}" ]
 }
 if ! have_libclang; then

@@ -8,7 +8,10 @@
 #   - soak-count: `count` over the records' keys, every one new, so its
 #     RocksDB state and changelog grow by SOAK_RATE keys a second.
 # Every 10 s it samples the daemon's RSS and both pipelines' progress and
-# prints a line a minute; at the end, the RSS after the first minute, the
+# prints a line a minute with where the memory is (`eddy daemon info`: the
+# state stores' shared block cache, the write buffers charged to it, and
+# the table readers beside it; SOAK_STATE_MEMORY sets the budget, default
+# the daemon's 64MiB); at the end, the RSS after the first minute, the
 # highest in each half of the run and at the end, the probe's latency and
 # each pipeline's processor call times (its slowest partition's).
 # Bounded means the second half's peak is near the first half's while
@@ -30,7 +33,7 @@ examples="$target/$profile/examples"
 pids+=($!)
 wait_for_line "$work/broker.out" ":"
 brokers=$(head -n1 "$work/broker.out")
-start_daemon serve
+start_daemon serve ${SOAK_STATE_MEMORY:+--state-memory "$SOAK_STATE_MEMORY"}
 
 "$eddy" pipeline create soak-upper --module "$plugins/uppercase.wasm" \
     --input soak-in --output soak-upper --from latest >/dev/null
@@ -39,6 +42,15 @@ start_daemon serve
 for name in soak-upper soak-count; do
     wait_for_line "$work/serve.log" "partitions assigned pipeline=$name "
 done
+
+# "cache (write buffers) + readers" in MiB, from `eddy daemon info`.
+state_memory() {
+    "$eddy" daemon info -o json | python3 -c '
+import json, sys
+m = json.load(sys.stdin)["memory"]
+c, w, t = (m[k] / 2**20 for k in ("state_cache_bytes", "state_write_buffer_bytes", "state_table_reader_bytes"))
+print(f"{c:.1f} ({w:.1f}) + {t:.1f}")'
+}
 
 # Records the pipeline's tasks took in.
 records_in() {
@@ -49,7 +61,7 @@ print(sum(p["records_in"] for p in json.load(sys.stdin)["partitions"]))'
 
 echo "eddy soak ($profile build): $minutes min at $rate records/s, 4 partitions, broker retention $retention per partition"
 echo "  pipelines: soak-upper (uppercase), soak-count (count over keys that are all new)"
-echo "  minute   RSS MiB   upper records   count records (= keys in state)"
+echo "  minute   RSS MiB   state cache (write buffers) + table readers MiB   upper records   count records (= keys in state)"
 "$examples/latency_probe" "$brokers" soak-in soak-upper "$rate" "$seconds" >"$work/probe.out" &
 probe=$!
 pids+=("$probe")
@@ -62,7 +74,7 @@ while kill -0 "$probe" 2>/dev/null; do
     rss=$(rss_mib)
     samples+=("$elapsed:$rss")
     if [ $((elapsed % 60)) -lt 10 ]; then
-        printf '  %6d %9d %15s %15s\n' $((elapsed / 60)) "$rss" \
+        printf '  %6d %9d %48s %15s %15s\n' $((elapsed / 60)) "$rss" "$(state_memory)" \
             "$(records_in soak-upper)" "$(records_in soak-count)"
     fi
 done

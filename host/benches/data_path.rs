@@ -13,7 +13,7 @@ use eddy::runtime::bindings_types::TaskInfo;
 use eddy::runtime::{
     CompiledModule, GuestLimits, InputBatch, Runtime, RuntimeOptions, TaskServices,
 };
-use eddy::state::{MemoryStore, PipelineDb, StateLimits, TaskState};
+use eddy::state::{MemoryStore, PipelineDb, StateLimits, StateMemory, TaskState};
 use eddy::task::TaskStatus;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -153,7 +153,7 @@ fn instantiate(bencher: Bencher<'_, '_>) {
 #[divan::bench(args = [16, 1024])]
 fn state_commit(bencher: Bencher<'_, '_>, writes: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = PipelineDb::open(dir.path()).expect("opens");
+    let db = PipelineDb::open(dir.path(), &StateMemory::default()).expect("opens");
     let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
     let mut round = 0u64;
     bencher.counter(ItemsCount::new(writes)).bench_local(|| {
@@ -175,7 +175,7 @@ fn state_commit(bencher: Bencher<'_, '_>, writes: usize) {
 #[divan::bench]
 fn state_get(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = PipelineDb::open(dir.path()).expect("opens");
+    let db = PipelineDb::open(dir.path(), &StateMemory::default()).expect("opens");
     let mut state = TaskState::new(Box::new(db.task_store(0, 0)), StateLimits::default());
     for i in 0..10_000 {
         state

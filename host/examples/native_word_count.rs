@@ -50,7 +50,9 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     let want: u64 = records.parse().context("RECORDS must be a number")?;
-    let db = rocksdb::DB::open(&eddy::state::PipelineDb::options(), state_dir)?;
+    // The daemon's default state budget, so both count with the same memory.
+    let memory = eddy::state::StateMemory::default();
+    let db = rocksdb::DB::open(&eddy::state::PipelineDb::options(&memory), state_dir)?;
     let kafka = KafkaSettings::new(brokers.as_str());
     let partitions = support::partition_count(&kafka, input)?;
     let producer: FutureProducer = kafka.producer().create()?;

@@ -42,6 +42,16 @@ pub struct ServeConfig {
     /// Guest limits: the defaults for pipelines and the ceilings they may
     /// only tighten.
     pub limits: LimitsConfig,
+    /// Memory for every pipeline's state store together, in bytes: one
+    /// RocksDB block cache with the write buffers charged to it (up to
+    /// half). Raise it when state reads miss the cache; it does not grow
+    /// with the number of pipelines.
+    #[serde(default = "default_state_memory_bytes")]
+    pub state_memory_bytes: u64,
+}
+
+fn default_state_memory_bytes() -> u64 {
+    crate::state::StateMemory::DEFAULT_BUDGET
 }
 
 /// Defaults and ceilings for guests.
@@ -113,6 +123,7 @@ impl Default for ServeConfig {
             group_prefix: "eddy.".into(),
             advertise: String::new(),
             limits: LimitsConfig::default(),
+            state_memory_bytes: default_state_memory_bytes(),
         }
     }
 }
@@ -129,6 +140,7 @@ const ENV_KEYS: &[&str] = &[
     "group_prefix",
     "advertise",
     "limits",
+    "state_memory_bytes",
 ];
 
 impl ServeConfig {
@@ -173,6 +185,10 @@ impl ServeConfig {
         anyhow::ensure!(
             l.max_batch_records > 0,
             "limits.max-batch-records must be positive"
+        );
+        anyhow::ensure!(
+            self.state_memory_bytes >= 8 << 20,
+            "state-memory-bytes must be at least 8 MiB"
         );
         anyhow::ensure!(
             self.session_timeout >= Duration::from_secs(1),
@@ -224,6 +240,7 @@ mod tests {
         assert_eq!(config.session_timeout, Duration::from_secs(6));
         assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
         assert_eq!(config.limits.max_batch_records, 1024);
+        assert_eq!(config.state_memory_bytes, 64 << 20);
 
         let mut bad = tempfile::NamedTempFile::new().expect("temp file");
         writeln!(bad, "brokerz = \"x\"").expect("write");

@@ -7,6 +7,7 @@ use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::pipeline::{DaemonIdentity, PipelineManager};
 use crate::runtime::{Runtime, RuntimeOptions, WORLD};
+use crate::state::StateMemory;
 use anyhow::Context as _;
 use eddy_proto::v1;
 use std::io::Write as _;
@@ -78,12 +79,14 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         compiled_dir: Some(config.compiled_dir()),
     })?;
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
+    let state_memory = StateMemory::new(config.state_memory_bytes);
     let manager = Arc::new(PipelineManager::new(
         runtime.clone(),
         modules.clone(),
         kafka,
         config.pipelines_dir(),
         config.state_dir(),
+        state_memory.clone(),
         config.limits.clone(),
         config.group_prefix.clone(),
     )?);
@@ -115,10 +118,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         brokers,
         embedded_broker: broker.is_some(),
         world: WORLD.into(),
+        // Filled in at each request.
+        memory: None,
     };
     let served = control::serve(
         listener,
-        DaemonInfoService { info },
+        DaemonInfoService { info, state_memory },
         ModuleServiceImpl {
             runtime,
             store: modules,

@@ -1,9 +1,11 @@
 //! Client verbs: talk to a daemon's control plane.
 
-use super::output::{print_entries, print_module, print_modules, print_pipeline, print_pipelines};
+use super::output::{
+    print_daemon_info, print_entries, print_module, print_modules, print_pipeline, print_pipelines,
+};
 use super::{
-    CreateArgs, GuaranteeArg, ModuleCommand, OnErrorArg, PipelineCommand, ServerArgs, StartArg,
-    StateCommand,
+    CreateArgs, DaemonCommand, GuaranteeArg, ModuleCommand, OnErrorArg, PipelineCommand,
+    ServerArgs, StartArg, StateCommand,
 };
 use anyhow::{Context as _, bail};
 use eddy_proto::v1::{
@@ -42,6 +44,10 @@ pub(super) async fn run_client(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Module(m) => run_module(m).await,
         ClientCommand::Pipeline(p) => run_pipeline(p).await,
         ClientCommand::State(q) => run_state(q).await,
+        ClientCommand::Daemon(DaemonCommand::Info { server, format }) => {
+            let info = daemon_info(&server).await?;
+            print_daemon_info(&info, format)
+        }
     }
 }
 
@@ -106,6 +112,8 @@ pub(super) enum ClientCommand {
     Pipeline(PipelineCommand),
     /// `eddy state ...`
     State(StateCommand),
+    /// `eddy daemon ...`
+    Daemon(DaemonCommand),
 }
 
 async fn run_module(command: ModuleCommand) -> anyhow::Result<()> {
@@ -306,13 +314,16 @@ async fn pipelines(server: &ServerArgs) -> anyhow::Result<PipelineServiceClient<
     Ok(PipelineServiceClient::new(connect(server).await?))
 }
 
-/// Asks the daemon which Kafka it uses.
-pub(super) async fn daemon_brokers(server: &ServerArgs) -> anyhow::Result<String> {
+async fn daemon_info(server: &ServerArgs) -> anyhow::Result<v1::DaemonInfo> {
     let mut client = v1::daemon_service_client::DaemonServiceClient::new(connect(server).await?);
-    let info = client
+    Ok(client
         .get_info(v1::GetInfoRequest {})
         .await
         .map_err(rpc)?
-        .into_inner();
-    Ok(info.brokers)
+        .into_inner())
+}
+
+/// Asks the daemon which Kafka it uses.
+pub(super) async fn daemon_brokers(server: &ServerArgs) -> anyhow::Result<String> {
+    Ok(daemon_info(server).await?.brokers)
 }

@@ -75,6 +75,12 @@ pub enum Command {
     #[command(subcommand)]
     Pipeline(PipelineCommand),
 
+    /// Ask a running daemon about itself: version, Kafka, memory.
+    ///
+    /// Example: eddy daemon info -o json
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+
     /// Read a pipeline's state (interactive queries).
     ///
     /// Example: eddy state get word-count hello
@@ -116,6 +122,25 @@ pub struct ServeArgs {
     /// state queries to the owner of a key (default: http://LISTEN).
     #[arg(long)]
     pub advertise: Option<String>,
+    /// Memory for all pipelines' state stores together (RocksDB's block
+    /// cache and write buffers), e.g. 256MiB (default 64MiB).
+    #[arg(long, value_parser = parse_bytes)]
+    pub state_memory: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Version, brokers, and where the memory is: the resident set, and the
+    /// state stores' shared budget and what it holds.
+    ///
+    /// Example: eddy daemon info
+    Info {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long = "format", short = 'o', value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -430,6 +455,9 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
     if let Some(a) = &args.advertise {
         map.insert("advertise".into(), a.clone().into());
     }
+    if let Some(bytes) = args.state_memory {
+        map.insert("state-memory-bytes".into(), bytes.into());
+    }
     if let Some(t) = args.session_timeout {
         map.insert(
             "session-timeout".into(),
@@ -458,6 +486,7 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Module(m) => run_client(ClientCommand::Module(m)).await,
         Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,
         Command::State(q) => run_client(ClientCommand::State(q)).await,
+        Command::Daemon(d) => run_client(ClientCommand::Daemon(d)).await,
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
     };

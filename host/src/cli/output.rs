@@ -101,6 +101,47 @@ fn print_json(value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
+pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow::Result<()> {
+    let memory = info.memory.unwrap_or_default();
+    if format == Format::Json {
+        return print_json(&json!({
+            "version": info.version,
+            "brokers": info.brokers,
+            "embedded_broker": info.embedded_broker,
+            "world": info.world,
+            "memory": {
+                "resident_bytes": memory.resident_bytes,
+                "state_budget_bytes": memory.state_budget_bytes,
+                "state_cache_bytes": memory.state_cache_bytes,
+                "state_write_buffer_bytes": memory.state_write_buffer_bytes,
+                "state_table_reader_bytes": memory.state_table_reader_bytes,
+                "state_stores": memory.state_stores,
+            },
+        }));
+    }
+    let embedded = if info.embedded_broker {
+        " (embedded)"
+    } else {
+        ""
+    };
+    println!("version   {} ({})", info.version, info.world);
+    println!("brokers   {}{embedded}", info.brokers);
+    println!("resident  {}", mib(memory.resident_bytes));
+    println!(
+        "state     {} of {} in the block cache (write buffers {}), table readers {}, {} store(s)",
+        mib(memory.state_cache_bytes),
+        mib(memory.state_budget_bytes),
+        mib(memory.state_write_buffer_bytes),
+        mib(memory.state_table_reader_bytes),
+        memory.state_stores,
+    );
+    Ok(())
+}
+
 pub(super) fn print_module(m: &v1::Module, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => print_json(&module_json(m)),

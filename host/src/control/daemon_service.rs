@@ -1,10 +1,13 @@
+use crate::state::StateMemory;
 use eddy_proto::v1::{self, daemon_service_server::DaemonService};
 use tonic::{Request, Response, Status};
 
 /// Answers `GetInfo`.
 pub struct DaemonInfoService {
-    /// What to answer.
+    /// What to answer, but for the memory figures.
     pub info: v1::DaemonInfo,
+    /// The state stores' shared memory, read at each request.
+    pub state_memory: StateMemory,
 }
 
 #[tonic::async_trait]
@@ -13,6 +16,34 @@ impl DaemonService for DaemonInfoService {
         &self,
         _request: Request<v1::GetInfoRequest>,
     ) -> Result<Response<v1::DaemonInfo>, Status> {
-        Ok(Response::new(self.info.clone()))
+        let state = self.state_memory.usage();
+        let memory = v1::DaemonMemory {
+            resident_bytes: resident_bytes().unwrap_or(0),
+            state_budget_bytes: state.budget,
+            state_cache_bytes: state.cache,
+            state_write_buffer_bytes: state.write_buffers,
+            state_table_reader_bytes: state.table_readers,
+            state_stores: state.stores,
+        };
+        Ok(Response::new(v1::DaemonInfo {
+            memory: Some(memory),
+            ..self.info.clone()
+        }))
     }
+}
+
+/// This process's resident set size, from `/proc/self/statm` (its second
+/// field, in pages).
+#[cfg(target_os = "linux")]
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+    Some(pages * page_size)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn resident_bytes() -> Option<u64> {
+    None
 }

@@ -18,7 +18,7 @@ use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
 use crate::runtime::{Builtin, ModuleError, Runtime};
-use crate::state::PipelineDb;
+use crate::state::{PipelineDb, StateMemory};
 use crate::task::TaskPlan;
 use anyhow::Context as _;
 use eddy_proto::v1;
@@ -122,6 +122,8 @@ pub struct PipelineManager {
     metadata: Arc<KafkaMetadata>,
     dir: PathBuf,
     state_dir: PathBuf,
+    /// The memory every pipeline's state store draws on.
+    state_memory: StateMemory,
     /// Open state stores, one per pipeline, kept across pause and resume
     /// (RocksDB allows one handle per process).
     dbs: Mutex<BTreeMap<String, Arc<PipelineDb>>>,
@@ -153,8 +155,8 @@ fn now_ms() -> i64 {
 }
 
 impl PipelineManager {
-    /// A manager over the specs in `dir`, keeping state under `state_dir`;
-    /// call [`restore`](Self::restore) to start them.
+    /// A manager over the specs in `dir`, keeping state under `state_dir`
+    /// within `state_memory`; call [`restore`](Self::restore) to start them.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         runtime: Arc<Runtime>,
@@ -162,6 +164,7 @@ impl PipelineManager {
         kafka: KafkaSettings,
         dir: PathBuf,
         state_dir: PathBuf,
+        state_memory: StateMemory,
         ceilings: LimitsConfig,
         group_prefix: String,
     ) -> anyhow::Result<Self> {
@@ -178,6 +181,7 @@ impl PipelineManager {
             kafka,
             dir,
             state_dir,
+            state_memory,
             dbs: Mutex::new(BTreeMap::new()),
             ceilings,
             group_prefix,
@@ -214,7 +218,7 @@ impl PipelineManager {
             return Ok(db.clone());
         }
         let db = Arc::new(
-            PipelineDb::open(&self.state_dir.join(name))
+            PipelineDb::open(&self.state_dir.join(name), &self.state_memory)
                 .map_err(|e| ManagerError::Internal(anyhow::anyhow!(e)))?,
         );
         dbs.insert(name.to_owned(), db.clone());

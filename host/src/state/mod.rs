@@ -17,7 +17,7 @@ mod task_state;
 pub use checkpoint::Checkpoint;
 pub use keys::{CHECKPOINT_KEY, POSITION_KEY, data_key, timer_from_key, timer_key};
 pub use memory::MemoryStore;
-pub use rocks::{PipelineDb, TaskStore};
+pub use rocks::{PipelineDb, StateMemory, StateMemoryUsage, TaskStore};
 pub use task_state::{StateLimits, TaskState};
 
 /// The smallest key above every key starting with `prefix`; `None` if none.

@@ -9,12 +9,110 @@
 //! log. A crash loses the writes not yet flushed to disk, position included,
 //! so the store is as of an earlier commit and the restore replays the
 //! changelog from there (as Kafka Streams does); a clean close flushes.
+//!
+//! Every database of a daemon draws on one [`StateMemory`]: a block cache
+//! with the write buffers charged to it, so the state's memory is one
+//! figure however many pipelines run (Kafka Streams' bounded-memory
+//! recipe), not a cache and two write buffers per pipeline.
 
 use super::{Entries, StateError, StateStore, WriteBatch};
-use rocksdb::{DB, Direction, IteratorMode, Options, ReadOptions, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, Direction, IteratorMode, Options, ReadOptions,
+    WriteBufferManager, WriteOptions,
+};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+/// The memory all state stores of a daemon share: one block cache of the
+/// whole budget, with every store's write buffers (memtables) charged to
+/// it up to half of it. Cheap to clone.
+#[derive(Clone)]
+pub struct StateMemory(Arc<SharedMemory>);
+
+struct SharedMemory {
+    budget: usize,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    /// The databases drawing on it, for the figures only they know.
+    stores: Mutex<Vec<Weak<Database>>>,
+}
+
+/// What a [`StateMemory`] holds now, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateMemoryUsage {
+    /// The budget: the shared cache's capacity.
+    pub budget: u64,
+    /// What the cache holds: data blocks, and the write buffers charged to it.
+    pub cache: u64,
+    /// The write buffers of every store (part of `cache`).
+    pub write_buffers: u64,
+    /// Index and filter blocks of open table files, kept beside the cache.
+    pub table_readers: u64,
+    /// Open stores (one per pipeline with state on this daemon).
+    pub stores: u32,
+}
+
+impl StateMemory {
+    /// The default budget of a daemon's state stores: what one pipeline's
+    /// store used before the budget was shared (a 32 MiB cache and two
+    /// 16 MiB write buffers).
+    pub const DEFAULT_BUDGET: u64 = 64 << 20;
+
+    /// A budget of `bytes` for every store's block cache and write buffers
+    /// together. Write buffers may take up to half of it; a flush starts
+    /// when they reach that.
+    pub fn new(bytes: u64) -> Self {
+        let budget = usize::try_from(bytes).unwrap_or(usize::MAX);
+        let cache = Cache::new_lru_cache(budget);
+        // No stall: a write that finds the buffers full starts a flush and
+        // goes on, so a task never waits on another pipeline's flush.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            budget / 2,
+            false,
+            cache.clone(),
+        );
+        Self(Arc::new(SharedMemory {
+            budget,
+            cache,
+            write_buffers,
+            stores: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The figures now: cheap enough to ask on every status request.
+    pub fn usage(&self) -> StateMemoryUsage {
+        let mut stores = self.0.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        stores.retain(|db| db.strong_count() > 0);
+        let mut usage = StateMemoryUsage {
+            budget: self.0.budget as u64,
+            cache: self.0.cache.get_usage() as u64,
+            write_buffers: self.0.write_buffers.get_usage() as u64,
+            ..StateMemoryUsage::default()
+        };
+        for db in stores.iter().filter_map(Weak::upgrade) {
+            usage.stores += 1;
+            usage.table_readers += db
+                .property_int_value(rocksdb::properties::ESTIMATE_TABLE_READERS_MEM)
+                .ok()
+                .flatten()
+                .unwrap_or(0);
+        }
+        usage
+    }
+
+    fn register(&self, db: &Arc<Database>) {
+        let mut stores = self.0.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        stores.retain(|db| db.strong_count() > 0);
+        stores.push(Arc::downgrade(db));
+    }
+}
+
+impl Default for StateMemory {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_BUDGET)
+    }
+}
 
 /// One pipeline's database.
 pub struct PipelineDb {
@@ -54,29 +152,36 @@ fn write_options() -> WriteOptions {
 }
 
 impl PipelineDb {
-    /// The settings state stores open with; the benchmark's native word
-    /// count opens its database with them too, to compare like with like.
-    pub fn options() -> Options {
+    /// The settings state stores open with, drawing on `memory`; the
+    /// benchmark's native word count opens its database with them too, to
+    /// compare like with like.
+    pub fn options(memory: &StateMemory) -> Options {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        // Small, write-heavy stores: keep memtables modest so many
-        // pipelines fit on one daemon.
+        // Small, write-heavy stores: a store's memtable is flushed at 16
+        // MiB, or earlier when all stores' together reach the budget's half.
         options.set_write_buffer_size(16 << 20);
+        options.set_write_buffer_manager(&memory.0.write_buffers);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&memory.0.cache);
+        options.set_block_based_table_factory(&table);
         options.set_max_background_jobs(2);
         options
     }
 
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StateError> {
-        let db = DB::open(&Self::options(), path).map_err(|e| {
+    /// Opens (creating if needed) the database at `path`, drawing on `memory`.
+    pub fn open(path: &Path, memory: &StateMemory) -> Result<Self, StateError> {
+        let db = DB::open(&Self::options(memory), path).map_err(|e| {
             StateError::Unavailable(format!(
                 "could not open the state store at {}: {e}",
                 path.display()
             ))
         })?;
+        let db = Arc::new(Database(db));
+        memory.register(&db);
         Ok(Self {
-            db: Arc::new(Database(db)),
+            db,
             path: path.to_owned(),
         })
     }
@@ -202,7 +307,7 @@ mod tests {
     #[test]
     fn tasks_see_only_their_own_entries_and_batches_apply_whole() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = PipelineDb::open(dir.path()).expect("open");
+        let db = PipelineDb::open(dir.path(), &StateMemory::default()).expect("open");
         let mut a = db.task_store(0, 1);
         let mut b = db.task_store(0, 2);
         let batch: WriteBatch = [
@@ -232,5 +337,34 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(b.get(b"k1").expect("get"), Some(b"b".to_vec()));
+    }
+
+    #[test]
+    fn stores_share_one_budget_and_report_what_they_hold() {
+        let dirs = [
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        ];
+        let memory = StateMemory::new(8 << 20);
+        let first = PipelineDb::open(dirs[0].path(), &memory).expect("open");
+        let second = PipelineDb::open(dirs[1].path(), &memory).expect("open");
+        let value = vec![7u8; 1000];
+        for (i, db) in [&first, &second].into_iter().enumerate() {
+            let mut store = db.task_store(0, u32::try_from(i).expect("small"));
+            let batch: WriteBatch = (0..100u32)
+                .map(|k| (k.to_be_bytes().to_vec(), Some(value.clone())))
+                .collect();
+            store.apply(batch).expect("apply");
+        }
+        let usage = memory.usage();
+        assert_eq!(usage.budget, 8 << 20);
+        assert_eq!(usage.stores, 2);
+        assert!(usage.write_buffers >= 200 * 1000, "{usage:?}");
+        assert!(
+            usage.cache >= usage.write_buffers,
+            "write buffers are charged to the cache: {usage:?}"
+        );
+        drop(second);
+        assert_eq!(memory.usage().stores, 1);
     }
 }

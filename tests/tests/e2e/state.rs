@@ -325,6 +325,82 @@ fn deleting_a_pipeline_deletes_its_state_and_internal_topics_pausing_keeps_them(
     Ok(())
 }
 
+/// `eddy daemon info -o json`'s memory figures.
+fn daemon_memory(daemon: &Daemon) -> anyhow::Result<serde_json::Value> {
+    let info: serde_json::Value =
+        serde_json::from_str(&daemon.eddy_ok(&["daemon", "info", "-o", "json"])?)?;
+    Ok(info["memory"].clone())
+}
+
+#[test]
+fn every_pipelines_state_draws_on_one_budget_that_daemon_info_reports() -> anyhow::Result<()> {
+    let broker = eddy_tests::Broker::start(&[("lines", 2), ("counts-1", 2), ("counts-2", 2)])?;
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(
+        broker.bootstrap(),
+        dir.path(),
+        &["--state-memory", "16MiB"],
+        &[],
+    )?;
+    let idle = daemon_memory(&daemon)?;
+    assert_eq!(idle["state_budget_bytes"], 16 << 20, "{idle}");
+    assert_eq!(idle["state_stores"], 0, "{idle}");
+    assert!(idle["resident_bytes"].as_u64() > Some(1 << 20), "{idle}");
+
+    produce(broker.bootstrap(), "lines", &[Rec::value("a b a")])?;
+    let reference: BTreeMap<String, String> =
+        [("a".into(), "2".into()), ("b".into(), "1".into())].into();
+    for (name, output) in [("wc-1", "counts-1"), ("wc-2", "counts-2")] {
+        daemon.deploy_steps(name, &["split-words", "count"], "lines", output, &[])?;
+        wait_for_state(&daemon, name, &reference, Duration::from_secs(60))?;
+    }
+    // Two stores, one budget; the counts just written sit in write
+    // buffers, charged to the shared cache.
+    let busy = daemon_memory(&daemon)?;
+    assert_eq!(busy["state_budget_bytes"], 16 << 20, "{busy}");
+    assert_eq!(busy["state_stores"], 2, "{busy}");
+    let write_buffers = busy["state_write_buffer_bytes"].as_u64().unwrap_or(0);
+    assert!(write_buffers > 0, "{busy}");
+    assert!(
+        busy["state_cache_bytes"].as_u64() >= Some(write_buffers),
+        "{busy}"
+    );
+    let text = daemon.eddy_ok(&["daemon", "info"])?;
+    assert!(text.contains("of 16.0 MiB in the block cache"), "{text}");
+    assert!(text.contains("2 store(s)"), "{text}");
+
+    daemon.eddy_ok(&["pipeline", "delete", "wc-2"])?;
+    wait_for(
+        "the deleted pipeline's store closed",
+        Duration::from_secs(30),
+        || Ok((daemon_memory(&daemon)?["state_stores"] == 1).then_some(())),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_state_budget_too_small_to_run_is_refused_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let out = std::process::Command::new(eddy_tests::eddy_bin())
+        .args([
+            "serve",
+            "--brokers",
+            "127.0.0.1:9",
+            "--state-memory",
+            "1MiB",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("state-memory-bytes must be at least 8 MiB"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
 fn window_results(records: &[Rec]) -> Vec<(String, i64, i64, u64)> {
     records
         .iter()
