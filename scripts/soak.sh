@@ -9,9 +9,9 @@
 #     RocksDB state and changelog grow by SOAK_RATE keys a second.
 # Every 10 s it samples the daemon's RSS and both pipelines' progress and
 # prints a line a minute with where the memory is (`eddy daemon info`: the
-# state stores' shared block cache, the write buffers charged to it, and
-# the table readers beside it; SOAK_STATE_MEMORY sets the budget, default
-# the daemon's 64MiB); at the end, the RSS after the first minute, the
+# state stores' shared block cache, the write buffers charged to it, the
+# table readers beside it, and glibc's heap in use and free but kept;
+# SOAK_STATE_MEMORY sets the budget, default the daemon's 64MiB); at the end, the RSS after the first minute, the
 # highest in each half of the run and at the end, the probe's latency and
 # each pipeline's processor call times (its slowest partition's).
 # Bounded means the second half's peak is near the first half's while
@@ -43,13 +43,15 @@ for name in soak-upper soak-count; do
     wait_for_line "$work/serve.log" "partitions assigned pipeline=$name "
 done
 
-# "cache (write buffers) + readers" in MiB, from `eddy daemon info`.
+# "cache (write buffers) + readers  C-heap-used  C-heap-free" in MiB, from
+# `eddy daemon info`.
 state_memory() {
     "$eddy" daemon info -o json | python3 -c '
 import json, sys
 m = json.load(sys.stdin)["memory"]
-c, w, t = (m[k] / 2**20 for k in ("state_cache_bytes", "state_write_buffer_bytes", "state_table_reader_bytes"))
-print(f"{c:.1f} ({w:.1f}) + {t:.1f}")'
+c, w, t, u, f = (m[k] / 2**20 for k in ("state_cache_bytes", "state_write_buffer_bytes",
+    "state_table_reader_bytes", "native_heap_used_bytes", "native_heap_free_bytes"))
+print(f"{c:.1f} ({w:.1f}) + {t:.1f} {u:9.1f} {f:9.1f}")'
 }
 
 # Records the pipeline's tasks took in.
@@ -61,7 +63,7 @@ print(sum(p["records_in"] for p in json.load(sys.stdin)["partitions"]))'
 
 echo "eddy soak ($profile build): $minutes min at $rate records/s, 4 partitions, broker retention $retention per partition"
 echo "  pipelines: soak-upper (uppercase), soak-count (count over keys that are all new)"
-echo "  minute   RSS MiB   state cache (write buffers) + table readers MiB   upper records   count records (= keys in state)"
+echo "  minute   RSS MiB   state cache (write buffers) + table readers, glibc heap used, free MiB   upper records   count records (= keys in state)"
 "$examples/latency_probe" "$brokers" soak-in soak-upper "$rate" "$seconds" >"$work/probe.out" &
 probe=$!
 pids+=("$probe")
@@ -74,7 +76,7 @@ while kill -0 "$probe" 2>/dev/null; do
     rss=$(rss_mib)
     samples+=("$elapsed:$rss")
     if [ $((elapsed % 60)) -lt 10 ]; then
-        printf '  %6d %9d %48s %15s %15s\n' $((elapsed / 60)) "$rss" "$(state_memory)" \
+        printf '  %6d %9d %68s %15s %15s\n' $((elapsed / 60)) "$rss" "$(state_memory)" \
             "$(records_in soak-upper)" "$(records_in soak-count)"
     fi
 done

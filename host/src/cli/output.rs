@@ -120,6 +120,8 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
                 "state_write_buffer_bytes": memory.state_write_buffer_bytes,
                 "state_table_reader_bytes": memory.state_table_reader_bytes,
                 "state_stores": memory.state_stores,
+                "native_heap_used_bytes": memory.native_heap_used_bytes,
+                "native_heap_free_bytes": memory.native_heap_free_bytes,
             },
         }));
     }
@@ -138,6 +140,11 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
         mib(memory.state_write_buffer_bytes),
         mib(memory.state_table_reader_bytes),
         memory.state_stores,
+    );
+    println!(
+        "C heap    {} in use, {} free but kept (glibc: RocksDB, librdkafka)",
+        mib(memory.native_heap_used_bytes),
+        mib(memory.native_heap_free_bytes),
     );
     Ok(())
 }
