@@ -20,7 +20,7 @@ import time
 def kind(size_kib: int, name: str) -> str:
     if name.startswith("/"):
         return "binary+libs"
-    if name in ("[heap]",):
+    if name == "[heap]":
         return "glibc heap"
     if name:
         return "other"

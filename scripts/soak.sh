@@ -11,9 +11,10 @@
 # prints a line a minute with where the memory is (`eddy daemon info`: the
 # state stores' shared block cache, the write buffers charged to it, the
 # table readers beside it, and glibc's heap in use and free but kept;
-# SOAK_STATE_MEMORY sets the budget, default the daemon's 64MiB); at the end, the RSS after the first minute, the
-# highest in each half of the run and at the end, the probe's latency and
-# each pipeline's processor call times (its slowest partition's).
+# SOAK_STATE_MEMORY sets the budget, default the daemon's 64MiB); at the
+# end, the RSS after the first minute, the highest in each half of the run
+# and at the end, the probe's latency and each pipeline's processor call
+# times (its slowest partition's).
 # Bounded means the second half's peak is near the first half's while
 # state keeps growing. The broker keeps SOAK_RETENTION per partition
 # (default 128MiB), so it does not fill the machine's memory.

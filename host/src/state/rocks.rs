@@ -22,7 +22,7 @@ use rocksdb::{
 };
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// The memory all state stores of a daemon share: one block cache of the
 /// whole budget, with every store's write buffers (memtables) charged to
@@ -82,8 +82,7 @@ impl StateMemory {
 
     /// The figures now: cheap enough to ask on every status request.
     pub fn usage(&self) -> StateMemoryUsage {
-        let mut stores = self.0.stores.lock().unwrap_or_else(PoisonError::into_inner);
-        stores.retain(|db| db.strong_count() > 0);
+        let stores = self.open_stores();
         let mut usage = StateMemoryUsage {
             budget: self.0.budget as u64,
             cache: self.0.cache.get_usage() as u64,
@@ -102,9 +101,14 @@ impl StateMemory {
     }
 
     fn register(&self, db: &Arc<Database>) {
+        self.open_stores().push(Arc::downgrade(db));
+    }
+
+    /// The stores drawing on it, closed ones forgotten.
+    fn open_stores(&self) -> MutexGuard<'_, Vec<Weak<Database>>> {
         let mut stores = self.0.stores.lock().unwrap_or_else(PoisonError::into_inner);
         stores.retain(|db| db.strong_count() > 0);
-        stores.push(Arc::downgrade(db));
+        stores
     }
 }
 

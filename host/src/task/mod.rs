@@ -566,10 +566,11 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// retries its records one call per record, so each failing record
     /// costs one failed call. Failed calls are the expensive ones (a
     /// deadline, an instance renewed, a memory cap filled); a successful
-    /// call of one record costs microseconds. A guest that names the failing record (an error with
-    /// its index) is taken at its word: the records before it are retried
-    /// together, it fails without another call, the rest start over. The
-    /// failed records are given by their index in the batch.
+    /// call of one record costs microseconds. A guest that names the
+    /// failing record (an error with its index) is taken at its word: the
+    /// records before it are retried together, it fails without another
+    /// call, the rest start over. The failed records are given by their
+    /// index in the batch.
     fn isolate(
         &self,
         slot: &mut Option<Guest>,
