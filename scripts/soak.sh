@@ -10,8 +10,9 @@
 # Every 10 s it samples the daemon's RSS and both pipelines' progress and
 # prints a line a minute with where the memory is (`eddy daemon info`: the
 # state stores' shared block cache, the write buffers charged to it, the
-# table readers beside it, and glibc's heap in use and free but kept;
-# SOAK_STATE_MEMORY sets the budget, default the daemon's 64MiB); at the
+# table readers beside it, and glibc's heap in use and free;
+# SOAK_STATE_MEMORY sets the budget, default the daemon's 64MiB;
+# EDDY_HEAP_TRIM_INTERVAL=0s leaves glibc's free memory resident); at the
 # end, the RSS after the first minute, the highest in each half of the run
 # and at the end, the probe's latency and each pipeline's processor call
 # times (its slowest partition's).

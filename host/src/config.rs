@@ -48,6 +48,15 @@ pub struct ServeConfig {
     /// with the number of pipelines.
     #[serde(default = "default_state_memory_bytes")]
     pub state_memory_bytes: u64,
+    /// How often memory the C and C++ libraries (RocksDB, librdkafka)
+    /// freed is returned to the kernel, which glibc's malloc would keep for
+    /// reuse; `"0s"` leaves it kept. See docs/operating.md, "Memory".
+    #[serde(default = "default_heap_trim_interval", with = "humantime_serde")]
+    pub heap_trim_interval: Duration,
+}
+
+fn default_heap_trim_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_state_memory_bytes() -> u64 {
@@ -124,6 +133,7 @@ impl Default for ServeConfig {
             advertise: String::new(),
             limits: LimitsConfig::default(),
             state_memory_bytes: default_state_memory_bytes(),
+            heap_trim_interval: default_heap_trim_interval(),
         }
     }
 }
@@ -141,6 +151,7 @@ const ENV_KEYS: &[&str] = &[
     "advertise",
     "limits",
     "state_memory_bytes",
+    "heap_trim_interval",
 ];
 
 impl ServeConfig {
@@ -241,6 +252,7 @@ mod tests {
         assert_eq!(config.limits.call_timeout, Duration::from_secs(2));
         assert_eq!(config.limits.max_batch_records, 1024);
         assert_eq!(config.state_memory_bytes, 64 << 20);
+        assert_eq!(config.heap_trim_interval, Duration::from_secs(10));
 
         let mut bad = tempfile::NamedTempFile::new().expect("temp file");
         writeln!(bad, "brokerz = \"x\"").expect("write");

@@ -5,6 +5,7 @@ use crate::config::ServeConfig;
 use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
+use crate::native_heap;
 use crate::pipeline::{DaemonIdentity, PipelineManager};
 use crate::runtime::{Runtime, RuntimeOptions, WORLD};
 use crate::state::StateMemory;
@@ -80,6 +81,8 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     })?;
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let state_memory = StateMemory::new(config.state_memory_bytes);
+    let heap_trimmer = native_heap::Trimmer::start(config.heap_trim_interval)
+        .context("could not start the heap trimming thread")?;
     let manager = Arc::new(PipelineManager::new(
         runtime.clone(),
         modules.clone(),
@@ -136,6 +139,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     )
     .await;
     tokio::task::spawn_blocking(move || manager.shutdown()).await?;
+    drop(heap_trimmer);
     drop(broker);
     tracing::info!("stopped");
     served

@@ -11,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod kafka;
 pub mod modules;
+pub mod native_heap;
 pub mod pipeline;
 pub mod runtime;
 pub mod state;

@@ -142,7 +142,7 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
         memory.state_stores,
     );
     println!(
-        "C heap    {} in use, {} free but kept (glibc: RocksDB, librdkafka)",
+        "C heap    {} in use, {} free (glibc: RocksDB, librdkafka)",
         mib(memory.native_heap_used_bytes),
         mib(memory.native_heap_free_bytes),
     );

@@ -1,3 +1,4 @@
+use crate::native_heap;
 use crate::state::StateMemory;
 use eddy_proto::v1::{self, daemon_service_server::DaemonService};
 use tonic::{Request, Response, Status};
@@ -17,7 +18,7 @@ impl DaemonService for DaemonInfoService {
         _request: Request<v1::GetInfoRequest>,
     ) -> Result<Response<v1::DaemonInfo>, Status> {
         let state = self.state_memory.usage();
-        let (native_heap_used_bytes, native_heap_free_bytes) = native_heap();
+        let heap = native_heap::usage();
         let memory = v1::DaemonMemory {
             resident_bytes: resident_bytes().unwrap_or(0),
             state_budget_bytes: state.budget,
@@ -25,8 +26,8 @@ impl DaemonService for DaemonInfoService {
             state_write_buffer_bytes: state.write_buffers,
             state_table_reader_bytes: state.table_readers,
             state_stores: state.stores,
-            native_heap_used_bytes,
-            native_heap_free_bytes,
+            native_heap_used_bytes: heap.used,
+            native_heap_free_bytes: heap.free,
         };
         Ok(Response::new(v1::DaemonInfo {
             memory: Some(memory),
@@ -49,19 +50,4 @@ fn resident_bytes() -> Option<u64> {
 #[cfg(not(target_os = "linux"))]
 fn resident_bytes() -> Option<u64> {
     None
-}
-
-/// glibc's heap as (in use, free but kept), from `mallinfo2`: where the C
-/// and C++ libraries allocate, since Rust allocates with mimalloc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn native_heap() -> (u64, u64) {
-    // SAFETY: mallinfo2 only reads the allocator's counters.
-    let info = unsafe { libc::mallinfo2() };
-    let used = info.uordblks as u64 + info.hblkhd as u64;
-    (used, info.fordblks as u64)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn native_heap() -> (u64, u64) {
-    (0, 0)
 }
