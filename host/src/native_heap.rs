@@ -5,8 +5,8 @@
 //! it to the kernel: a freed chunk in the middle of a heap stays resident
 //! until something asks for its pages back. Under a growing state store
 //! (write buffers filled and flushed, compaction's buffers) that kept memory
-//! grows the daemon by tens of MiB over the first half hour, none of it in
-//! use. A [`Trimmer`] asks for it back every few seconds with
+//! grew the daemon by 10-20 MiB over half an hour of `just soak`, none of it
+//! in use. A [`Trimmer`] asks for it back every few seconds with
 //! `malloc_trim`, which releases the pages of free chunks in every arena.
 
 use std::sync::mpsc;
