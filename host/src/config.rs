@@ -260,4 +260,18 @@ mod tests {
             ServeConfig::load(Some(bad.path()), serde_json::json!({})).expect_err("unknown key");
         assert!(format!("{err:#}").contains("brokerz"), "{err:#}");
     }
+
+    #[test]
+    fn heap_trimming_turns_off_with_zero_and_a_bad_interval_names_its_key() {
+        let mut off = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(off, "heap-trim-interval = \"0s\"").expect("write");
+        let config = ServeConfig::load(Some(off.path()), serde_json::json!({})).expect("valid");
+        assert!(config.heap_trim_interval.is_zero());
+
+        let mut bad = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(bad, "heap-trim-interval = 5").expect("write");
+        let err = ServeConfig::load(Some(bad.path()), serde_json::json!({}))
+            .expect_err("a number is not a duration");
+        assert!(format!("{err:#}").contains("heap-trim-interval"), "{err:#}");
+    }
 }
