@@ -1,14 +1,20 @@
 //! Kafka I/O: client settings shared by every consumer and producer eddy
-//! creates, the embedded broker, and topic metadata.
+//! creates, a partition's fetched records taken a batch at a time, records
+//! produced with their acknowledgements counted per commit, the embedded
+//! broker, and topic metadata.
 
 mod admin;
 mod broker;
+mod fetch;
 mod partitioner;
+mod produce;
 mod topics;
 
 pub use admin::{InternalTopic, delete_topics, ensure_topic};
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
+pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::murmur2_partition;
+pub use produce::{AckState, Acks, Deliveries, Outgoing, OutgoingHeaders, Producer, Topic};
 pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
 
 use rdkafka::ClientConfig;

@@ -529,10 +529,7 @@ impl PipelineManager {
     }
 
     fn start(&self, spec: &PipelineSpec) -> Result<PipelineRunner, ManagerError> {
-        let producer: rdkafka::producer::FutureProducer = self
-            .kafka
-            .producer()
-            .create()
+        let producer = crate::kafka::Producer::create(&self.kafka.producer())
             .context("could not create the producer")?;
         let db = self.db(&spec.name)?;
         let spec = Arc::new(spec.clone());

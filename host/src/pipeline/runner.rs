@@ -8,10 +8,9 @@
 //! is handed over.
 
 use super::lock;
-use crate::kafka::{InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
+use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
 use crate::task::{PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -33,7 +32,7 @@ struct TaskHandle {
 struct Shared {
     plan: Arc<TaskPlan>,
     consumer: Mutex<Weak<BaseConsumer<RebalanceHandler>>>,
-    queues: Mutex<HashMap<TopicPartition, PartitionQueue<RebalanceHandler>>>,
+    queues: Mutex<HashMap<TopicPartition, FetchQueue<RebalanceHandler>>>,
     /// The step's input partitions, in changelog partition order.
     inputs: Mutex<Vec<TopicPartition>>,
     tasks: Mutex<HashMap<TopicPartition, TaskHandle>>,
@@ -436,7 +435,7 @@ fn serve_consumer(
     *lock(&shared.consumer) = Arc::downgrade(&consumer);
     for tp in &inputs {
         shared.status(tp);
-        match consumer.split_partition_queue(&tp.0, tp.1) {
+        match FetchQueue::split(&consumer, &tp.0, tp.1) {
             Some(queue) => {
                 lock(&shared.queues).insert(tp.clone(), queue);
             }
@@ -473,7 +472,7 @@ fn serve_consumer(
     consumer.unsubscribe();
     drop(consumer);
     if let Err(e) =
-        rdkafka::producer::Producer::flush(&shared.plan.producer, Duration::from_secs(10))
+        rdkafka::producer::Producer::flush(shared.plan.producer.rdkafka(), Duration::from_secs(10))
     {
         tracing::warn!(pipeline = %name, error = %e, "producer flush failed");
     }

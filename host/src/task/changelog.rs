@@ -11,12 +11,11 @@
 
 use super::TaskStatus;
 use super::producer::TaskProducer;
-use crate::kafka::KafkaSettings;
+use crate::kafka::{Acks, KafkaSettings, Outgoing, Topic};
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, StateError, TaskState, WriteBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -62,58 +61,32 @@ pub struct Restored {
     pub repaired: usize,
 }
 
-/// Sends `record`, waiting while the producer's queue is full (backpressure).
-pub(super) fn send(
-    producer: &FutureProducer,
-    mut record: FutureRecord<'_, [u8], [u8]>,
-) -> Result<DeliveryFuture, KafkaError> {
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err((e, _)) => return Err(e),
-        }
-    }
-}
-
-/// Waits for a delivery; the offset it landed at.
-pub(super) fn delivered(delivery: DeliveryFuture) -> Result<i64, KafkaError> {
-    match futures::executor::block_on(delivery) {
-        Ok(Ok(delivery)) => Ok(delivery.offset),
-        Ok(Err((e, _))) => Err(e),
-        Err(_) => Err(KafkaError::Canceled),
-    }
-}
-
 impl Changelog {
-    /// Sends a batch's entries and then its checkpoint; the caller awaits
-    /// the deliveries. The checkpoint's delivery comes last.
+    /// Sends a batch's entries and then its checkpoint, counted in `acks`;
+    /// the caller waits for them. The checkpoint goes last, so once all are
+    /// acknowledged the highest offset in `acks` is the checkpoint's.
     pub(super) fn send_batch(
         &self,
-        producer: &FutureProducer,
+        producer: &TaskProducer,
         batch: &WriteBatch,
         checkpoint: &Checkpoint,
-    ) -> Result<(Vec<DeliveryFuture>, DeliveryFuture), KafkaError> {
-        let mut deliveries = Vec::with_capacity(batch.len());
+        acks: &Acks,
+    ) -> Result<(), KafkaError> {
+        let topic = &producer.topics().changelog;
         for (key, value) in batch {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                .partition(self.partition)
-                .key(key.as_slice());
-            if let Some(value) = value {
-                record = record.payload(value.as_slice());
-            }
-            deliveries.push(send(producer, record)?);
+            producer.send(self.record(topic, key, value.as_deref()), acks)?;
         }
         let encoded = checkpoint.encode();
-        let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-            .partition(self.partition)
-            .key(CHECKPOINT_KEY)
-            .payload(encoded.as_slice());
-        let last = send(producer, record)?;
-        Ok((deliveries, last))
+        producer.send(self.record(topic, CHECKPOINT_KEY, Some(&encoded)), acks)
+    }
+
+    fn record<'a>(&self, topic: &'a Topic, key: &'a [u8], value: Option<&'a [u8]>) -> Outgoing<'a> {
+        Outgoing {
+            partition: Some(self.partition),
+            key: Some(key),
+            value,
+            ..Outgoing::to(topic)
+        }
     }
 
     fn kafka_error(&self, error: impl std::fmt::Display) -> RestoreError {
@@ -224,14 +197,10 @@ impl Changelog {
             committed.insert(key, value);
         }
         producer.begin().map_err(|e| self.kafka_error(e))?;
+        let acks = Acks::default();
         let sent = self
-            .send_batch(producer.producer(), &committed, &checkpoint)
-            .and_then(|(deliveries, last)| {
-                for d in deliveries {
-                    delivered(d)?;
-                }
-                delivered(last)
-            })
+            .send_batch(producer, &committed, &checkpoint, &acks)
+            .and_then(|()| acks.wait())
             .map_err(|e| self.kafka_error(e))
             .and_then(|offset| {
                 producer.commit().map_err(|e| self.kafka_error(e))?;

@@ -26,7 +26,7 @@ mod status;
 pub use changelog::{Changelog, RestoreError, Restored};
 pub use status::{RestoreProgress, TaskStatus};
 
-use crate::kafka::KafkaSettings;
+use crate::kafka::{Acks, FetchQueue, Fetched, KafkaSettings, Outgoing, OutgoingHeaders, Producer};
 use crate::pipeline::{ErrorPolicy, PipelineSpec};
 use crate::runtime::bindings_types::{FiredTimer, Header, OutputRecord, TaskInfo, TimeDomain};
 use crate::runtime::{
@@ -34,13 +34,9 @@ use crate::runtime::{
     Runtime, TaskServices,
 };
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, PipelineDb, StateLimits, TaskState};
-use changelog::{delivered, send};
-use producer::{TaskProducer, TxnError};
-use rdkafka::consumer::base_consumer::PartitionQueue;
+use producer::{TaskProducer, TopicNames, TxnError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use retry::Retry;
 use std::collections::{BTreeMap, VecDeque};
@@ -79,7 +75,7 @@ pub struct TaskPlan {
     /// The engine.
     pub runtime: Arc<Runtime>,
     /// The pipeline's producer.
-    pub producer: FutureProducer,
+    pub producer: Producer,
     /// The step's consumer group.
     pub group: String,
     /// The pipeline's configuration, as guests see it.
@@ -89,7 +85,7 @@ pub struct TaskPlan {
 /// What a finished task hands back to its pipeline.
 pub struct TaskExit<C: ConsumerContext + 'static> {
     /// The partition's queue, for the next task on this partition.
-    pub queue: PartitionQueue<C>,
+    pub queue: FetchQueue<C>,
 }
 
 /// Why a batch failed.
@@ -125,7 +121,7 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
     topic: String,
     partition: i32,
     label: Arc<str>,
-    queue: PartitionQueue<C>,
+    queue: FetchQueue<C>,
     consumer: Arc<BaseConsumer<C>>,
     plan: Arc<TaskPlan>,
     status: Arc<TaskStatus>,
@@ -154,8 +150,8 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
 struct OpenCommit {
     /// When its first batch was produced.
     opened: Instant,
-    /// The acknowledgements its outputs are awaited with.
-    deliveries: Vec<DeliveryFuture>,
+    /// Its outputs' acknowledgements, awaited when it commits.
+    acks: Acks,
     /// Where the state will reach once it commits.
     checkpoint: Checkpoint,
 }
@@ -187,7 +183,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         topic: String,
         partition: i32,
         changelog_partition: i32,
-        queue: PartitionQueue<C>,
+        queue: FetchQueue<C>,
         consumer: Arc<BaseConsumer<C>>,
         plan: Arc<TaskPlan>,
         status: Arc<TaskStatus>,
@@ -368,14 +364,9 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         Ok(guest)
     }
 
-    fn seek(&self, offset: i64) -> Result<(), Fault> {
-        self.consumer
-            .seek(
-                &self.topic,
-                self.partition,
-                Offset::Offset(offset),
-                Duration::from_secs(10),
-            )
+    fn seek(&mut self, offset: i64) -> Result<(), Fault> {
+        self.queue
+            .seek(Offset::Offset(offset), Duration::from_secs(10))
             .map_err(|e| Fault::Consume(format!("could not resume input at offset {offset}: {e}")))
     }
 
@@ -388,13 +379,25 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             u32::try_from(self.changelog.partition).unwrap_or(0),
         );
         let mut state = TaskState::new(Box::new(store), StateLimits::default());
+        let topics = TopicNames {
+            output: &plan.output,
+            changelog: &plan.changelog,
+            named: plan
+                .spec
+                .named_outputs
+                .iter()
+                .map(|(name, topic)| (name.as_str(), topic.as_str()))
+                .collect(),
+            dead_letter: (plan.spec.error_policy == ErrorPolicy::DeadLetter)
+                .then_some(plan.dead_letter.as_str()),
+        };
         let producer = if plan.transactional {
             let id = format!("{}-{}-{}", plan.group, self.topic, self.partition);
-            TaskProducer::transactional(&plan.kafka, &id, plan.spec.transaction_timeout)
-                .map_err(Fault::Txn)?
+            TaskProducer::transactional(&plan.kafka, &id, plan.spec.transaction_timeout, &topics)
         } else {
-            TaskProducer::shared(&plan.producer)
-        };
+            TaskProducer::shared(&plan.producer, &topics)
+        }
+        .map_err(Fault::Txn)?;
         let producer = self.producer.insert(producer);
         let restored =
             self.changelog
@@ -704,18 +707,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                 producer.begin().map_err(Fault::Txn)?;
                 OpenCommit {
                     opened: Instant::now(),
-                    deliveries: Vec::new(),
+                    acks: Acks::default(),
                     checkpoint: self.checkpoint,
                 }
             }
         };
-        let sent = self.send_outputs(producer, outputs, dead_letters, default_timestamp);
-        match sent {
-            Ok(deliveries) => open.deliveries.extend(deliveries),
-            Err(fault) => {
-                producer.abort();
-                return Err(fault);
-            }
+        let sent = self.send_outputs(
+            producer,
+            outputs,
+            dead_letters,
+            default_timestamp,
+            &open.acks,
+        );
+        if let Err(fault) = sent {
+            producer.abort();
+            return Err(fault);
         }
         if next_offset.is_some() {
             open.checkpoint.offset = next_offset;
@@ -747,7 +753,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         };
         let producer = self.producer()?;
         let mut batch = guest.services().state.take_pending();
-        let position = match self.deliver(producer, open.deliveries, &batch, &open.checkpoint) {
+        let position = match self.deliver(producer, &open.acks, &batch, &open.checkpoint) {
             Ok(position) => position,
             Err(fault) => {
                 producer.abort();
@@ -780,54 +786,39 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
 
     /// Up to `max_batch_records` records: waits up to [`IDLE_POLL`] (or
     /// until the open commit is due) for the first, then at most the linger
-    /// time for the rest. Records already fetched are taken without a
-    /// timeout, so the clock is read only when the queue runs dry (a clock
-    /// read per record was 8 % of a task's CPU).
+    /// time for the rest. Records already fetched are taken in one call,
+    /// and the clock is read only when the queue runs dry (a clock read per
+    /// record was 8 % of a task's CPU).
     fn poll_batch(&mut self) -> Result<(), Fault> {
         self.input.clear();
         let limits = &self.plan.spec.limits;
         let max = limits.max_batch_records as usize;
-        let mut deadline: Option<Instant> = None;
-        // While a commit is open, wait no longer than until it is due.
-        let first_wait = self.open.as_ref().map_or(IDLE_POLL, |open| {
-            (open.opened + self.plan.spec.commit_interval)
-                .saturating_duration_since(Instant::now())
-                .min(IDLE_POLL)
-        });
-        while self.input.len() < max {
-            let polled = match deadline {
-                None => self.queue.poll(first_wait),
-                Some(d) => match self.queue.poll(Duration::ZERO) {
-                    None => match d.saturating_duration_since(Instant::now()) {
-                        Duration::ZERO => None,
-                        left => self.queue.poll(left),
-                    },
-                    ready => ready,
-                },
-            };
-            match polled {
-                None => break,
-                Some(Ok(message)) => {
-                    push_record(&mut self.input, &message);
-                    deadline.get_or_insert_with(|| Instant::now() + limits.batch_linger);
-                }
-                Some(Err(e)) => {
-                    if self.input.is_empty() {
-                        self.consume_error(e)?;
-                    } else {
-                        // Process what we have; the error comes back next poll.
-                        tracing::warn!(task = &*self.label, error = %e, "consume error after partial batch");
-                    }
-                    break;
-                }
-            }
+        let input = &mut self.input;
+        let mut push = |record: Fetched<'_>| push_record(input, &record);
+        let mut taken = self.queue.take(max, Duration::ZERO, &mut push);
+        if taken == 0 {
+            // While a commit is open, wait no longer than until it is due.
+            let first_wait = self.open.as_ref().map_or(IDLE_POLL, |open| {
+                (open.opened + self.plan.spec.commit_interval)
+                    .saturating_duration_since(Instant::now())
+                    .min(IDLE_POLL)
+            });
+            taken = self.queue.take(1, first_wait, &mut push);
+        }
+        if taken > 0 && taken < max {
+            taken += self.queue.take(max - taken, limits.batch_linger, &mut push);
+        }
+        if taken == 0
+            && let Some(error) = self.queue.next_error()
+        {
+            self.consume_error(error)?;
         }
         Ok(())
     }
 
     /// Decides what a consume error means. A position that fell out of the
     /// log is fatal for the task: eddy never skips records silently.
-    fn consume_error(&self, error: KafkaError) -> Result<(), Fault> {
+    fn consume_error(&mut self, error: KafkaError) -> Result<(), Fault> {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AutoOffsetReset) => {
                 let committed = crate::kafka::group_offsets_with(
@@ -852,8 +843,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
                             ?offset,
                             "no committed offset; starting from the pipeline's start position"
                         );
-                        self.consumer
-                            .seek(&self.topic, self.partition, offset, Duration::from_secs(10))
+                        self.queue
+                            .seek(offset, Duration::from_secs(10))
                             .map_err(|e| Fault::Consume(format!("could not seek: {e}")))
                     }
                     Some(offset) => {
@@ -882,64 +873,65 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// Sends the changelog records and the checkpoint of what is open,
-    /// waits until they and `deliveries` are acknowledged and (for a
-    /// transactional task) commits; the changelog position just past the
-    /// checkpoint.
+    /// waits until they and the outputs counted in `outputs` are
+    /// acknowledged and (for a transactional task) commits; the changelog
+    /// position just past the checkpoint.
     fn deliver(
         &self,
         producer: &TaskProducer,
-        mut deliveries: Vec<DeliveryFuture>,
+        outputs: &Acks,
         batch: &crate::state::WriteBatch,
         checkpoint: &Checkpoint,
     ) -> Result<i64, Fault> {
-        let (logged, last) = self
-            .changelog
-            .send_batch(producer.producer(), batch, checkpoint)
+        let logged = Acks::default();
+        self.changelog
+            .send_batch(producer, batch, checkpoint, &logged)
             .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
-        deliveries.extend(logged);
-        for delivery in deliveries {
-            delivered(delivery).map_err(|e| produce_fault(producer, e, Fault::Produce))?;
-        }
-        let position =
-            delivered(last).map_err(|e| produce_fault(producer, e, Fault::Changelog))? + 1;
+        outputs
+            .wait()
+            .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
+        let checkpoint_offset = logged
+            .wait()
+            .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
         producer.commit().map_err(Fault::Txn)?;
-        Ok(position)
+        Ok(checkpoint_offset + 1)
     }
 
-    /// Sends a batch's outputs and dead letters; the commit waits for the
-    /// deliveries. A full producer queue blocks here: that is the
-    /// backpressure.
+    /// Sends a batch's outputs and dead letters, counted in `acks`; the
+    /// commit waits for them. A full producer queue blocks here: that is
+    /// the backpressure.
     fn send_outputs(
         &self,
         producer: &TaskProducer,
         outputs: &Outputs,
         dead_letters: &[OutputRecord],
         default_timestamp: i64,
-    ) -> Result<Vec<DeliveryFuture>, Fault> {
-        let mut deliveries = Vec::with_capacity(outputs.len() + dead_letters.len());
-        let mut send_to = |topic: &str, record: OutputView<'_>| {
-            let record = output_record(topic, record, default_timestamp);
-            let delivery = send(producer.producer(), record)
-                .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
-            deliveries.push(delivery);
-            Ok::<_, Fault>(())
+        acks: &Acks,
+    ) -> Result<(), Fault> {
+        let topics = producer.topics();
+        let send_to = |topic, record: OutputView<'_>| {
+            producer
+                .send(outgoing(topic, record, default_timestamp), acks)
+                .map_err(|e| produce_fault(producer, e, Fault::Produce))
         };
         for output in outputs.iter() {
             let topic = match output.output {
-                None => self.plan.output.as_str(),
-                Some(name) => self
-                    .plan
-                    .spec
-                    .named_outputs
-                    .get(name)
+                None => &topics.output,
+                Some(name) => topics
+                    .named(name)
                     .ok_or_else(|| Fault::UnknownOutput(name.to_owned()))?,
             };
             send_to(topic, output)?;
         }
-        for record in dead_letters {
-            send_to(&self.plan.dead_letter, record.into())?;
+        if !dead_letters.is_empty() {
+            let topic = topics.dead_letter().ok_or_else(|| {
+                Fault::Consume("internal error: dead letters without a dead-letter topic".into())
+            })?;
+            for record in dead_letters {
+                send_to(topic, record.into())?;
+            }
         }
-        Ok(deliveries)
+        Ok(())
     }
 
     /// With nothing in flight, brings the group's offset up to the
@@ -1042,46 +1034,32 @@ impl BatchSpan {
 }
 
 /// The Kafka record for `output`, to `topic`.
-fn output_record<'a>(
-    topic: &'a str,
+fn outgoing<'a>(
+    topic: &'a crate::kafka::Topic,
     output: OutputView<'a>,
     default_timestamp: i64,
-) -> FutureRecord<'a, [u8], [u8]> {
-    let mut record: FutureRecord<'a, [u8], [u8]> =
-        FutureRecord::to(topic).timestamp(output.timestamp.unwrap_or(default_timestamp));
-    if let Some(key) = output.key {
-        record = record.key(key);
+) -> Outgoing<'a> {
+    Outgoing {
+        key: output.key,
+        value: output.value,
+        timestamp: Some(output.timestamp.unwrap_or(default_timestamp)),
+        headers: OutgoingHeaders::new(output.headers.iter()),
+        ..Outgoing::to(topic)
     }
-    if let Some(value) = output.value {
-        record = record.payload(value);
-    }
-    if !output.headers.is_empty() {
-        record = record.headers(headers(output.headers));
-    }
-    record
 }
 
-/// Appends `message` to `batch`: its fields are copied once, into the
+/// Appends `record` to `batch`: its fields are copied once, into the
 /// batch's buffers.
-fn push_record(batch: &mut InputBatch, message: &BorrowedMessage<'_>) {
+fn push_record(batch: &mut InputBatch, record: &Fetched<'_>) {
     // Most records have no headers, and then this allocates nothing.
-    let headers: Vec<(&str, Option<&[u8]>)> = message
-        .headers()
-        .map(|hs| hs.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default();
+    let headers: Vec<_> = record.headers().collect();
     batch.push(
-        message.key(),
-        message.payload(),
-        headers.into_iter(),
-        message.timestamp().to_millis().unwrap_or(-1),
-        message.offset(),
+        record.key,
+        record.value,
+        headers.iter().map(|(name, value)| (name.as_ref(), *value)),
+        record.timestamp,
+        record.offset,
     );
-}
-
-fn headers(list: crate::runtime::Headers<'_>) -> OwnedHeaders {
-    list.iter().fold(OwnedHeaders::new(), |hs, (key, value)| {
-        hs.insert(rdkafka::message::Header { key, value })
-    })
 }
 
 fn fired(due: Vec<crate::runtime::TimerKey>) -> Vec<FiredTimer> {

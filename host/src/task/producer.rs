@@ -13,9 +13,10 @@
 //! instance of the task took over, and the producer is rebuilt only after
 //! the group had time to take the partition away (see `Fault::Fenced`).
 
-use crate::kafka::KafkaSettings;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, Producer as _};
+use crate::kafka::{Acks, KafkaSettings, Outgoing, Producer, Topic};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::producer::Producer as _;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How long one transaction call may take before the commit fails.
@@ -40,17 +41,66 @@ pub(super) enum TxnError {
 
 /// A task's producer.
 pub(super) struct TaskProducer {
-    producer: FutureProducer,
+    producer: Producer,
     transactional: bool,
+    topics: TaskTopics,
+}
+
+/// The topics a task sends to, looked up once per producer (a handle
+/// belongs to its producer's client).
+pub(super) struct TaskTopics {
+    /// The step's default output.
+    pub(super) output: Topic,
+    /// The step's changelog.
+    pub(super) changelog: Topic,
+    /// The pipeline's named outputs, by name.
+    named: HashMap<String, Topic>,
+    /// Where the dead-letter policy sends records, if the pipeline has it.
+    dead_letter: Option<Topic>,
+}
+
+/// The topic names behind [`TaskTopics`].
+pub(super) struct TopicNames<'a> {
+    pub(super) output: &'a str,
+    pub(super) changelog: &'a str,
+    /// Output name and topic.
+    pub(super) named: Vec<(&'a str, &'a str)>,
+    pub(super) dead_letter: Option<&'a str>,
+}
+
+impl TaskTopics {
+    fn look_up(producer: &Producer, names: &TopicNames<'_>) -> KafkaResult<Self> {
+        Ok(Self {
+            output: producer.topic(names.output)?,
+            changelog: producer.topic(names.changelog)?,
+            named: names
+                .named
+                .iter()
+                .map(|(name, topic)| Ok(((*name).to_owned(), producer.topic(topic)?)))
+                .collect::<KafkaResult<_>>()?,
+            dead_letter: names.dead_letter.map(|t| producer.topic(t)).transpose()?,
+        })
+    }
+
+    /// The topic of the named output `name`.
+    pub(super) fn named(&self, name: &str) -> Option<&Topic> {
+        self.named.get(name)
+    }
+
+    /// The dead-letter topic, for a pipeline whose error policy has one.
+    pub(super) fn dead_letter(&self) -> Option<&Topic> {
+        self.dead_letter.as_ref()
+    }
 }
 
 impl TaskProducer {
     /// The pipeline's shared idempotent producer.
-    pub(super) fn shared(producer: &FutureProducer) -> Self {
-        Self {
+    pub(super) fn shared(producer: &Producer, topics: &TopicNames<'_>) -> Result<Self, TxnError> {
+        Ok(Self {
+            topics: TaskTopics::look_up(producer, topics).map_err(TxnError::Failed)?,
             producer: producer.clone(),
             transactional: false,
-        }
+        })
     }
 
     /// A transactional producer for the task `id`, with any previous
@@ -59,29 +109,37 @@ impl TaskProducer {
         kafka: &KafkaSettings,
         id: &str,
         timeout: Duration,
+        topics: &TopicNames<'_>,
     ) -> Result<Self, TxnError> {
-        let producer: FutureProducer = kafka
-            .transactional_producer(id, timeout)
-            .create()
+        let producer = Producer::create(&kafka.transactional_producer(id, timeout))
             .map_err(TxnError::Failed)?;
         let this = Self {
+            topics: TaskTopics::look_up(&producer, topics).map_err(TxnError::Failed)?,
             producer,
             transactional: true,
         };
         this.producer
+            .rdkafka()
             .init_transactions(TXN_CALL_TIMEOUT)
             .map_err(|e| this.classify(e))?;
         Ok(this)
     }
 
-    pub(super) fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The topics this producer sends to.
+    pub(super) fn topics(&self) -> &TaskTopics {
+        &self.topics
+    }
+
+    /// Queues `record`, counted in `acks`; waits while the queue is full.
+    pub(super) fn send(&self, record: Outgoing<'_>, acks: &Acks) -> KafkaResult<()> {
+        self.producer.send(record, acks)
     }
 
     /// Opens a transaction.
     pub(super) fn begin(&self) -> Result<(), TxnError> {
         if self.transactional {
             self.producer
+                .rdkafka()
                 .begin_transaction()
                 .map_err(|e| self.classify(e))?;
         }
@@ -95,7 +153,7 @@ impl TaskProducer {
         }
         let mut attempt = 1;
         loop {
-            match self.producer.commit_transaction(TXN_CALL_TIMEOUT) {
+            match self.producer.rdkafka().commit_transaction(TXN_CALL_TIMEOUT) {
                 Ok(()) => return Ok(()),
                 Err(KafkaError::Transaction(e))
                     if e.is_retriable() && attempt < COMMIT_ATTEMPTS =>
@@ -113,10 +171,10 @@ impl TaskProducer {
     /// broker aborts its transaction when a new producer fences it or when
     /// the transaction times out.
     pub(super) fn abort(&self) {
-        if !self.transactional || self.producer.client().fatal_error().is_some() {
+        if !self.transactional || self.producer.rdkafka().client().fatal_error().is_some() {
             return;
         }
-        if let Err(e) = self.producer.abort_transaction(TXN_CALL_TIMEOUT) {
+        if let Err(e) = self.producer.rdkafka().abort_transaction(TXN_CALL_TIMEOUT) {
             tracing::warn!(error = %e, "could not abort the transaction; the broker aborts it when it times out");
         }
     }
@@ -135,7 +193,12 @@ impl TaskProducer {
         if !self.transactional {
             return TxnError::Failed(error);
         }
-        let fatal = self.producer.client().fatal_error().map(|(code, _)| code);
+        let fatal = self
+            .producer
+            .rdkafka()
+            .client()
+            .fatal_error()
+            .map(|(code, _)| code);
         if error.rdkafka_error_code().is_some_and(fenced) || fatal.is_some_and(fenced) {
             TxnError::Fenced(error)
         } else {

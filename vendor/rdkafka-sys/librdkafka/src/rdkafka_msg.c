@@ -1456,6 +1456,14 @@ static rd_kafka_resp_err_t rd_kafka_msg_headers_parse(rd_kafka_msg_t *rkm) {
         if (RD_KAFKAP_BYTES_LEN(&rkm->rkm_u.consumer.binhdrs) == 0)
                 return RD_KAFKA_RESP_ERR__NOENT;
 
+        /* eddy patch: a v2 record without headers still carries their
+         * count, a one-byte zigzag varint (0x00 is 0, 0x01 is -1): answer
+         * it without allocating a parse buffer, which every consumed
+         * record paid for before. */
+        if (((const unsigned char *)rkm->rkm_u.consumer.binhdrs.data)[0] <=
+            0x01)
+                return RD_KAFKA_RESP_ERR__NOENT;
+
         rkbuf = rd_kafka_buf_new_shadow(
             rkm->rkm_u.consumer.binhdrs.data,
             RD_KAFKAP_BYTES_LEN(&rkm->rkm_u.consumer.binhdrs), NULL);
