@@ -3,6 +3,9 @@
 # process, over preloaded 4-partition inputs of N records of 100-200 bytes:
 #   (a)  native rdkafka loop, consume -> upper-case -> produce (eddy's client
 #        settings and batches; host/examples/native_uppercase.rs)
+#   (a') the same loop doing its Kafka I/O as eddy's tasks do (eddy::kafka:
+#        a batch per fetch call, acknowledgements counted): the Kafka I/O
+#        alone on eddy's path
 #   (b') eddy, `uppercase` as a builtin operator (no WebAssembly), at-least-once
 #   (b)  eddy, `uppercase` as a module, at-least-once and exactly-once
 #   (c)  native rdkafka + RocksDB word count, direct (one process counts
@@ -23,7 +26,7 @@
 # N defaults to 1,000,000 (about 150 MB of input). LATENCY_SECONDS (10) is
 # the length of each latency run, LATENCY_RATE (half of (a)'s) and
 # LATENCY_LIGHT_RATE (10,000) their rates in records/s; RUNS selects rows (default: all of
-# "native builtin at-least-once exactly-once word-count latency").
+# "native native-lean builtin at-least-once exactly-once word-count latency").
 # ROUNDS (3) is how many times each row runs.
 # BENCH_PERF=KEY (e.g. at-least-once) profiles that run's daemon with
 # `perf record -g` into BENCH_PERF_OUT (default perf.data).
@@ -33,7 +36,7 @@ records=${1:-1000000}
 partitions=4
 latency_seconds=${LATENCY_SECONDS:-10}
 rounds=${ROUNDS:-3}
-runs=${RUNS:-native builtin at-least-once exactly-once word-count latency}
+runs=${RUNS:-native native-lean builtin at-least-once exactly-once word-count latency}
 source "$(dirname "$0")/bench-lib.sh"
 uppercase="$plugins/uppercase.wasm"
 examples="$target/$profile/examples"
@@ -41,7 +44,7 @@ BENCH_PERF_OUT=${BENCH_PERF_OUT:-perf.data}
 wants() { [[ " $runs " == *" $1 "* ]]; }
 
 topics=()
-for t in in out-native out-builtin out-at-least-once out-exactly-once out-word-count \
+for t in in out-native out-native-lean out-builtin out-at-least-once out-exactly-once out-word-count \
     out-word-count-native out-word-count-native-rp wc-repartition wc-changelog \
     lat-in-native lat-out-native lat-in-builtin lat-out-builtin \
     lat-in-wasm lat-out-wasm; do
@@ -167,14 +170,14 @@ fi
 # The upper-case rows of one round, each compared with those that ran
 # before it in the round.
 builtin_row() {
-    measure builtin "(b') eddy builtin, at-least-once" "$records" "$partitions" native \
+    measure builtin "(b') eddy builtin, at-least-once" "$records" "$partitions" "native native-lean" \
         --module builtin:uppercase --input bench-in --output bench-out-builtin
 }
 wasm_rows() {
     local guarantee bases
     for guarantee in at-least-once exactly-once; do
         wants "$guarantee" || continue
-        bases="native builtin"
+        bases="native native-lean builtin"
         [ "$guarantee" = exactly-once ] && bases="at-least-once"
         measure "$guarantee" "(b) eddy wasm, $guarantee" "$records" "$partitions" "$bases" \
             --module "$uppercase" --input bench-in --output "bench-out-$guarantee" --guarantee "$guarantee"
@@ -187,6 +190,11 @@ for round in $(seq 1 "$rounds"); do
     if wants native; then
         native native "(a) native rdkafka loop" "" \
             native_uppercase "$brokers" bench-in bench-out-native bench-native-$round "$records"
+    fi
+    if wants native-lean; then
+        native native-lean "(a') native loop, eddy's Kafka path" "native" \
+            native_uppercase "$brokers" bench-in bench-out-native-lean bench-native-lean-$round \
+            "$records" lean
     fi
     # The builtin and the Wasm rows take turns going first, so neither
     # gains from its place in the round (a daemon warmed by the row before,
@@ -219,10 +227,11 @@ done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 if [ "$rounds" -gt 1 ]; then
     echo "  median of $rounds rounds                       rec/s  rec/CPU-s   ratio"
-    declare -A bases_of=([builtin]="native" [at-least-once]="native builtin"
+    declare -A bases_of=([native-lean]="native" [builtin]="native native-lean"
+        [at-least-once]="native native-lean builtin"
         [exactly-once]="at-least-once" [word-count-native-rp]="word-count-native"
         [word-count]="word-count-native-rp word-count-native at-least-once")
-    for key in native builtin at-least-once exactly-once word-count-native word-count-native-rp word-count; do
+    for key in native native-lean builtin at-least-once exactly-once word-count-native word-count-native-rp word-count; do
         [ -n "${rates[$key]:-}" ] || continue
         rate[$key]=$(median <<<"${rates[$key]}")
         wall_rate[$key]=$(median <<<"${wall_rates[$key]}")

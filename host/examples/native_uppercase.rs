@@ -7,10 +7,17 @@
 //! records went through, so it serves a preloaded input (throughput) and a
 //! live one (latency, with `latency_probe` producing) alike.
 //!
+//! With `lean`, the loop does its Kafka I/O the way eddy's tasks do
+//! (`eddy::kafka`: a batch of fetched records per librdkafka call, records
+//! produced through a topic handle with their acknowledgements counted per
+//! batch) instead of through the rdkafka crate's per-message API that a
+//! plain loop uses: the benchmark's (a'), what the Kafka I/O alone costs
+//! on eddy's own path.
+//!
 //! Run: `cargo run --release -p eddy --example native_uppercase -- BROKERS
-//! INPUT OUTPUT GROUP RECORDS [latest]` (`latest`: from the partitions'
-//! ends, printing `ready` once it holds every partition's end, so a
-//! producer started after that line loses nothing). It stops once it processed RECORDS records and prints `processed
+//! INPUT OUTPUT GROUP RECORDS [latest] [lean]` (`latest`: from the
+//! partitions' ends, printing `ready` once it holds every partition's end,
+//! so a producer started after that line loses nothing). It stops once it processed RECORDS records and prints `processed
 //! N wall_s W cpu_s C rss_mib R`: wall time from the first record to the
 //! last commit, this process's CPU time (all threads, user + sys) and peak
 //! resident memory.
@@ -18,8 +25,8 @@
 mod support;
 
 use anyhow::Context as _;
-use eddy::kafka::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use eddy::kafka::{Acks, FetchQueue, KafkaSettings, Outgoing, Producer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -32,17 +39,39 @@ const IDLE_END: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (brokers, input, output, group, records, from_end) = match args.as_slice() {
-        [b, i, o, g, r] => (b, i, o, g, r, false),
-        [b, i, o, g, r, from] if from == "latest" => (b, i, o, g, r, true),
-        _ => anyhow::bail!("usage: native_uppercase BROKERS INPUT OUTPUT GROUP RECORDS [latest]"),
+    let usage = "usage: native_uppercase BROKERS INPUT OUTPUT GROUP RECORDS [latest] [lean]";
+    let (brokers, input, output, group, records, options) = match args.as_slice() {
+        [b, i, o, g, r, options @ ..] => (b, i, o, g, r, options),
+        _ => anyhow::bail!(usage),
     };
+    if let Some(unknown) = options.iter().find(|o| *o != "latest" && *o != "lean") {
+        anyhow::bail!("unknown option `{unknown}`; {usage}");
+    }
+    let from_end = options.iter().any(|o| o == "latest");
+    let lean = options.iter().any(|o| o == "lean");
     let want: u64 = records.parse().context("RECORDS must be a number")?;
     let kafka = KafkaSettings::new(brokers.as_str());
     let partitions = support::partition_count(&kafka, input)?;
-    let producer: FutureProducer = kafka.producer().create()?;
     let (input, output, group) = (input.clone(), output.clone(), group.clone());
     let placed = Arc::new(AtomicUsize::new(0));
+    let placed = move || {
+        if from_end && placed.fetch_add(1, Ordering::SeqCst) + 1 == partitions {
+            println!("ready");
+        }
+    };
+    if lean {
+        let producer = Producer::create(&kafka.producer())?;
+        return support::run_partitions(partitions, want, move |partition, remaining| {
+            let topics = Topics {
+                input: &input,
+                output: &output,
+                group: &group,
+                from_end,
+            };
+            run_partition_lean(&kafka, &producer, topics, partition, remaining, &placed)
+        });
+    }
+    let producer: FutureProducer = kafka.producer().create()?;
     support::run_partitions(partitions, want, move |partition, remaining| {
         let topics = Topics {
             input: &input,
@@ -50,12 +79,7 @@ fn main() -> anyhow::Result<()> {
             group: &group,
             from_end,
         };
-        let placed = || {
-            if from_end && placed.fetch_add(1, Ordering::SeqCst) + 1 == partitions {
-                println!("ready");
-            }
-        };
-        run_partition(&kafka, &producer, topics, partition, remaining, placed)
+        run_partition(&kafka, &producer, topics, partition, remaining, &placed)
     })
 }
 
@@ -82,7 +106,7 @@ fn run_partition(
     }: Topics<'_>,
     partition: i32,
     remaining: &AtomicU64,
-    placed: impl FnOnce(),
+    placed: &impl Fn(),
 ) -> anyhow::Result<(u64, Option<Instant>)> {
     let consumer: BaseConsumer = kafka.consumer(group).create()?;
     let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
@@ -141,6 +165,78 @@ fn run_partition(
             offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
             consumer.commit(&offsets, CommitMode::Async)?;
         }
+    }
+    Ok((u64::try_from(next - low)?, started))
+}
+
+/// [`run_partition`] on eddy's Kafka path: a batch taken in one call,
+/// outputs sent through a topic handle and their acknowledgements counted.
+fn run_partition_lean(
+    kafka: &KafkaSettings,
+    producer: &Producer,
+    Topics {
+        input,
+        output,
+        group,
+        from_end,
+    }: Topics<'_>,
+    partition: i32,
+    remaining: &AtomicU64,
+    placed: &impl Fn(),
+) -> anyhow::Result<(u64, Option<Instant>)> {
+    let consumer: Arc<BaseConsumer<DefaultConsumerContext>> =
+        Arc::new(kafka.consumer(group).create()?);
+    let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
+    let low = if from_end { high } else { low };
+    // Split before the assignment, so no record reaches the consumer's queue.
+    let mut queue = FetchQueue::split(&consumer, input, partition)
+        .context("could not split the partition's queue")?;
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
+    consumer.assign(&assignment)?;
+    placed();
+    let topic = producer.topic(output)?;
+    let mut next = low;
+    let mut started = None;
+    let mut last_record = Instant::now();
+    let mut batch = Vec::with_capacity(support::MAX_BATCH);
+    while remaining.load(Ordering::Relaxed) > 0 {
+        if from_end && started.is_some() && last_record.elapsed() > IDLE_END {
+            break;
+        }
+        batch.clear();
+        support::take_batch(&mut queue, |record| {
+            started.get_or_insert_with(Instant::now);
+            next = record.offset + 1;
+            batch.push((
+                record.key.map(<[u8]>::to_vec),
+                record.value.map(<[u8]>::to_ascii_uppercase),
+            ));
+        });
+        if let Some(error) = queue.next_error() {
+            return Err(error.into());
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        last_record = Instant::now();
+        let acks = Acks::default();
+        for (key, value) in &batch {
+            let record = Outgoing {
+                key: key.as_deref(),
+                value: value.as_deref(),
+                ..Outgoing::to(&topic)
+            };
+            producer.send(record, &acks)?;
+        }
+        acks.wait()?;
+        let done = batch.len() as u64;
+        let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
+            Some(r.saturating_sub(done))
+        });
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
+        consumer.commit(&offsets, CommitMode::Async)?;
     }
     Ok((u64::try_from(next - low)?, started))
 }

@@ -4,8 +4,8 @@
 // Each example uses its part of it.
 #![allow(dead_code)]
 
-use eddy::kafka::KafkaSettings;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use eddy::kafka::{FetchQueue, Fetched, KafkaSettings};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -51,6 +51,23 @@ pub(crate) fn poll_batch(
         each(message?)?;
     }
     Ok(records)
+}
+
+/// [`poll_batch`] on eddy's path, as its tasks take a batch: what is
+/// fetched already in one call, else the first record within 100 ms, then
+/// the rest within LINGER; how many it handed to `each`.
+pub(crate) fn take_batch<C: ConsumerContext>(
+    queue: &mut FetchQueue<C>,
+    mut each: impl FnMut(Fetched<'_>),
+) -> usize {
+    let mut taken = queue.take(MAX_BATCH, Duration::ZERO, &mut each);
+    if taken == 0 {
+        taken = queue.take(1, Duration::from_millis(100), &mut each);
+    }
+    if taken > 0 && taken < MAX_BATCH {
+        taken += queue.take(MAX_BATCH - taken, LINGER, &mut each);
+    }
+    taken
 }
 
 /// Sends `record`, waiting while the producer's queue is full.
