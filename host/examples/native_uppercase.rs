@@ -26,7 +26,9 @@ mod support;
 
 use anyhow::Context as _;
 use eddy::kafka::{Acks, FetchQueue, KafkaSettings, Outgoing, Producer};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, DefaultConsumerContext,
+};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -93,56 +95,31 @@ struct Topics<'a> {
 }
 
 /// Processes one partition from its start until `remaining` (shared by
-/// every partition's thread) reaches zero; the records processed and when
-/// the first arrived.
+/// every partition's thread) reaches zero, through the rdkafka crate's API;
+/// the records processed and when the first arrived.
 fn run_partition(
     kafka: &KafkaSettings,
     producer: &FutureProducer,
-    Topics {
-        input,
-        output,
-        group,
-        from_end,
-    }: Topics<'_>,
+    topics: Topics<'_>,
     partition: i32,
     remaining: &AtomicU64,
     placed: &impl Fn(),
 ) -> anyhow::Result<(u64, Option<Instant>)> {
-    let consumer: BaseConsumer = kafka.consumer(group).create()?;
-    let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
-    let low = if from_end { high } else { low };
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
-    consumer.assign(&assignment)?;
+    let consumer: BaseConsumer = kafka.consumer(topics.group).create()?;
+    let low = start_offset(&consumer, &topics, partition)?;
+    assign(&consumer, &topics, partition, low)?;
     placed();
-    let mut next = low;
-    let mut started = None;
-    let mut last_record = Instant::now();
-    while remaining.load(Ordering::Relaxed) > 0 {
-        // A live input (`latest`) that stopped: whatever was produced
-        // before this loop looked for the partition's end is not ours, so
-        // the count may never be reached.
-        if from_end && started.is_some() && last_record.elapsed() > IDLE_END {
-            break;
-        }
-        // One batch: up to MAX_BATCH records, or what arrived within LINGER
-        // of the first.
-        let mut batch = Vec::with_capacity(support::MAX_BATCH);
+    let take = |each: &mut EachRecord<'_>| {
         support::poll_batch(&consumer, |message| {
-            started.get_or_insert_with(Instant::now);
-            next = message.offset() + 1;
-            batch.push((
-                message.key().map(<[u8]>::to_vec),
-                message.payload().map(<[u8]>::to_ascii_uppercase),
-            ));
+            each(message.key(), message.payload(), message.offset());
             Ok(())
-        })?;
-        if !batch.is_empty() {
-            last_record = Instant::now();
-        }
+        })
+        .map(drop)
+    };
+    let send = |batch: &[Uppercased]| {
         let mut deliveries = Vec::with_capacity(batch.len());
-        for (key, value) in &batch {
-            let mut record = FutureRecord::<[u8], [u8]>::to(output);
+        for (key, value) in batch {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topics.output);
             if let Some(key) = key {
                 record = record.key(key.as_slice());
             }
@@ -156,17 +133,9 @@ fn run_partition(
                 .context("delivery canceled")?
                 .map_err(|(e, _)| e)?;
         }
-        if !batch.is_empty() {
-            let done = batch.len() as u64;
-            let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
-                Some(r.saturating_sub(done))
-            });
-            let mut offsets = TopicPartitionList::new();
-            offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
-            consumer.commit(&offsets, CommitMode::Async)?;
-        }
-    }
-    Ok((u64::try_from(next - low)?, started))
+        Ok(())
+    };
+    run_batches(&consumer, &topics, partition, low, remaining, take, send)
 }
 
 /// [`run_partition`] on eddy's Kafka path: a batch taken in one call,
@@ -174,68 +143,115 @@ fn run_partition(
 fn run_partition_lean(
     kafka: &KafkaSettings,
     producer: &Producer,
-    Topics {
-        input,
-        output,
-        group,
-        from_end,
-    }: Topics<'_>,
+    topics: Topics<'_>,
     partition: i32,
     remaining: &AtomicU64,
     placed: &impl Fn(),
 ) -> anyhow::Result<(u64, Option<Instant>)> {
     let consumer: Arc<BaseConsumer<DefaultConsumerContext>> =
-        Arc::new(kafka.consumer(group).create()?);
-    let (low, high) = consumer.fetch_watermarks(input, partition, Duration::from_secs(10))?;
-    let low = if from_end { high } else { low };
+        Arc::new(kafka.consumer(topics.group).create()?);
+    let low = start_offset(&consumer, &topics, partition)?;
     // Split before the assignment, so no record reaches the consumer's queue.
-    let mut queue = FetchQueue::split(&consumer, input, partition)
+    let mut queue = FetchQueue::split(&consumer, topics.input, partition)
         .context("could not split the partition's queue")?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(input, partition, Offset::Offset(low))?;
-    consumer.assign(&assignment)?;
+    assign(&consumer, &topics, partition, low)?;
     placed();
-    let topic = producer.topic(output)?;
+    let output = producer.topic(topics.output)?;
+    let take = |each: &mut EachRecord<'_>| {
+        support::take_batch(&mut queue, |record| {
+            each(record.key, record.value, record.offset);
+        });
+        queue.next_error().map_or(Ok(()), |e| Err(e.into()))
+    };
+    let send = |batch: &[Uppercased]| {
+        let acks = Acks::default();
+        for (key, value) in batch {
+            let record = Outgoing {
+                key: key.as_deref(),
+                value: value.as_deref(),
+                ..Outgoing::to(&output)
+            };
+            producer.send(record, &acks)?;
+        }
+        acks.wait()?;
+        Ok(())
+    };
+    run_batches(&consumer, &topics, partition, low, remaining, take, send)
+}
+
+/// A record's key and upper-cased value.
+type Uppercased = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What a take hands each record to: its key, value and offset.
+type EachRecord<'a> = dyn FnMut(Option<&[u8]>, Option<&[u8]>, i64) + 'a;
+
+/// Where the partition's input starts: its start, or with `latest` its end.
+fn start_offset<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &Topics<'_>,
+    partition: i32,
+) -> anyhow::Result<i64> {
+    let (low, high) =
+        consumer.fetch_watermarks(topics.input, partition, Duration::from_secs(10))?;
+    Ok(if topics.from_end { high } else { low })
+}
+
+fn assign<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &Topics<'_>,
+    partition: i32,
+    offset: i64,
+) -> anyhow::Result<()> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topics.input, partition, Offset::Offset(offset))?;
+    Ok(consumer.assign(&assignment)?)
+}
+
+/// The loop both variants run from `low`: a batch taken by `take` (each
+/// record handed as key, value and offset), upper-cased, sent and awaited
+/// by `send`, then counted off `remaining` and its offset committed.
+fn run_batches<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: &Topics<'_>,
+    partition: i32,
+    low: i64,
+    remaining: &AtomicU64,
+    mut take: impl FnMut(&mut EachRecord<'_>) -> anyhow::Result<()>,
+    mut send: impl FnMut(&[Uppercased]) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, Option<Instant>)> {
     let mut next = low;
     let mut started = None;
     let mut last_record = Instant::now();
     let mut batch = Vec::with_capacity(support::MAX_BATCH);
     while remaining.load(Ordering::Relaxed) > 0 {
-        if from_end && started.is_some() && last_record.elapsed() > IDLE_END {
+        // A live input (`latest`) that stopped: whatever was produced
+        // before this loop looked for the partition's end is not ours, so
+        // the count may never be reached.
+        if topics.from_end && started.is_some() && last_record.elapsed() > IDLE_END {
             break;
         }
+        // One batch: up to MAX_BATCH records, or what arrived within LINGER
+        // of the first.
         batch.clear();
-        support::take_batch(&mut queue, |record| {
+        take(&mut |key, value, offset| {
             started.get_or_insert_with(Instant::now);
-            next = record.offset + 1;
+            next = offset + 1;
             batch.push((
-                record.key.map(<[u8]>::to_vec),
-                record.value.map(<[u8]>::to_ascii_uppercase),
+                key.map(<[u8]>::to_vec),
+                value.map(<[u8]>::to_ascii_uppercase),
             ));
-        });
-        if let Some(error) = queue.next_error() {
-            return Err(error.into());
-        }
+        })?;
         if batch.is_empty() {
             continue;
         }
         last_record = Instant::now();
-        let acks = Acks::default();
-        for (key, value) in &batch {
-            let record = Outgoing {
-                key: key.as_deref(),
-                value: value.as_deref(),
-                ..Outgoing::to(&topic)
-            };
-            producer.send(record, &acks)?;
-        }
-        acks.wait()?;
+        send(&batch)?;
         let done = batch.len() as u64;
         let _ = remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| {
             Some(r.saturating_sub(done))
         });
         let mut offsets = TopicPartitionList::new();
-        offsets.add_partition_offset(input, partition, Offset::Offset(next))?;
+        offsets.add_partition_offset(topics.input, partition, Offset::Offset(next))?;
         consumer.commit(&offsets, CommitMode::Async)?;
     }
     Ok((u64::try_from(next - low)?, started))
