@@ -216,6 +216,14 @@ impl<C: ConsumerContext + 'static> FetchQueue<C> {
             .extend(self.popped.drain(..).filter_map(NonNull::new).map(Message));
     }
 
+    /// Drops what was popped but not handed out, for a queue passed on to
+    /// the partition's next task: that one starts from the committed
+    /// position, and librdkafka drops what it fetched for an assignment
+    /// that ended, which these would outlive.
+    pub fn drop_popped(&mut self) {
+        self.held.clear();
+    }
+
     /// Moves the partition's next record to `offset`. Records popped before
     /// the seek are dropped: they belong to the old position.
     pub fn seek(&mut self, offset: Offset, timeout: Duration) -> KafkaResult<()> {

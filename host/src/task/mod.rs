@@ -289,6 +289,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.commit(CommitMode::Sync);
         self.status.set_assigned(false);
         tracing::info!(task = &*self.label, "task stopped");
+        self.queue.drop_popped();
         TaskExit { queue: self.queue }
     }
 
