@@ -294,9 +294,18 @@ if wants latency; then
 fi
 
 # A task's instance: the median time from compiled module to instance,
-# over the tasks of the runs above that ran WebAssembly.
+# over the tasks of the runs above that ran WebAssembly, and the median of
+# the instantiating thread's own CPU time (tasks start together, and the
+# wall time includes waiting for a core).
 # (awk, not grep: a run without such tasks has no line and is no failure)
-awk '/guest instantiated/ && !/builtin/ && match($0, /instantiate_us=[0-9]+/) {
-    print substr($0, RSTART + 15, RLENGTH - 15) }' "$work/serve.log" | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR) printf "  task instantiation (compiled module to instance): median %d us over %d tasks\n", v[int((NR + 1) / 2)], NR }'
+instantiations() {
+    awk -v field="$1" '/guest instantiated/ && !/builtin/ && match($0, field "=[0-9]+") {
+        print substr($0, RSTART + length(field) + 1, RLENGTH - length(field) - 1) }' "$work/serve.log" |
+        sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)], NR }'
+}
+read -r wall_us tasks < <(instantiations instantiate_us) || true
+read -r cpu_us _ < <(instantiations instantiate_cpu_us) || true
+if [ -n "${tasks:-}" ]; then
+    echo "  task instantiation (compiled module to instance): median $wall_us us, its thread's CPU time $cpu_us us, over $tasks tasks"
+fi
 echo "  daemon peak RSS $(peak_rss_mib) MiB"

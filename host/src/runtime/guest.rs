@@ -334,7 +334,7 @@ fn ticks(span: Duration, tick: Duration) -> u64 {
 
 /// CPU time the calling thread has used; `None` where the platform does not
 /// say, and the deadline is then wall time.
-fn thread_cpu_time() -> Option<Duration> {
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
     #[cfg(unix)]
     {
         let mut now = libc::timespec {

@@ -434,11 +434,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             max_output_bytes: spec_limits.max_output_bytes,
             max_record_bytes: spec_limits.max_record_bytes,
         };
-        let instantiating = Instant::now();
+        let instantiating = (Instant::now(), crate::runtime::thread_cpu_time());
         let mut guest = plan.runtime.instantiate(&plan.module, services, limits)?;
-        let instantiate_us = instantiating.elapsed().as_micros();
+        let instantiate_us = instantiating.0.elapsed().as_micros();
+        // Its own CPU time beside the wall time: tasks start together, and
+        // on a busy machine the wall time is mostly waiting for a core.
+        let instantiate_cpu_us = crate::runtime::thread_cpu_time()
+            .zip(instantiating.1)
+            .map_or(0, |(now, then)| now.saturating_sub(then).as_micros());
         guest.init(&self.task_info())?;
-        tracing::info!(task = &*self.label, instantiate_us, "guest instantiated");
+        tracing::info!(
+            task = &*self.label,
+            instantiate_us,
+            instantiate_cpu_us,
+            "guest instantiated"
+        );
         Ok(guest)
     }
 
