@@ -72,6 +72,11 @@ bench-smoke records="20000": build
 microbench *args: plugins
     cargo bench --locked -p eddy --bench data_path -- {{ args }}
 
+# Where a task's instantiation time goes: the same module instantiated on warm and new threads,
+# in used and unused pool slots; each condition's CPU time, page faults and `init` (host/benches/instantiation.rs).
+bench-instantiation: plugins
+    cargo bench --locked -p eddy --bench instantiation
+
 # A healthy pipeline's throughput alone and beside 21 hostile ones; time to stop a looping guest; RSS.
 bench-hostile records="500000": plugins
     cargo build --release --locked -p eddy

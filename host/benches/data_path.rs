@@ -7,16 +7,14 @@
 //! Run: `just microbench` (builds the plugins first; the guest benchmarks
 //! load `target/plugins/wasm32-wasip2/release/uppercase.wasm`).
 
+mod fixture;
+
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use eddy::runtime::bindings_types::TaskInfo;
-use eddy::runtime::{
-    CompiledModule, GuestLimits, InputBatch, Runtime, RuntimeOptions, TaskServices,
-};
-use eddy::state::{MemoryStore, PipelineDb, StateLimits, StateMemory, TaskState};
-use eddy::task::TaskStatus;
+use eddy::runtime::{CompiledModule, InputBatch, Runtime};
+use eddy::state::{PipelineDb, StateLimits, StateMemory, TaskState};
+use fixture::{LIMITS, WASM, services, task};
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
 // The daemon's allocator, so the figures are the daemon's.
 #[global_allocator]
@@ -28,54 +26,14 @@ fn main() {
 
 const BATCH_SIZES: [usize; 5] = [1, 16, 128, 1024, 4096];
 
-/// How the benchmarks name the `uppercase` module, and the builtin.
-const WASM: &str = "sha256:bench-uppercase";
+/// How the benchmarks name the builtin `uppercase`.
 const BUILTIN: &str = "builtin:uppercase";
 
-static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| {
-    Runtime::new(RuntimeOptions {
-        max_memory_bytes: 128 << 20,
-        compiled_dir: None,
-    })
-    .expect("the runtime starts")
-});
+static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(fixture::runtime);
 
 /// `uppercase` compiled, or the builtin.
 fn module(reference: &str) -> CompiledModule {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../target/plugins/wasm32-wasip2/release/uppercase.wasm"
-    );
-    RUNTIME
-        .module(reference, || std::fs::read(path))
-        .unwrap_or_else(|e| panic!("{e} (run `just plugins` first)"))
-}
-
-fn services() -> TaskServices {
-    TaskServices {
-        label: "bench/in-0".into(),
-        config: Arc::default(),
-        state: TaskState::new(Box::new(MemoryStore::default()), StateLimits::default()),
-        timers: Default::default(),
-        stream_time: None,
-        status: Arc::new(TaskStatus::default()),
-    }
-}
-
-const LIMITS: GuestLimits = GuestLimits {
-    memory_bytes: 128 << 20,
-    call_timeout: Duration::from_secs(10),
-    max_output_records: 100_000,
-    max_output_bytes: 64 << 20,
-    max_record_bytes: 1_000_000,
-};
-
-fn task() -> TaskInfo {
-    TaskInfo {
-        pipeline: "bench".into(),
-        step: 0,
-        partition: 0,
-    }
+    fixture::module(&RUNTIME, reference)
 }
 
 /// A batch of `n` records shaped like `just bench`'s input: a key and a
