@@ -9,6 +9,7 @@
 
 use super::lock;
 use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
+use crate::task::threads::{self, TaskThread};
 use crate::task::{PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -25,7 +26,7 @@ pub type TopicPartition = (String, i32);
 
 struct TaskHandle {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<TaskExit<RebalanceHandler>>,
+    thread: TaskThread<TaskExit<RebalanceHandler>>,
 }
 
 /// What the poll thread, the rebalance callbacks and the control plane share.
@@ -85,10 +86,7 @@ impl Shared {
             stop.clone(),
         );
         let name = format!("task-{}-{}", tp.0, tp.1);
-        match std::thread::Builder::new()
-            .name(name)
-            .spawn(move || task.run())
-        {
+        match threads::spawn(name, move || task.run()) {
             Ok(thread) => {
                 lock(&self.tasks).insert(tp, TaskHandle { stop, thread });
             }

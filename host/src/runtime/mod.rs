@@ -264,6 +264,17 @@ impl Runtime {
     }
 }
 
+std::thread_local! {
+    /// Whether [`demote_current_thread`] moved this thread to the idle class.
+    static DEMOTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread was moved to the idle class after a failing
+/// guest call: such a thread ends with its task instead of serving another.
+pub(crate) fn current_thread_demoted() -> bool {
+    DEMOTED.get()
+}
+
 /// Moves the calling task thread to Linux's idle scheduling class
 /// (`SCHED_IDLE`) for the rest of its life, after its guest failed a call:
 /// a guest that loops to its deadline, fills its memory or floods its
@@ -273,8 +284,9 @@ impl Runtime {
 /// value is not enough: the healthy pipelines' threads wake and sleep per
 /// batch, and each wake-up would wait out a hostile thread's time slice.
 /// The thread ends with the task (pause, resume, rebalance, restart of the
-/// daemon); the next starts in the normal class.
+/// daemon), not kept for another; the next starts in the normal class.
 fn demote_current_thread() {
+    DEMOTED.set(true);
     #[cfg(target_os = "linux")]
     {
         use thread_priority::unix::{

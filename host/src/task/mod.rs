@@ -22,6 +22,7 @@ mod changelog;
 mod producer;
 mod retry;
 mod status;
+pub(crate) mod threads;
 
 pub use changelog::{Changelog, RestoreError, Restored};
 pub use status::{RestoreProgress, TaskStatus};
