@@ -53,6 +53,16 @@ done = len(parts) == int(sys.argv[1]) and all(p["committed_offset"] == p["high_w
 print(sum(p["records_in"] for p in parts if p.get("step", 0) == 0), int(done))' "$2"
 }
 
+# When pipeline $1's consumer group handed out its partitions (the daemon
+# logs it), as Unix seconds: joining a group takes seconds that say nothing
+# about the data path, so eddy's clocks start there.
+assigned_at() {
+    wait_for_line "$work/serve.log" "partitions assigned pipeline=$1 " >/dev/null
+    grep -m1 "partitions assigned pipeline=$1 " "$work/serve.log" |
+        cut -d' ' -f1 |
+        python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())'
+}
+
 # The daemon's resident memory now, and its peak, in MiB.
 rss_mib() { awk '/VmRSS/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }
 peak_rss_mib() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$daemon/status"; }

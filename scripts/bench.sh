@@ -70,16 +70,6 @@ start_daemon serve
 # nanoseconds: /proc/PID/stat counts threads that ended too, in ticks.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f", ($14 + $15) * 1e9 / hz }' "/proc/$daemon/stat"; }
 
-# When pipeline $1's consumer group handed out its partitions (the daemon
-# logs it), as Unix seconds: joining a group takes seconds that say nothing
-# about the data path, so eddy's clocks start there.
-assigned_at() {
-    wait_for_line "$work/serve.log" "partitions assigned pipeline=$1 " >/dev/null
-    grep -m1 "partitions assigned pipeline=$1 " "$work/serve.log" |
-        cut -d' ' -f1 |
-        python3 -c 'import sys, datetime; print(datetime.datetime.fromisoformat(sys.stdin.read().strip().replace("Z", "+00:00")).timestamp())'
-}
-
 # Records per CPU-second and per wall second by row key (this round's, for
 # the ratios, and every round's, for the medians), and the rows' labels.
 declare -A rate wall_rate rates wall_rates label
