@@ -10,7 +10,7 @@
 
 mod fixture;
 
-use eddy::runtime::{CompiledModule, Guest, Runtime};
+use eddy::runtime::{CompiledModule, Guest, Runtime, thread_cpu_time};
 use fixture::{LIMITS, WASM, services, task};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -52,17 +52,7 @@ fn thread_faults() -> u64 {
 
 /// The calling thread's CPU time (user + system).
 fn thread_cpu() -> Duration {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which `now` is.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
-    Duration::new(
-        now.tv_sec.unsigned_abs(),
-        u32::try_from(now.tv_nsec).unwrap_or(0),
-    )
+    thread_cpu_time().expect("this platform reports a thread's CPU time")
 }
 
 /// Instantiates `module` and runs `init` on the calling thread.
@@ -108,7 +98,7 @@ enum Thread {
 /// threads are until their task ends: a thread that exits leaves its
 /// heap's pages (touched, so no longer faulting) to the next one.
 struct TaskThreads {
-    end: Option<mpsc::Sender<()>>,
+    end: mpsc::Sender<()>,
     ended: Arc<Mutex<mpsc::Receiver<()>>>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -117,7 +107,7 @@ impl TaskThreads {
     fn new() -> Self {
         let (end, ended) = mpsc::channel();
         Self {
-            end: Some(end),
+            end,
             ended: Arc::new(Mutex::new(ended)),
             threads: Vec::new(),
         }
@@ -137,11 +127,11 @@ impl TaskThreads {
 
     /// Lets every thread started so far exit, and joins them.
     fn end(&mut self) {
-        drop(self.end.replace(mpsc::channel().0));
-        for thread in self.threads.drain(..) {
+        let ending = std::mem::replace(self, Self::new());
+        drop(ending.end);
+        for thread in ending.threads {
             thread.join().expect("the thread does not panic");
         }
-        *self = Self::new();
     }
 }
 

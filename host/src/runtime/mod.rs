@@ -16,7 +16,7 @@ mod stderr;
 mod validate;
 
 pub use builtin::Builtin;
-pub(crate) use guest::thread_cpu_time;
+pub use guest::thread_cpu_time;
 pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use host_api::{TaskServices, TimerKey};
 pub use inputs::{InputBatch, InputView};
