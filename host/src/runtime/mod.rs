@@ -123,6 +123,22 @@ impl Runtime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
+        // Guest memories are bounds-checked in code, with no guard pages, so
+        // a memory's accessible pages never need changing: a pool slot is
+        // reused and a memory grows without `mprotect`. `mprotect` takes the
+        // process's memory-map lock for writing, and a guest demoted to
+        // SCHED_IDLE after failing a call (one renewed per poisoned record)
+        // can be preempted holding it or queued for it; every thread that
+        // then faults a page inside a syscall, such as a healthy consumer
+        // reading a fetch response into a fresh buffer, waits behind it.
+        // Beside 21 hostile pipelines the guard pages' `mprotect`s kept a
+        // healthy pipeline to 1-9 % of its throughput, against 7-18 % without
+        // them. The checks cost about 0.04 us per record in a guest call
+        // (docs/operating.md, "Beside hostile pipelines").
+        config.signals_based_traps(false);
+        config.memory_guard_size(0);
+        config.guard_before_linear_memory(false);
+        config.memory_reservation(options.max_memory_bytes);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         if std::env::var_os("EDDY_PERF_MAP").is_some() {
             // Names guest functions in `perf report` (/tmp/perf-PID.map).
