@@ -124,8 +124,9 @@ impl Runtime {
         config.epoch_interruption(true);
         config.max_wasm_stack(1 << 20);
         // Guest memories are bounds-checked in code, with no guard pages, so
-        // a memory's accessible pages never need changing: a pool slot is
-        // reused and a memory grows without `mprotect`. `mprotect` takes the
+        // pages a pool slot has made accessible stay so: a reused slot, and a
+        // memory growing within what its slot had before, need no `mprotect`
+        // (only growth past a slot's largest yet does). `mprotect` takes the
         // process's memory-map lock for writing, and a guest demoted to
         // SCHED_IDLE after failing a call (one renewed per poisoned record)
         // can be preempted holding it or queued for it; every thread that

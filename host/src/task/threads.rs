@@ -9,6 +9,7 @@
 //! while for the next one instead of exiting.
 
 use std::sync::{Mutex, MutexGuard, mpsc};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 /// Most threads waiting for a task; more exit when their task ends.
@@ -21,9 +22,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 type Job = Box<dyn FnOnce() -> bool + Send>;
 
 /// Threads waiting for a task, each by the sender of its job queue.
-static IDLE: Mutex<Vec<(u64, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
+static IDLE: Mutex<Vec<(ThreadId, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
 
-fn idle() -> MutexGuard<'static, Vec<(u64, mpsc::Sender<Job>)>> {
+fn idle() -> MutexGuard<'static, Vec<(ThreadId, mpsc::Sender<Job>)>> {
     // A panic while holding the lock cannot leave the list inconsistent.
     IDLE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -79,8 +80,7 @@ pub(crate) fn spawn<T: Send + 'static>(
 /// A task thread's life: its first job, then any others it is given
 /// while it waits.
 fn serve(first: Job) {
-    static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let id = IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = std::thread::current().id();
     let (sender, jobs) = mpsc::channel::<Job>();
     let mut job = first;
     loop {
