@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: the eddy binary (release, or the
 # profile BENCH_PROFILE names, e.g. debug for a CI smoke run), the plugins,
-# a scratch directory and background processes cleaned up on exit, a way
+# a scratch directory and background processes cleaned up on exit (the
+# daemons' logs kept in BENCH_LOGS if it names a directory), a way
 # to wait for a line in a file, a daemon starter, a progress probe, the
 # daemon's memory and a pipeline's processor call times.
 
@@ -13,6 +14,10 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    # BENCH_LOGS=DIR keeps the daemons' logs for a closer look.
+    if [ -n "${BENCH_LOGS:-}" ]; then
+        mkdir -p "$BENCH_LOGS" && cp "$work"/*.log "$BENCH_LOGS"/ 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT

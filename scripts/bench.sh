@@ -286,16 +286,25 @@ fi
 # A task's instance: the median time from compiled module to instance,
 # over the tasks of the runs above that ran WebAssembly, and the median of
 # the instantiating thread's own CPU time (tasks start together, and the
-# wall time includes waiting for a core).
+# wall time includes waiting for a core); then the CPU time apart for tasks
+# on new threads (whose allocator heap has no pages yet) and on threads kept
+# from an earlier task.
 # (awk, not grep: a run without such tasks has no line and is no failure)
-instantiations() {
-    awk -v field="$1" '/guest instantiated/ && !/builtin/ && match($0, field "=[0-9]+") {
-        print substr($0, RSTART + length(field) + 1, RLENGTH - length(field) - 1) }' "$work/serve.log" |
+instantiations() { # field [new|kept]
+    awk -v field="$1" -v which="${2:-}" '/guest instantiated/ && !/builtin/ && match($0, field "=[0-9]+") {
+        value = substr($0, RSTART + length(field) + 1, RLENGTH - length(field) - 1)
+        new = $0 ~ /thread_tasks_before=0( |$)/
+        if (which == "" || (which == "new") == new) print value }' "$work/serve.log" |
         sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)], NR }'
 }
 read -r wall_us tasks < <(instantiations instantiate_us) || true
 read -r cpu_us _ < <(instantiations instantiate_cpu_us) || true
 if [ -n "${tasks:-}" ]; then
     echo "  task instantiation (compiled module to instance): median $wall_us us, its thread's CPU time $cpu_us us, over $tasks tasks"
+    for which in new kept; do
+        if read -r cpu_us tasks < <(instantiations instantiate_cpu_us "$which"); then
+            echo "    on $which threads: median CPU time $cpu_us us over $tasks tasks"
+        fi
+    done
 fi
 echo "  daemon peak RSS $(peak_rss_mib) MiB"

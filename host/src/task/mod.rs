@@ -448,6 +448,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             task = &*self.label,
             instantiate_us,
             instantiate_cpu_us,
+            thread_tasks_before = threads::tasks_before(),
             "guest instantiated"
         );
         Ok(guest)

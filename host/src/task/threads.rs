@@ -21,6 +21,17 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// One task's work; whether its thread may run another afterwards.
 type Job = Box<dyn FnOnce() -> bool + Send>;
 
+std::thread_local! {
+    /// Tasks this thread ran to their end before the one it runs now.
+    static TASKS_BEFORE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many tasks the calling task thread ran before its current one: 0 on
+/// a new thread, whose first instantiation pays for its allocator heap.
+pub(crate) fn tasks_before() -> u32 {
+    TASKS_BEFORE.get()
+}
+
 /// Threads waiting for a task, each by the sender of its job queue.
 static IDLE: Mutex<Vec<(ThreadId, mpsc::Sender<Job>)>> = Mutex::new(Vec::new());
 
@@ -87,6 +98,7 @@ fn serve(first: Job) {
         if !job() {
             return;
         }
+        TASKS_BEFORE.set(TASKS_BEFORE.get().saturating_add(1));
         {
             let mut idle = idle();
             if idle.len() >= MAX_IDLE {
