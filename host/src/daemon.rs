@@ -75,11 +75,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         session_timeout: config.session_timeout,
         max_record_bytes: config.limits.max_record_bytes,
     };
+    let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let runtime = Runtime::new(RuntimeOptions {
         max_memory_bytes: config.limits.memory_bytes,
         compiled_dir: Some(config.compiled_dir()),
+        modules: Some(modules.clone()),
     })?;
-    let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let state_memory = StateMemory::new(config.state_memory_bytes);
     let heap_trimmer = native_heap::Trimmer::start(config.heap_trim_interval)
         .context("could not start the heap trimming thread")?;

@@ -92,7 +92,7 @@ enum Instance {
 impl Guest {
     pub(super) fn new(
         engine: &Engine,
-        module: &super::CompiledModule,
+        target: super::Target<'_>,
         services: TaskServices,
         limits: GuestLimits,
         tick: Duration,
@@ -120,14 +120,14 @@ impl Guest {
             })
         });
         let failed = |e: wasmtime::Error| GuestError::Instantiate(format!("{e:#}"));
-        let processor = match &module.0 {
-            super::ModuleKind::Typed(pre) => {
+        let processor = match target {
+            super::Target::Wasm(super::Linked::Typed(pre)) => {
                 Instance::Typed(pre.instantiate(&mut store).map_err(failed)?)
             }
-            super::ModuleKind::Packed(pre) => {
+            super::Target::Wasm(super::Linked::Packed(pre)) => {
                 Instance::Packed(pre.instantiate(&mut store).map_err(failed)?)
             }
-            super::ModuleKind::Builtin(builtin) => Instance::Builtin(*builtin),
+            super::Target::Builtin(builtin) => Instance::Builtin(builtin),
         };
         Ok(Self {
             store,
@@ -139,7 +139,8 @@ impl Guest {
 
     /// A fresh instance of `module` with this instance's services: after a
     /// failed call the old one may be poisoned (a trap) or hold half a batch
-    /// in its own memory.
+    /// in its own memory. The failure demoted the task's thread, so the new
+    /// instance is made in the containment engine (see `Tier` in the runtime).
     pub fn renew(
         self,
         runtime: &super::Runtime,

@@ -3,14 +3,15 @@
 //! passes clean records through and misbehaves on the poisoned ones (values
 //! containing `boom`); the suite checks exactly which records reached the
 //! output and the dead-letter topic, that the daemon's memory stayed
-//! bounded, and that the healthy pipeline delivered everything.
+//! bounded, that the healthy pipeline delivered everything, and that the
+//! failing guests were renewed in the daemon's containment engine.
 //!
 //! Throughput beside hostile pipelines and the time to stop a looping guest
 //! are figures, measured by `just bench-hostile` (docs/operating.md).
 
 use super::setup;
 use eddy_tests::{Daemon, Rec, consume, produce, sorted_texts, v1, wait_for};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A misbehaving module and the error its misbehaviour produces.
@@ -186,6 +187,21 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
         Ok(Some(()))
     })?;
     eprintln!("peak daemon RSS: {} MiB", peak_rss >> 20);
+
+    // A guest that failed is renewed in the containment engine (bounds
+    // checks in code, no `mprotect`): each hostile module is compiled for
+    // it once, on its first failure; the healthy `uppercase` never is.
+    let log = daemon.log();
+    let contained = log
+        .lines()
+        .filter(|l| l.contains("module compiled") && l.contains("tier=Contained"))
+        .count();
+    let hostile: BTreeSet<&str> = FIXTURES.iter().map(|f| f.plugin).collect();
+    assert_eq!(
+        contained,
+        hostile.len(),
+        "one containment-engine compile per hostile module"
+    );
     assert!(
         peak_rss > 0 && peak_rss < RSS_BOUND,
         "the daemon's memory stayed bounded: {peak_rss} bytes"
