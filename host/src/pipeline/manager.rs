@@ -29,6 +29,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a stopping daemon waits for Kafka to take its withdrawal from
+/// the registry: milliseconds when Kafka is up, and a shutdown with Kafka
+/// away should not wait the producer's minute for it.
+const WITHDRAW_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a pipeline operation failed; each maps to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
@@ -913,9 +919,9 @@ impl PipelineManager {
         // Other daemons stop asking this one for state.
         let read = lock(&self.unread).is_none();
         if let Some(me) = lock(&self.identity).clone().filter(|_| read)
-            && let Err(e) = self.registry.publish_daemon(&me.id, None)
+            && let Err(e) = self.registry.withdraw_daemon(&me.id, WITHDRAW_TIMEOUT)
         {
-            tracing::warn!(error = %e, "could not withdraw this daemon from the registry");
+            tracing::warn!(error = %e, "could not withdraw this daemon from the registry; other daemons find it gone when they next ask it");
         }
         self.registry.stop();
         if let Some(follower) = lock(&self.follower).take() {

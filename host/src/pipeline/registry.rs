@@ -26,7 +26,8 @@ use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -180,17 +181,30 @@ impl Registry {
     }
 
     fn send(&self, key: &str, value: Option<&[u8]>) -> Result<i64, RegistryError> {
+        let delivery = self.enqueue(key, value)?;
+        self.delivered(futures::executor::block_on(delivery))
+    }
+
+    /// Hands `key` to the producer; the future settles once the broker
+    /// acknowledged it, or once the producer's message timeout passed.
+    fn enqueue(&self, key: &str, value: Option<&[u8]>) -> Result<DeliveryFuture, RegistryError> {
         let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
             .partition(0)
             .key(key);
         if let Some(value) = value {
             record = record.payload(value);
         }
-        let delivery = self
-            .producer
+        self.producer
             .send_result(record)
-            .map_err(|(e, _)| self.error(e))?;
-        match futures::executor::block_on(delivery) {
+            .map_err(|(e, _)| self.error(e))
+    }
+
+    /// The offset a settled delivery got, or why it failed.
+    fn delivered(
+        &self,
+        outcome: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    ) -> Result<i64, RegistryError> {
+        match outcome {
             Ok(Ok(delivered)) => Ok(delivered.offset),
             Ok(Err((e, _))) => Err(self.error(e)),
             Err(_) => Err(self.error(KafkaError::Canceled)),
@@ -215,6 +229,27 @@ impl Registry {
                 .0;
         }
         Ok(())
+    }
+
+    /// Publishes that daemon `id` stopped, waiting at most `within` for the
+    /// broker to take it (not for this daemon to read it back): a stopping
+    /// daemon's courtesy to the others, which must not hold its shutdown for
+    /// the producer's whole message timeout (a minute) when Kafka is away.
+    pub(super) fn withdraw_daemon(&self, id: &str, within: Duration) -> Result<(), RegistryError> {
+        let delivery = self.enqueue(&format!("daemon/{id}"), None)?;
+        let (settled, outcome) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("eddy-withdraw".into())
+            .spawn(move || {
+                let _ = settled.send(futures::executor::block_on(delivery));
+            })
+            .map_err(|e| self.error(e))?;
+        match outcome.recv_timeout(within) {
+            Ok(outcome) => self.delivered(outcome).map(drop),
+            Err(_) => Err(self.error(format!(
+                "the broker did not take it within {within:?} (is Kafka reachable?)"
+            ))),
+        }
     }
 
     /// Publishes a pipeline's record (`None`: it was deleted).

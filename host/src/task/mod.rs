@@ -49,6 +49,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How long one poll waits before the task checks whether it should stop.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
+/// Longest a stopping task waits for its last group-offset commit: tens of
+/// milliseconds when Kafka is up.
+const STOP_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What every task of one pipeline step shares.
 pub struct TaskPlan {
     /// The pipeline.
@@ -287,7 +291,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             tracing::warn!(task = &*self.label, error = %fault, "could not commit on stop; the next owner replays from the last commit");
             self.abort_open();
         }
-        self.commit(CommitMode::Sync);
+        self.commit_on_stop();
         self.status.set_assigned(false);
         tracing::info!(task = &*self.label, "task stopped");
         self.queue.drop_popped();
@@ -782,7 +786,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         if let Some(offset) = open.checkpoint.offset.filter(|_| moved) {
             self.status.set_committed(offset);
             self.uncommitted = Some(offset);
-            self.commit(CommitMode::Async);
+            self.commit_async();
         }
         Ok(())
     }
@@ -973,30 +977,68 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.group_offset = Some(target);
         self.uncommitted = Some(target);
         self.status.set_committed(target);
-        self.commit(CommitMode::Async);
+        self.commit_async();
     }
 
-    /// Commits the offset the last delivered batch reached, if any.
-    fn commit(&mut self, mode: CommitMode) {
-        let Some(offset) = self.uncommitted else {
+    /// The group offset a stopping task leaves for lag tools (progress is
+    /// read from the checkpoint, never from the group), committed
+    /// synchronously on a thread of its own: the task stops after at most
+    /// [`STOP_COMMIT_TIMEOUT`], as a group coordinator that cannot be
+    /// reached (Kafka away at shutdown) would hold the commit until the
+    /// consumer's session times out.
+    fn commit_on_stop(&mut self) {
+        let Some((offset, tpl)) = self.uncommitted_offsets() else {
             return;
         };
+        let consumer = self.consumer.clone();
+        let (done, outcome) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("eddy-stop-commit".into())
+            .spawn(move || {
+                let _ = done.send(consumer.commit(&tpl, CommitMode::Sync));
+            });
+        let outcome = match spawned {
+            Ok(_) => outcome.recv_timeout(STOP_COMMIT_TIMEOUT),
+            Err(e) => {
+                tracing::warn!(task = &*self.label, error = %e, "could not start a thread to commit on stop");
+                return;
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => self.uncommitted = None,
+            Ok(Err(e)) => {
+                tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; lag tools show the last commit until the partition's next owner commits")
+            }
+            Err(_) => tracing::warn!(
+                task = &*self.label,
+                offset,
+                "the offset commit on stop did not finish within {STOP_COMMIT_TIMEOUT:?} (is Kafka reachable?); lag tools show the last commit until the partition's next owner commits"
+            ),
+        }
+    }
+
+    /// The offset to commit to the group, if any, as the list to commit.
+    fn uncommitted_offsets(&self) -> Option<(i64, TopicPartitionList)> {
+        let offset = self.uncommitted?;
         let mut tpl = TopicPartitionList::new();
         if let Err(e) =
             tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(offset))
         {
             tracing::error!(task = &*self.label, error = %e, "bad offset");
-            return;
+            return None;
         }
-        match self.consumer.commit(&tpl, mode) {
-            Ok(()) => {
-                if matches!(mode, CommitMode::Sync) {
-                    self.uncommitted = None;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; the batch may be replayed")
-            }
+        Some((offset, tpl))
+    }
+
+    /// Commits the offset the last delivered batch reached, if any, to the
+    /// group, without waiting: lag tools read it; the task's progress is its
+    /// checkpoint.
+    fn commit_async(&mut self) {
+        let Some((offset, tpl)) = self.uncommitted_offsets() else {
+            return;
+        };
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; lag tools show the last commit until the next");
         }
     }
 }

@@ -331,3 +331,37 @@ fn an_unreachable_broker_is_a_clear_error_and_the_daemon_keeps_serving() -> anyh
     );
     Ok(())
 }
+
+#[test]
+fn a_daemon_whose_broker_went_away_stops_promptly_on_sigterm() -> anyhow::Result<()> {
+    let broker = Broker::start(&[("in", 2), ("out", 2)])?;
+    let dir = tempfile::tempdir()?;
+    let mut daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    daemon.deploy("p", "uppercase", "in", "out", &[])?;
+    produce(
+        broker.bootstrap(),
+        "in",
+        &[Rec::value("a"), Rec::value("b")],
+    )?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        2,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )?;
+    assert_eq!(out.len(), 2, "the pipeline ran before the broker went");
+    drop(broker);
+    // Withdrawing from the registry and the tasks' last commits cannot reach
+    // Kafka; the daemon says so and stops instead of waiting out the
+    // producer's minute-long message timeout.
+    let started = std::time::Instant::now();
+    let status = daemon.terminate(Duration::from_secs(30))?;
+    assert!(status.success(), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopping took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
