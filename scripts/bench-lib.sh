@@ -12,7 +12,12 @@ plugins="$(dirname "${BASH_SOURCE[0]}")/../target/plugins/wasm32-wasip2/release"
 work=$(mktemp -d)
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    # Last started first, each waited for: a daemon stops while its broker
+    # still answers.
+    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+        kill -TERM "${pids[i]}" 2>/dev/null || true
+        wait "${pids[i]}" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     # BENCH_LOGS=DIR keeps the daemons' logs for a closer look.
     if [ -n "${BENCH_LOGS:-}" ]; then
