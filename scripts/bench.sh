@@ -44,9 +44,9 @@ examples="$target/$profile/examples"
 BENCH_PERF_OUT=${BENCH_PERF_OUT:-perf.data}
 wants() { [[ " $runs " == *" $1 "* ]]; }
 
-# In a round the first of two eddy rows does better than the second (by
-# about 7 % here: the second shares the cores with the broker still busy
-# with the first's output), so (b) and (b') each go first in half of them.
+# In a round the first of two eddy rows did better than the second (by
+# about 7 % here, for reasons not established), so (b) and (b') each go
+# first in half of the rounds.
 if wants builtin && wants at-least-once && [ "$rounds" -gt 1 ] && [ $((rounds % 2)) = 1 ]; then
     rounds=$((rounds + 1))
     echo "  ROUNDS made even ($rounds): the builtin and Wasm rows go first in turn" >&2
