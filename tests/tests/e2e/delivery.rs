@@ -5,6 +5,8 @@ use eddy_tests::{
     Daemon, Rec, committed_total, consume, group_committed, kill_mid_stream, produce, wait_for,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn numbered(n: usize) -> Vec<Rec> {
@@ -84,13 +86,30 @@ fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
     let (broker, mut daemon, dir) = setup(&[("in", 3), ("out", 3)])?;
     let total = 30_000;
     let inputs = numbered(total);
-    produce(broker.bootstrap(), "in", &inputs)?;
-    // One-record batches make the stream long enough to be killed in the
-    // middle (at ten records a batch it could finish before the first poll).
+    let (first, rest) = inputs.split_at(total / 3);
+    produce(broker.bootstrap(), "in", first)?;
+    // One-record batches, so a record costs a whole call and a commit share.
     daemon.deploy("shout", "uppercase", "in", "out", &["--max-batch", "1"])?;
     wait_for("some input committed", Duration::from_secs(60), || {
         let p = daemon.pipeline("shout")?;
         Ok((committed_total(&p) > 0).then_some(()))
+    })?;
+    // The rest arrives as fast as it can be produced, and the kill lands
+    // while it does: however fast the pipeline, it is busy with records in
+    // flight, and input is still to come.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let feeder = {
+        let (brokers, rest, sent) = (broker.bootstrap().to_owned(), rest.to_vec(), sent.clone());
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            for chunk in rest.chunks(1_000) {
+                produce(&brokers, "in", chunk)?;
+                sent.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    wait_for("input arriving", Duration::from_secs(30), || {
+        Ok((sent.load(Ordering::Relaxed) >= 2_000).then_some(()))
     })?;
     let committed = kill_mid_stream(
         &mut daemon,
@@ -99,6 +118,13 @@ fn sigkill_mid_stream_then_restart_loses_nothing() -> anyhow::Result<()> {
         ("in", 3),
         total,
     )?;
+    anyhow::ensure!(
+        sent.load(Ordering::Relaxed) < rest.len(),
+        "the input was still arriving when the daemon was killed"
+    );
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the feeding thread panicked"))??;
     let restarted = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     let out = consume(
         broker.bootstrap(),
