@@ -30,7 +30,8 @@
 # ROUNDS (4) is how many times each row runs; the builtin and the Wasm rows
 # take turns going first, so an odd count is made even when both run.
 # BENCH_PERF=KEY (e.g. at-least-once) profiles that run's daemon with
-# `perf record -g` into BENCH_PERF_OUT (default perf.data).
+# `perf record -g` into BENCH_PERF_OUT (default perf.data), one file per
+# round (BENCH_PERF_OUT.2, ...) when there are several, so rounds compare.
 set -euo pipefail
 
 records=${1:-1000000}
@@ -123,7 +124,9 @@ measure() {
     cpu0=$(cpu)
     local perf_pid=""
     if [ "${BENCH_PERF:-}" = "$key" ]; then
-        perf record -q -g -F 999 -p "$daemon" -o "$BENCH_PERF_OUT" 2>/dev/null &
+        local out=$BENCH_PERF_OUT
+        [ "$rounds" -gt 1 ] && out="$BENCH_PERF_OUT.$round"
+        perf record -q -g -F 999 -p "$daemon" -o "$out" 2>/dev/null &
         perf_pid=$!
     fi
     while :; do

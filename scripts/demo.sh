@@ -34,6 +34,12 @@ printf 'hello eddy\nstreams of records\nwasm on kafka\n' | "$eddy" produce lines
 echo "+ eddy consume lines-upper --from-beginning --count 3"
 "$eddy" consume lines-upper --from-beginning --count 3 --idle-timeout 30s
 
+# The output can arrive before the offsets are committed (every 100 ms
+# at-least-once): wait for a lag of 0 so the table shows the commit.
+for _ in $(seq 50); do
+    "$eddy" pipeline get shout | awk '$1 ~ /^[0-9]+$/ { lag += $5 } END { exit lag != 0 }' && break
+    sleep 0.1
+done
 echo "+ eddy pipeline get shout"
 "$eddy" pipeline get shout
 
