@@ -234,3 +234,40 @@ fn a_record_refused_when_sent_is_not_counted() {
     // Nothing of it is outstanding: waiting returns at once.
     assert_eq!(acks.wait().expect("the first record's delivery"), 0);
 }
+
+/// `acks.wait()` on a thread, given up after `within`: a delivery report
+/// that never came fails the test instead of hanging it.
+fn wait_within(acks: Acks, within: Duration) -> i64 {
+    let (settled, outcome) = std::sync::mpsc::channel();
+    std::thread::spawn(move || settled.send(acks.wait()));
+    outcome
+        .recv_timeout(within)
+        .expect("the delivery was reported in time")
+        .expect("delivered")
+}
+
+#[test]
+fn deliveries_wake_the_sleeping_report_thread_and_dropping_the_producer_stops_it() {
+    let broker = broker(&[("wake", 1)]);
+    let kafka = KafkaSettings::new(broker.bootstrap());
+    let producer = Producer::create(&kafka.producer()).expect("a producer");
+    // Each record is sent once the thread has served the one before and
+    // gone back to sleep, so each report must wake it.
+    for i in 0..50 {
+        let acks = send_all(&producer, "wake", &[sent(i)]);
+        assert_eq!(
+            wait_within(acks, Duration::from_secs(10)),
+            i64::try_from(i).unwrap_or(-1)
+        );
+    }
+    // Dropping the producer joins its report thread: it must wake and end.
+    let topic = producer.topic("wake").expect("a topic handle");
+    let (dropped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(topic);
+        drop(producer);
+        dropped.send(())
+    });
+    done.recv_timeout(Duration::from_secs(10))
+        .expect("dropping the producer ended its report thread");
+}

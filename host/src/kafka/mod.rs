@@ -5,6 +5,7 @@
 
 mod admin;
 mod broker;
+mod delivery_thread;
 mod fetch;
 mod partitioner;
 mod produce;

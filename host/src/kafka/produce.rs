@@ -11,14 +11,19 @@
 //! Here a task looks a topic up once ([`Producer::topic`]) and sends with
 //! the handle. Together that was about a tenth of the daemon's CPU per
 //! record in `just bench`'s profile.
+//!
+//! Delivery reports are served by a thread that sleeps until librdkafka
+//! queues one ([`DeliveryThread`]), not by rdkafka's `ThreadedProducer`,
+//! which spins for a millisecond in every 100.
 
+use super::delivery_thread::DeliveryThread;
 use rdkafka::ClientConfig;
 use rdkafka::bindings as rdsys;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{
-    DeliveryResult, NoCustomPartitioner, Producer as _, ProducerContext, ThreadedProducer,
+    BaseProducer, DeliveryResult, NoCustomPartitioner, Producer as _, ProducerContext,
 };
 use rdkafka::types::RDKafkaErrorCode;
 use std::ffi::{CString, c_void};
@@ -34,21 +39,36 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 /// A producer with its own thread serving delivery reports; cheap to clone.
 #[derive(Clone)]
 pub struct Producer {
-    inner: Arc<ThreadedProducer<Deliveries>>,
+    inner: Arc<Served>,
+}
+
+/// The rdkafka producer and the thread serving its delivery reports, which
+/// stops (and is waited for) before the producer is destroyed.
+struct Served {
+    /// Held for its Drop, which stops the thread; declared first, so it
+    /// goes before the producer.
+    _deliveries: DeliveryThread,
+    producer: Arc<BaseProducer<Deliveries>>,
 }
 
 impl Producer {
     /// A producer with `config` (see [`super::KafkaSettings::producer`]).
     pub fn create(config: &ClientConfig) -> KafkaResult<Self> {
-        let inner = config.create_with_context(Deliveries)?;
+        let producer = Arc::new(config.create_with_context(Deliveries)?);
+        let deliveries = DeliveryThread::start(&producer).map_err(|e| {
+            KafkaError::ClientCreation(format!("could not start the delivery thread: {e}"))
+        })?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(Served {
+                _deliveries: deliveries,
+                producer,
+            }),
         })
     }
 
     /// The rdkafka producer underneath, for transactions and flushing.
-    pub fn rdkafka(&self) -> &ThreadedProducer<Deliveries> {
-        &self.inner
+    pub fn rdkafka(&self) -> &BaseProducer<Deliveries> {
+        &self.inner.producer
     }
 
     /// A handle on `topic` to send with.
@@ -59,7 +79,7 @@ impl Producer {
         // reference that Topic's Drop gives back.
         let raw = unsafe {
             rdsys::rd_kafka_topic_new(
-                self.inner.client().native_ptr(),
+                self.inner.producer.client().native_ptr(),
                 name.as_ptr(),
                 ptr::null_mut(),
             )
@@ -137,7 +157,11 @@ impl Producer {
             // are live); the opaque is a reference librdkafka hands back in
             // the delivery report, or that we take back below on refusal.
             let refused = unsafe {
-                rdsys::rd_kafka_produceva(self.inner.client().native_ptr(), fields.as_ptr(), count)
+                rdsys::rd_kafka_produceva(
+                    self.inner.producer.client().native_ptr(),
+                    fields.as_ptr(),
+                    count,
+                )
             };
             let Some(refused) = NonNull::new(refused) else {
                 // The headers list belongs to the message now.

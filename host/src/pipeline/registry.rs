@@ -22,15 +22,14 @@
 //! was deleted republishes its local copy of the spec when it starts.
 
 use super::lock;
-use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings, TopicError};
+use crate::kafka::{
+    self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, Producer, Topic, TopicError,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -139,7 +138,11 @@ fn reached(consumer: &BaseConsumer, topic: &str, end: i64) -> bool {
 pub(super) struct Registry {
     topic: String,
     kafka: KafkaSettings,
-    producer: FutureProducer,
+    producer: Producer,
+    /// `topic`, looked up in the producer at the first write: a lookup before
+    /// [`follow`](Self::follow) created the topic would have the broker
+    /// auto-create it, with its default partition count.
+    records: OnceLock<Topic>,
     /// The next offset this daemon will apply.
     applied: Mutex<i64>,
     progressed: Condvar,
@@ -150,17 +153,15 @@ impl Registry {
     /// The registry in `topic`; nothing is read or written until
     /// [`follow`](Self::follow), so a daemon starts without Kafka.
     pub(super) fn new(kafka: &KafkaSettings, topic: String) -> Result<Self, RegistryError> {
-        let producer = kafka
-            .producer()
-            .create()
-            .map_err(|e| RegistryError::Kafka {
-                topic: topic.clone(),
-                error: e.to_string(),
-            })?;
+        let producer = Producer::create(&kafka.producer()).map_err(|e| RegistryError::Kafka {
+            topic: topic.clone(),
+            error: e.to_string(),
+        })?;
         Ok(Self {
             topic,
             kafka: kafka.clone(),
             producer,
+            records: OnceLock::new(),
             applied: Mutex::new(0),
             progressed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -180,35 +181,33 @@ impl Registry {
         self.wait_applied(offset)
     }
 
+    /// Writes `key` and waits for the broker; the offset it got.
     fn send(&self, key: &str, value: Option<&[u8]>) -> Result<i64, RegistryError> {
-        let delivery = self.enqueue(key, value)?;
-        self.delivered(futures::executor::block_on(delivery))
+        self.enqueue(key, value)?.wait().map_err(|e| self.error(e))
     }
 
-    /// Hands `key` to the producer; the future settles once the broker
+    /// Hands `key` to the producer; its acks settle once the broker
     /// acknowledged it, or once the producer's message timeout passed.
-    fn enqueue(&self, key: &str, value: Option<&[u8]>) -> Result<DeliveryFuture, RegistryError> {
-        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
-            .partition(0)
-            .key(key);
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
+    fn enqueue(&self, key: &str, value: Option<&[u8]>) -> Result<Acks, RegistryError> {
+        let records = match self.records.get() {
+            Some(records) => records,
+            None => {
+                let looked_up = self
+                    .producer
+                    .topic(&self.topic)
+                    .map_err(|e| self.error(e))?;
+                self.records.get_or_init(|| looked_up)
+            }
+        };
+        let acks = Acks::default();
+        let mut record = Outgoing::to(records);
+        record.partition = Some(0);
+        record.key = Some(key.as_bytes());
+        record.value = value;
         self.producer
-            .send_result(record)
-            .map_err(|(e, _)| self.error(e))
-    }
-
-    /// The offset a settled delivery got, or why it failed.
-    fn delivered(
-        &self,
-        outcome: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
-    ) -> Result<i64, RegistryError> {
-        match outcome {
-            Ok(Ok(delivered)) => Ok(delivered.offset),
-            Ok(Err((e, _))) => Err(self.error(e)),
-            Err(_) => Err(self.error(KafkaError::Canceled)),
-        }
+            .send(record, &acks)
+            .map_err(|e| self.error(e))?;
+        Ok(acks)
     }
 
     fn wait_applied(&self, offset: i64) -> Result<(), RegistryError> {
@@ -236,16 +235,16 @@ impl Registry {
     /// daemon's courtesy to the others, which must not hold its shutdown for
     /// the producer's whole message timeout (a minute) when Kafka is away.
     pub(super) fn withdraw_daemon(&self, id: &str, within: Duration) -> Result<(), RegistryError> {
-        let delivery = self.enqueue(&format!("daemon/{id}"), None)?;
+        let acks = self.enqueue(&format!("daemon/{id}"), None)?;
         let (settled, outcome) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("eddy-withdraw".into())
             .spawn(move || {
-                let _ = settled.send(futures::executor::block_on(delivery));
+                let _ = settled.send(acks.wait());
             })
             .map_err(|e| self.error(e))?;
         match outcome.recv_timeout(within) {
-            Ok(outcome) => self.delivered(outcome).map(drop),
+            Ok(outcome) => outcome.map(drop).map_err(|e| self.error(e)),
             Err(_) => Err(self.error(format!(
                 "the broker did not take it within {within:?} (is Kafka reachable?)"
             ))),
