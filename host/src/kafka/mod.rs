@@ -10,6 +10,7 @@ mod fetch;
 mod partitioner;
 mod produce;
 mod topics;
+mod within;
 
 pub use admin::{InternalTopic, delete_topics, ensure_topic};
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
@@ -17,6 +18,7 @@ pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::murmur2_partition;
 pub use produce::{AckState, Acks, Deliveries, Outgoing, OutgoingHeaders, Producer, Topic};
 pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
+pub(crate) use within::{Unanswered, call_within};
 
 use rdkafka::ClientConfig;
 use std::time::Duration;

@@ -24,6 +24,7 @@
 use super::lock;
 use crate::kafka::{
     self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, Producer, Topic, TopicError,
+    Unanswered,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
@@ -236,16 +237,10 @@ impl Registry {
     /// the producer's whole message timeout (a minute) when Kafka is away.
     pub(super) fn withdraw_daemon(&self, id: &str, within: Duration) -> Result<(), RegistryError> {
         let acks = self.enqueue(&format!("daemon/{id}"), None)?;
-        let (settled, outcome) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("eddy-withdraw".into())
-            .spawn(move || {
-                let _ = settled.send(acks.wait());
-            })
-            .map_err(|e| self.error(e))?;
-        match outcome.recv_timeout(within) {
+        match kafka::call_within("eddy-withdraw", within, move || acks.wait()) {
             Ok(outcome) => outcome.map(drop).map_err(|e| self.error(e)),
-            Err(_) => Err(self.error(format!(
+            Err(Unanswered::Spawn(e)) => Err(self.error(e)),
+            Err(Unanswered::TimedOut) => Err(self.error(format!(
                 "the broker did not take it within {within:?} (is Kafka reachable?)"
             ))),
         }

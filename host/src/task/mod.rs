@@ -27,7 +27,9 @@ pub(crate) mod threads;
 pub use changelog::{Changelog, RestoreError, Restored};
 pub use status::{RestoreProgress, TaskStatus};
 
-use crate::kafka::{Acks, FetchQueue, Fetched, KafkaSettings, Outgoing, OutgoingHeaders, Producer};
+use crate::kafka::{
+    Acks, FetchQueue, Fetched, KafkaSettings, Outgoing, OutgoingHeaders, Producer, Unanswered,
+};
 use crate::pipeline::{ErrorPolicy, PipelineSpec};
 use crate::runtime::bindings_types::{FiredTimer, Header, OutputRecord, TaskInfo, TimeDomain};
 use crate::runtime::{
@@ -991,25 +993,16 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             return;
         };
         let consumer = self.consumer.clone();
-        let (done, outcome) = std::sync::mpsc::channel();
-        let spawned = std::thread::Builder::new()
-            .name("eddy-stop-commit".into())
-            .spawn(move || {
-                let _ = done.send(consumer.commit(&tpl, CommitMode::Sync));
-            });
-        let outcome = match spawned {
-            Ok(_) => outcome.recv_timeout(STOP_COMMIT_TIMEOUT),
-            Err(e) => {
-                tracing::warn!(task = &*self.label, error = %e, "could not start a thread to commit on stop");
-                return;
-            }
-        };
-        match outcome {
+        let commit = move || consumer.commit(&tpl, CommitMode::Sync);
+        match crate::kafka::call_within("eddy-stop-commit", STOP_COMMIT_TIMEOUT, commit) {
             Ok(Ok(())) => self.uncommitted = None,
             Ok(Err(e)) => {
                 tracing::warn!(task = &*self.label, error = %e, offset, "offset commit failed; lag tools show the last commit until the partition's next owner commits")
             }
-            Err(_) => tracing::warn!(
+            Err(Unanswered::Spawn(e)) => {
+                tracing::warn!(task = &*self.label, error = %e, "could not start a thread to commit on stop");
+            }
+            Err(Unanswered::TimedOut) => tracing::warn!(
                 task = &*self.label,
                 offset,
                 "the offset commit on stop did not finish within {STOP_COMMIT_TIMEOUT:?} (is Kafka reachable?); lag tools show the last commit until the partition's next owner commits"
