@@ -26,6 +26,11 @@ plugins:
 build: plugins
     cargo build --locked -p eddy
 
+# The fast tests alone: unit and doc tests of every crate, no broker, no daemon, no plugins.
+unit:
+    cargo test --workspace --locked --lib
+    cargo test --workspace --locked --doc
+
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins),
 # then short runs of the crash harness's zombie and scale scenarios.
 test: build

@@ -11,8 +11,9 @@ mod fixture;
 
 use divan::Bencher;
 use divan::counter::ItemsCount;
-use eddy::runtime::{CompiledModule, InputBatch, Runtime};
+use eddy::runtime::{InputBatch, Tier};
 use eddy::state::{PipelineDb, StateLimits, StateMemory, TaskState};
+use eddy::task::{TaskModule, TaskRuntime};
 use fixture::{LIMITS, WASM, services, task};
 use std::sync::{Arc, LazyLock};
 
@@ -29,10 +30,10 @@ const BATCH_SIZES: [usize; 5] = [1, 16, 128, 1024, 4096];
 /// How the benchmarks name the builtin `uppercase`.
 const BUILTIN: &str = "builtin:uppercase";
 
-static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(fixture::runtime);
+static RUNTIME: LazyLock<Arc<TaskRuntime>> = LazyLock::new(fixture::runtime);
 
 /// `uppercase` compiled, or the builtin.
-fn module(reference: &str) -> CompiledModule {
+fn module(reference: &str) -> TaskModule {
     fixture::module(&RUNTIME, reference)
 }
 
@@ -63,7 +64,7 @@ fn batch(n: usize, header: bool) -> InputBatch {
 
 fn guest_call(bencher: Bencher<'_, '_>, reference: &str, batch: InputBatch) {
     let mut guest = RUNTIME
-        .instantiate(&module(reference), services(), LIMITS)
+        .instantiate(&module(reference), services(), LIMITS, Tier::Fast)
         .expect("instantiates");
     guest.init(&task()).expect("init");
     bencher
@@ -99,7 +100,7 @@ fn instantiate(bencher: Bencher<'_, '_>) {
         .with_inputs(services)
         .bench_local_values(|services| {
             let mut guest = RUNTIME
-                .instantiate(&module, services, LIMITS)
+                .instantiate(&module, services, LIMITS, Tier::Fast)
                 .expect("instantiates");
             guest.init(&task()).expect("init");
             guest

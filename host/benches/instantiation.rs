@@ -10,7 +10,8 @@
 
 mod fixture;
 
-use eddy::runtime::{CompiledModule, Guest, Runtime, thread_cpu_time};
+use eddy::runtime::{Tier, thread_cpu_time};
+use eddy::task::{TaskGuest, TaskModule, TaskRuntime};
 use fixture::{LIMITS, WASM, services, task};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -56,12 +57,12 @@ fn thread_cpu() -> Duration {
 }
 
 /// Instantiates `module` and runs `init` on the calling thread.
-fn instantiate(runtime: &Runtime, module: &CompiledModule) -> (Sample, Guest) {
+fn instantiate(runtime: &TaskRuntime, module: &TaskModule) -> (Sample, TaskGuest) {
     let services = services();
     let faults_before = thread_faults();
     let started = thread_cpu();
     let mut guest = runtime
-        .instantiate(module, services, LIMITS)
+        .instantiate(module, services, LIMITS, Tier::Fast)
         .expect("uppercase instantiates");
     let instantiated = thread_cpu();
     let faults_after = thread_faults();
@@ -138,9 +139,9 @@ impl TaskThreads {
 /// The module, the guests kept alive (holding their slots) and the
 /// threads still running.
 struct Bench {
-    runtime: Arc<Runtime>,
-    module: CompiledModule,
-    kept: Vec<Guest>,
+    runtime: Arc<TaskRuntime>,
+    module: TaskModule,
+    kept: Vec<TaskGuest>,
     threads: TaskThreads,
 }
 

@@ -50,7 +50,7 @@ pub struct ServeConfig {
     pub state_memory_bytes: u64,
     /// How often memory the C and C++ libraries (RocksDB, librdkafka)
     /// freed is returned to the kernel, which glibc's malloc would keep for
-    /// reuse; `"0s"` leaves it kept. See docs/operating.md, "Memory".
+    /// reuse; `"0s"` leaves it kept. See docs/performance.md, "Memory".
     #[serde(default = "default_heap_trim_interval", with = "humantime_serde")]
     pub heap_trim_interval: Duration,
 }

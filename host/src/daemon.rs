@@ -6,9 +6,10 @@ use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineService
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
-use crate::pipeline::{DaemonIdentity, PipelineManager};
-use crate::runtime::{Runtime, RuntimeOptions, WORLD};
+use crate::pipeline::{DaemonIdentity, ManagerOptions, PipelineManager};
+use crate::runtime::{RuntimeOptions, WORLD};
 use crate::state::StateMemory;
+use crate::task::TaskRuntime;
 use anyhow::Context as _;
 use eddy_proto::v1;
 use std::io::Write as _;
@@ -76,7 +77,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         max_record_bytes: config.limits.max_record_bytes,
     };
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
-    let runtime = Runtime::new(RuntimeOptions {
+    let runtime = TaskRuntime::new(RuntimeOptions {
         max_memory_bytes: config.limits.memory_bytes,
         compiled_dir: Some(config.compiled_dir()),
         modules: Some(modules.clone()),
@@ -88,11 +89,13 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         runtime.clone(),
         modules.clone(),
         kafka,
-        config.pipelines_dir(),
-        config.state_dir(),
-        state_memory.clone(),
-        config.limits.clone(),
-        config.group_prefix.clone(),
+        ManagerOptions {
+            specs_dir: config.pipelines_dir(),
+            state_dir: config.state_dir(),
+            state_memory: state_memory.clone(),
+            ceilings: config.limits.clone(),
+            group_prefix: config.group_prefix.clone(),
+        },
     )?);
     let listener = control::bind(config.listen).await?;
     let addr = listener.local_addr()?;

@@ -3,7 +3,10 @@
 //!
 //! The modules follow a record's path: [`control`] (gRPC) ->
 //! [`pipeline`] (manager and runner) -> [`task`] (one per partition) ->
-//! {[`kafka`], [`runtime`] (wasmtime), [`state`]}.
+//! {[`kafka`], [`runtime`] (wasmtime), [`state`]}. `docs/architecture.md`
+//! draws the data path and says which module owns each step.
+
+#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;

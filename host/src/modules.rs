@@ -3,12 +3,16 @@
 //!
 //! Only bytes that passed validation are stored, and a file only appears
 //! under its final name once fully written, so a crash mid-upload never
-//! leaves a half module behind.
+//! leaves a half module behind. Modules that arrive through the pipeline
+//! registry, in chunks, are put back together and checked against their
+//! digest first ([`IncomingModules`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// What eddy remembers about a module.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -142,6 +146,79 @@ impl ModuleStore {
     }
 }
 
+/// Modules arriving through the registry: their chunks as they come, put
+/// together once their metadata (which follows the last chunk) arrives.
+#[derive(Default)]
+pub struct IncomingModules {
+    /// Chunks of modules still arriving, by digest hex and position.
+    chunks: Mutex<BTreeMap<String, BTreeMap<u32, Vec<u8>>>>,
+}
+
+/// Why a module from the registry cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    /// A chunk the metadata counts never arrived.
+    #[error("chunk {index} of {chunks} is missing")]
+    MissingChunk {
+        /// Its position.
+        index: u32,
+        /// How many the metadata counts.
+        chunks: u32,
+    },
+    /// The bytes hash to another digest.
+    #[error("its bytes do not match its digest")]
+    DigestMismatch,
+    /// The metadata cannot be read or names another module.
+    #[error("its metadata {0}")]
+    Metadata(String),
+}
+
+impl IncomingModules {
+    /// Keeps chunk `index` of module `hex`.
+    pub fn chunk(&self, hex: String, index: u32, bytes: Vec<u8>) {
+        self.lock().entry(hex).or_default().insert(index, bytes);
+    }
+
+    /// Module `hex`, from its `chunks` chunks and its metadata, once its
+    /// bytes are checked against its digest (the chunks are let go either
+    /// way).
+    pub fn assemble(
+        &self,
+        hex: &str,
+        chunks: u32,
+        info: &[u8],
+    ) -> Result<(Vec<u8>, ModuleInfo), AssemblyError> {
+        let parts = self.lock().remove(hex).unwrap_or_default();
+        let digest = format!("sha256:{hex}");
+        let info: ModuleInfo = serde_json::from_slice(info)
+            .map_err(|e| AssemblyError::Metadata(format!("is unreadable: {e}")))?;
+        let mut bytes = Vec::new();
+        for index in 0..chunks {
+            let part = parts
+                .get(&index)
+                .ok_or(AssemblyError::MissingChunk { index, chunks })?;
+            bytes.extend_from_slice(part);
+        }
+        if digest_of(&bytes) != digest {
+            return Err(AssemblyError::DigestMismatch);
+        }
+        if info.digest != digest {
+            return Err(AssemblyError::Metadata("names another digest".into()));
+        }
+        Ok((bytes, info))
+    }
+
+    /// Forgets the chunks of module `hex` (it is stored already).
+    pub fn forget(&self, hex: &str) {
+        self.lock().remove(hex);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<u32, Vec<u8>>>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Writes to a temporary file in the same directory, syncs, then renames.
 pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
@@ -201,6 +278,35 @@ mod tests {
         assert!(matches!(
             store.resolve("xyz"),
             Err(LookupError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn registry_chunks_are_put_together_and_checked_against_their_digest() {
+        let bytes = b"a module in three chunks".to_vec();
+        let meta = serde_json::to_vec(&info(&bytes, 1)).expect("encodes");
+        let hex = hex_part(&digest_of(&bytes)).to_owned();
+        let incoming = IncomingModules::default();
+        for (index, chunk) in (0u32..).zip(bytes.chunks(9)) {
+            incoming.chunk(hex.clone(), index, chunk.to_vec());
+        }
+        let (assembled, got) = incoming.assemble(&hex, 3, &meta).expect("whole");
+        assert_eq!((assembled, got.digest), (bytes.clone(), digest_of(&bytes)));
+        assert!(matches!(
+            incoming.assemble(&hex, 3, &meta),
+            Err(AssemblyError::MissingChunk {
+                index: 0,
+                chunks: 3
+            })
+        ));
+        for (index, chunk) in (0u32..).zip(bytes.chunks(9)) {
+            let mut chunk = chunk.to_vec();
+            chunk[0] ^= u8::from(index == 1);
+            incoming.chunk(hex.clone(), index, chunk);
+        }
+        assert!(matches!(
+            incoming.assemble(&hex, 3, &meta),
+            Err(AssemblyError::DigestMismatch)
         ));
     }
 }

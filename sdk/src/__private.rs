@@ -36,22 +36,25 @@ pub fn run_batch<P: Processor>(
     Ok(())
 }
 
-/// Runs fired timers through `processor`; outputs default to the timer's time.
+/// Runs fired timers through `processor`, handing each output to `emit`;
+/// outputs default to the timer's time.
 pub fn run_timers<P: Processor>(
     processor: &mut P,
-    timers: Vec<Timer>,
-) -> Result<Vec<OutputRecord>, Error> {
+    timers: impl IntoIterator<Item = Timer>,
+    mut emit: impl FnMut(OutputRecord),
+) -> Result<(), Error> {
     let mut out = Emitter::default();
-    let mut outputs = Vec::new();
     for timer in timers {
         let at = timer.at;
         processor.on_timer(timer, &mut out)?;
-        outputs.extend(out.drain().map(|o| match o.timestamp() {
-            Some(_) => o,
-            None => o.with_timestamp(at),
-        }));
+        for o in out.drain() {
+            emit(match o.timestamp() {
+                Some(_) => o,
+                None => o.with_timestamp(at),
+            });
+        }
     }
-    Ok(outputs)
+    Ok(())
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -61,8 +64,8 @@ pub use guest::*;
 mod guest {
     use super::{run_batch, run_timers};
     use crate::bytes::Bytes;
-    use crate::packed::{Malformed, NO_TIMESTAMP, Reader, Writer};
     use crate::{Header, OutputRecord, Processor, Record, Task, TimeDomain, Timer};
+    use eddy_abi::{Malformed, NO_TIMESTAMP, Reader, Writer};
     use std::any::Any;
     use std::cell::RefCell;
     use std::sync::Arc;
@@ -108,20 +111,43 @@ mod guest {
         }
     }
 
-    fn output(o: OutputRecord) -> wit::OutputRecord {
-        wit::OutputRecord {
-            key: o.key.map(Bytes::into_vec),
-            value: o.value.map(Bytes::into_vec),
-            headers: o
-                .headers
-                .iter()
-                .map(|h| wit::Header {
-                    key: h.key().to_owned(),
-                    value: h.value().map(<[u8]>::to_vec),
-                })
-                .collect(),
-            timestamp: o.timestamp,
-            output: o.output,
+    /// Outputs packed as they are emitted.
+    struct Packer {
+        packed: wit::PackedOutputs,
+    }
+
+    impl Packer {
+        fn with_capacity(lengths: usize, data: usize, records: usize) -> Self {
+            Self {
+                packed: wit::PackedOutputs {
+                    lengths: Vec::with_capacity(lengths),
+                    data: Vec::with_capacity(data),
+                    timestamps: Vec::with_capacity(records),
+                    outputs: Vec::new(),
+                },
+            }
+        }
+
+        fn push(&mut self, o: OutputRecord) {
+            let packed = &mut self.packed;
+            let output = match o.output {
+                None => 0,
+                Some(name) => match packed.outputs.iter().position(|known| *known == name) {
+                    Some(index) => index + 1,
+                    None => {
+                        packed.outputs.push(name);
+                        packed.outputs.len()
+                    }
+                },
+            };
+            let headers = o.headers.iter();
+            Writer::new(&mut packed.lengths, &mut packed.data).output(
+                o.key.as_deref(),
+                o.value.as_deref(),
+                output,
+                headers.map(|h| (h.key_bytes(), h.value())),
+            );
+            packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
         }
     }
 
@@ -150,13 +176,8 @@ mod guest {
         Reader::check_inputs(&batch.lengths, &batch.data, records).map_err(malformed)?;
         let data = Arc::new(batch.data);
         let mut reader = Reader::new(&batch.lengths, &data);
-        let mut packed = wit::PackedOutputs {
-            lengths: Vec::with_capacity(batch.lengths.len()),
-            data: Vec::with_capacity(data.len()),
-            timestamps: Vec::with_capacity(batch.timestamps.len()),
-            outputs: Vec::new(),
-        };
-        let mut writer = Writer::new(&mut packed.lengths, &mut packed.data);
+        let mut packer =
+            Packer::with_capacity(batch.lengths.len(), data.len(), batch.timestamps.len());
         let mut unread = None;
         let records =
             batch
@@ -172,33 +193,14 @@ mod guest {
                         }
                     }
                 });
-        let emit = |o: OutputRecord| {
-            let output = match o.output {
-                None => 0,
-                Some(name) => match packed.outputs.iter().position(|known| *known == name) {
-                    Some(index) => index + 1,
-                    None => {
-                        packed.outputs.push(name);
-                        packed.outputs.len()
-                    }
-                },
-            };
-            let headers = o.headers.iter();
-            writer.output(
-                o.key.as_deref(),
-                o.value.as_deref(),
-                output,
-                headers.map(|h| (h.key_bytes(), h.value())),
-            );
-            packed.timestamps.push(o.timestamp.unwrap_or(NO_TIMESTAMP));
-        };
+        let emit = |o: OutputRecord| packer.push(o);
         with_instance::<P, _>(|p| run_batch(p, records, emit))
             .map_err(|(e, index)| error(e.to_string(), index))?;
         // Checked above; a field outside the data is the one thing left.
         if let Some(e) = unread {
             return Err(malformed(e));
         }
-        Ok(packed)
+        Ok(packer.packed)
     }
 
     /// The next record of a batch, its key and value pointing into `data`.
@@ -226,23 +228,21 @@ mod guest {
         ))
     }
 
-    pub fn on_timers<P: Processor>(
+    pub fn on_timers_packed<P: Processor>(
         timers: Vec<wit::FiredTimer>,
-    ) -> Result<Vec<wit::OutputRecord>, wit::ProcessError> {
-        let timers = timers
-            .into_iter()
-            .map(|t| Timer {
-                domain: match t.domain {
-                    wit::TimeDomain::EventTime => TimeDomain::EventTime,
-                    wit::TimeDomain::WallClock => TimeDomain::WallClock,
-                },
-                at: t.at,
-                key: t.key,
-            })
-            .collect();
-        with_instance::<P, _>(|p| run_timers(p, timers))
-            .map(|outputs| outputs.into_iter().map(output).collect())
-            .map_err(|e| error(e.to_string(), None))
+    ) -> Result<wit::PackedOutputs, wit::ProcessError> {
+        let timers = timers.into_iter().map(|t| Timer {
+            domain: match t.domain {
+                wit::TimeDomain::EventTime => TimeDomain::EventTime,
+                wit::TimeDomain::WallClock => TimeDomain::WallClock,
+            },
+            at: t.at,
+            key: t.key,
+        });
+        let mut packer = Packer::with_capacity(0, 0, 0);
+        with_instance::<P, _>(|p| run_timers(p, timers, |o| packer.push(o)))
+            .map_err(|e| error(e.to_string(), None))?;
+        Ok(packer.packed)
     }
 }
 
@@ -287,13 +287,10 @@ macro_rules! export {
                     $crate::__private::process_packed::<$processor>(batch)
                 }
 
-                fn on_timers(
+                fn on_timers_packed(
                     timers: ::std::vec::Vec<__wit::FiredTimer>,
-                ) -> ::core::result::Result<
-                    ::std::vec::Vec<__wit::OutputRecord>,
-                    __wit::ProcessError,
-                > {
-                    $crate::__private::on_timers::<$processor>(timers)
+                ) -> ::core::result::Result<__wit::PackedOutputs, __wit::ProcessError> {
+                    $crate::__private::on_timers_packed::<$processor>(timers)
                 }
             }
 

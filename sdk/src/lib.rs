@@ -58,8 +58,6 @@ pub mod testing;
 
 #[doc(hidden)]
 pub mod __private;
-#[doc(hidden)]
-pub mod packed;
 
 pub use error::{Error, Result};
 pub use processor::{Processor, Task};

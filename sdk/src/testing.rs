@@ -162,7 +162,9 @@ impl<P: Processor> TestHarness<P> {
             return Ok(Vec::new());
         }
         let processor = self.instance()?;
-        crate::__private::run_timers(processor, due)
+        let mut outputs = Vec::new();
+        crate::__private::run_timers(processor, due, |o| outputs.push(o))?;
+        Ok(outputs)
     }
 
     /// The state value under `key`.

@@ -1,11 +1,11 @@
 //! Client verbs: talk to a daemon's control plane.
 
-use super::output::{
-    print_daemon_info, print_entries, print_module, print_modules, print_pipeline, print_pipelines,
-};
-use super::{
+use super::args::{
     CreateArgs, DaemonCommand, GuaranteeArg, ModuleCommand, OnErrorArg, PipelineCommand,
     ServerArgs, StartArg, StateCommand,
+};
+use super::output::{
+    print_daemon_info, print_entries, print_module, print_modules, print_pipeline, print_pipelines,
 };
 use anyhow::{Context as _, bail};
 use eddy_proto::v1::{

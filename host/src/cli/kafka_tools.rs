@@ -1,7 +1,7 @@
 //! `eddy produce` and `eddy consume`: enough of a Kafka client that a demo
 //! needs no other tool.
 
-use super::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
+use super::args::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
 use crate::kafka::{KafkaMetadata, KafkaSettings};
 use anyhow::Context as _;
 use rdkafka::ClientConfig;

@@ -1,6 +1,6 @@
 //! How client verbs print: a table for people, JSON for scripts.
 
-use super::Format;
+use super::args::Format;
 use eddy_proto::v1;
 use serde_json::{Value, json};
 

@@ -1,6 +1,7 @@
 //! The control plane: eddy.v1 over gRPC, with grpc.health.v1 and server
 //! reflection so grpcurl works without the .proto files.
 
+mod convert;
 mod daemon_service;
 mod module_service;
 mod pipeline_service;

@@ -1,5 +1,6 @@
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
-use crate::runtime::{ModuleError, Runtime};
+use crate::runtime::ModuleError;
+use crate::task::TaskRuntime;
 use eddy_proto::v1::{self, module_service_server::ModuleService, upload_module_request::Part};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -7,7 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// Module upload and listing.
 pub struct ModuleServiceImpl {
     /// The engine that validates uploads.
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<TaskRuntime>,
     /// Where modules are stored.
     pub store: Arc<ModuleStore>,
     /// The largest module accepted.

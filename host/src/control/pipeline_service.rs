@@ -1,4 +1,8 @@
-use crate::pipeline::{ManagerError, PipelineManager, scan_limit};
+//! The pipeline service: each request read into the pipeline layer's
+//! types, run on a blocking thread, and its answer written back.
+
+use super::convert;
+use crate::pipeline::{ManagerError, PipelineManager, StateRead};
 use crate::runtime::ModuleError;
 use eddy_proto::v1::pipeline_service_client::PipelineServiceClient;
 use eddy_proto::v1::{self, pipeline_service_server::PipelineService};
@@ -51,8 +55,9 @@ impl PipelineService for PipelineServiceImpl {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
-        let view = self.run(move |m| m.create(spec)).await?;
-        Ok(Response::new(view.pipeline))
+        let request = convert::spec_request(spec).map_err(|e| status(e.into()))?;
+        let view = self.run(move |m| m.create(request)).await?;
+        Ok(Response::new(convert::pipeline(view)))
     }
 
     async fn get_pipeline(
@@ -61,7 +66,7 @@ impl PipelineService for PipelineServiceImpl {
     ) -> Result<Response<v1::Pipeline>, Status> {
         let name = request.into_inner().name;
         let view = self.run(move |m| m.get(&name)).await?;
-        Ok(Response::new(view.pipeline))
+        Ok(Response::new(convert::pipeline(view)))
     }
 
     async fn list_pipelines(
@@ -70,7 +75,7 @@ impl PipelineService for PipelineServiceImpl {
     ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
         let views = self.run(PipelineManager::list).await?;
         Ok(Response::new(v1::ListPipelinesResponse {
-            pipelines: views.into_iter().map(|v| v.pipeline).collect(),
+            pipelines: views.into_iter().map(convert::pipeline).collect(),
         }))
     }
 
@@ -80,7 +85,7 @@ impl PipelineService for PipelineServiceImpl {
     ) -> Result<Response<v1::Pipeline>, Status> {
         let name = request.into_inner().name;
         let view = self.run(move |m| m.pause(&name)).await?;
-        Ok(Response::new(view.pipeline))
+        Ok(Response::new(convert::pipeline(view)))
     }
 
     async fn resume_pipeline(
@@ -89,7 +94,7 @@ impl PipelineService for PipelineServiceImpl {
     ) -> Result<Response<v1::Pipeline>, Status> {
         let name = request.into_inner().name;
         let view = self.run(move |m| m.resume(&name)).await?;
-        Ok(Response::new(view.pipeline))
+        Ok(Response::new(convert::pipeline(view)))
     }
 
     async fn delete_pipeline(
@@ -109,10 +114,16 @@ impl PipelineService for PipelineServiceImpl {
     ) -> Result<Response<v1::QueryStateResponse>, Status> {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let request = request.into_inner();
-        let asked = request.clone();
-        let local = self.run(move |m| m.query_state(asked)).await?;
-        if forwarded || missing(&local.needed, std::slice::from_ref(&local.response)).is_empty() {
-            return Ok(Response::new(merge(&request, vec![local.response])));
+        let query = convert::query(&request).map_err(|e| status(e.into()))?;
+        let limit = match &query.read {
+            StateRead::Scan(scan) => Some(scan.limit()),
+            StateRead::Key(_) => None,
+        };
+        let local = self.run(move |m| m.query_state(query)).await?;
+        let needed: Vec<v1::StatePartition> = local.needed.iter().map(convert::partition).collect();
+        let local = convert::answer(local.answer);
+        if forwarded || missing(&needed, std::slice::from_ref(&local)).is_empty() {
+            return Ok(Response::new(merge(limit, vec![local])));
         }
         let peers = self.manager.peers();
         let answers = futures::future::join_all(
@@ -121,7 +132,7 @@ impl PipelineService for PipelineServiceImpl {
                 .map(|url| ask_peer(url.clone(), request.clone())),
         )
         .await;
-        let mut responses = vec![local.response];
+        let mut responses = vec![local];
         let mut errors = Vec::new();
         for (url, answer) in peers.iter().zip(answers) {
             match answer {
@@ -129,7 +140,7 @@ impl PipelineService for PipelineServiceImpl {
                 Err(e) => errors.push(format!("{url}: {}", e.message())),
             }
         }
-        let missing = missing(&local.needed, &responses);
+        let missing = missing(&needed, &responses);
         if !missing.is_empty() {
             let errors = if errors.is_empty() {
                 String::new()
@@ -143,7 +154,7 @@ impl PipelineService for PipelineServiceImpl {
                 request.pipeline
             )));
         }
-        Ok(Response::new(merge(&request, responses)))
+        Ok(Response::new(merge(limit, responses)))
     }
 }
 
@@ -185,9 +196,9 @@ fn missing(needed: &[v1::StatePartition], responses: &[v1::QueryStateResponse]) 
 
 /// One answer from several daemons' answers: entries in key order (a
 /// partition read twice while it moved counts once), a scan cut at its
-/// limit, a lookup's first match.
+/// limit (`Some`), a lookup's first match (`None`).
 fn merge(
-    request: &v1::QueryStateRequest,
+    scan_limit: Option<usize>,
     responses: Vec<v1::QueryStateResponse>,
 ) -> v1::QueryStateResponse {
     let mut more = false;
@@ -204,15 +215,12 @@ fn merge(
     }
     entries.sort_by(|a, b| (&a.key, &a.topic, a.partition).cmp(&(&b.key, &b.topic, b.partition)));
     entries.dedup_by(|a, b| a.key == b.key && a.topic == b.topic && a.partition == b.partition);
-    let limit = match &request.query {
-        Some(v1::query_state_request::Query::Scan(scan)) => scan_limit(scan),
-        _ => 1,
-    };
+    let limit = scan_limit.unwrap_or(1);
     more |= entries.len() > limit;
     entries.truncate(limit);
     v1::QueryStateResponse {
         entries,
-        more: more && matches!(request.query, Some(v1::query_state_request::Query::Scan(_))),
+        more: more && scan_limit.is_some(),
         partitions_read,
     }
 }

@@ -1,11 +1,24 @@
-//! Pipelines: their specs, the manager that creates, persists and operates
-//! them, and the runner that executes one on this daemon.
+//! Pipelines: their specs, the registry every daemon follows to learn
+//! which exist, the pipelines this daemon runs, and the manager that the
+//! control plane asks to create, operate and query them.
+//!
+//! A request goes `manager` -> `cluster` (published to the `registry`
+//! topic) -> every daemon's `local` pipelines -> a `runner` per pipeline
+//! (one consumer per step) -> a task per input partition (`crate::task`).
 
+mod cluster;
+mod error;
+mod local;
 mod manager;
+mod names;
 mod query;
 mod registry;
 mod runner;
 mod spec;
+mod stored;
+mod stores;
+mod validate;
+mod view;
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -15,9 +28,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub use manager::{DaemonIdentity, LocalAnswer, ManagerError, PipelineManager, PipelineView};
-pub use query::scan_limit;
+pub use cluster::DaemonIdentity;
+pub use error::ManagerError;
+pub use manager::{ManagerOptions, PipelineManager};
+pub use names::InternalNames;
+pub use query::{LocalAnswer, StateAnswer, StateEntry, StateQuery, StateRead, StateScan};
 pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
-pub use spec::{
-    ErrorPolicy, Guarantee, InternalNames, Limits, PipelineSpec, SpecError, StartFrom, check_name,
-};
+pub use spec::{ErrorPolicy, Guarantee, Limits, PipelineSpec, SpecError, StartFrom};
+pub use validate::{LimitsRequest, SpecRequest};
+pub use view::{PartitionStatus, PipelineState, PipelineView};

@@ -8,16 +8,87 @@
 //! answers UNAVAILABLE rather than serve state older than what it already
 //! acknowledged.
 
-use super::manager::ManagerError;
+use super::error::ManagerError;
 use super::runner::{StepTasks, TopicPartition};
 use crate::kafka::murmur2_partition;
 use crate::state::{StateStore, data_key};
 use crate::task::TaskStatus;
-use eddy_proto::v1;
 use std::ops::Bound;
 
 /// Most entries one scan returns.
 const MAX_SCAN: usize = 10_000;
+
+/// A read of a pipeline step's state.
+#[derive(Clone, Debug)]
+pub struct StateQuery {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The step whose state is read; the last step if `None`.
+    pub step: Option<u32>,
+    /// What is read.
+    pub read: StateRead,
+}
+
+/// One key, or a scan.
+#[derive(Clone, Debug)]
+pub enum StateRead {
+    /// The value of one key.
+    Key(Vec<u8>),
+    /// Entries in key order.
+    Scan(StateScan),
+}
+
+/// Entries whose key starts with `prefix`, after `start_after`.
+#[derive(Clone, Debug, Default)]
+pub struct StateScan {
+    /// The keys' prefix; empty for every key.
+    pub prefix: Vec<u8>,
+    /// Where a page starts (exclusive); empty for the first.
+    pub start_after: Vec<u8>,
+    /// Most entries; 0 for the default.
+    pub limit: u32,
+}
+
+impl StateScan {
+    /// The most entries this scan returns.
+    pub fn limit(&self) -> usize {
+        match self.limit {
+            0 => 1000,
+            n => (n as usize).min(MAX_SCAN),
+        }
+    }
+}
+
+/// One state entry, and the partition whose task holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateEntry {
+    /// The guest's key.
+    pub key: Vec<u8>,
+    /// Its value.
+    pub value: Vec<u8>,
+    /// The input partition whose task holds it.
+    pub partition: TopicPartition,
+}
+
+/// What the partitions this daemon owns hold of a query's answer.
+#[derive(Clone, Debug, Default)]
+pub struct StateAnswer {
+    /// The entries, in key order.
+    pub entries: Vec<StateEntry>,
+    /// Whether a scan has more entries past these.
+    pub more: bool,
+    /// The partitions read.
+    pub partitions_read: Vec<TopicPartition>,
+}
+
+/// What this daemon could answer of a state query.
+#[derive(Clone, Debug)]
+pub struct LocalAnswer {
+    /// The entries of the partitions it owns, and which those were.
+    pub answer: StateAnswer,
+    /// Every partition a complete answer reads.
+    pub needed: Vec<TopicPartition>,
+}
 
 /// Whether a partition's task may answer: `Ok(false)` when it does not
 /// run here, an error while it restores (its store could be behind what it
@@ -40,13 +111,6 @@ fn check_readable(tp: &TopicPartition, status: Option<&TaskStatus>) -> Result<bo
     Ok(true)
 }
 
-fn read(tp: &TopicPartition) -> v1::StatePartition {
-    v1::StatePartition {
-        topic: tp.0.clone(),
-        partition: tp.1,
-    }
-}
-
 impl StepTasks {
     /// The store of the partition at `index`, if this daemon owns it.
     fn readable(&self, index: usize) -> Result<Option<crate::state::TaskStore>, ManagerError> {
@@ -55,7 +119,9 @@ impl StepTasks {
             return Ok(None);
         }
         let partition = u32::try_from(index).unwrap_or(u32::MAX);
-        Ok(Some(self.plan.db.task_store(self.plan.step, partition)))
+        Ok(Some(
+            self.plan.db.task_store(self.plan.settings.step, partition),
+        ))
     }
 
     /// The partitions that may hold `key`: one per input topic.
@@ -74,38 +140,40 @@ impl StepTasks {
     }
 
     /// The partitions a complete answer to `query` reads.
-    pub(super) fn needed(&self, query: &v1::query_state_request::Query) -> Vec<v1::StatePartition> {
-        let indexes = match query {
-            v1::query_state_request::Query::Key(key) => self.key_partitions(key),
-            v1::query_state_request::Query::Scan(_) => (0..self.inputs.len()).collect(),
+    pub(super) fn needed(&self, read: &StateRead) -> Vec<TopicPartition> {
+        let indexes = match read {
+            StateRead::Key(key) => self.key_partitions(key),
+            StateRead::Scan(_) => (0..self.inputs.len()).collect(),
         };
-        indexes.into_iter().map(|i| read(&self.inputs[i])).collect()
+        indexes
+            .into_iter()
+            .map(|i| self.inputs[i].clone())
+            .collect()
     }
 
     /// The value of `key`, if this daemon owns the partition that holds it.
-    pub(super) fn get(&self, key: &[u8]) -> Result<v1::QueryStateResponse, ManagerError> {
+    pub(super) fn get(&self, key: &[u8]) -> Result<StateAnswer, ManagerError> {
         let mut entries = Vec::new();
         let mut partitions_read = Vec::new();
         for index in self.key_partitions(key) {
             let Some(store) = self.readable(index)? else {
                 continue;
             };
-            let (topic, partition) = &self.inputs[index];
-            partitions_read.push(read(&self.inputs[index]));
+            let partition = &self.inputs[index];
+            partitions_read.push(partition.clone());
             if let Some(value) = store
                 .get(&data_key(key))
                 .map_err(|e| ManagerError::Unavailable(e.to_string()))?
             {
-                entries.push(v1::StateEntry {
+                entries.push(StateEntry {
                     key: key.to_vec(),
                     value,
-                    topic: topic.clone(),
-                    partition: *partition,
+                    partition: partition.clone(),
                 });
                 break;
             }
         }
-        Ok(v1::QueryStateResponse {
+        Ok(StateAnswer {
             entries,
             more: false,
             partitions_read,
@@ -114,11 +182,8 @@ impl StepTasks {
 
     /// Entries starting with `scan.prefix`, after `scan.start_after`, in key
     /// order across the partitions of the step this daemon owns.
-    pub(super) fn scan(
-        &self,
-        scan: &v1::StateScan,
-    ) -> Result<v1::QueryStateResponse, ManagerError> {
-        let limit = scan_limit(scan);
+    pub(super) fn scan(&self, scan: &StateScan) -> Result<StateAnswer, ManagerError> {
+        let limit = scan.limit();
         let start = data_key(&scan.prefix);
         let after = data_key(&scan.start_after);
         let lower = if !scan.start_after.is_empty() && after >= start {
@@ -130,37 +195,28 @@ impl StepTasks {
         let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let mut entries = Vec::new();
         let mut partitions_read = Vec::new();
-        for (index, (topic, partition)) in self.inputs.iter().enumerate() {
+        for (index, partition) in self.inputs.iter().enumerate() {
             let Some(store) = self.readable(index)? else {
                 continue;
             };
-            partitions_read.push(read(&self.inputs[index]));
+            partitions_read.push(partition.clone());
             let found = store
                 .scan(lower, upper, limit + 1)
                 .map_err(|e| ManagerError::Unavailable(e.to_string()))?;
-            entries.extend(found.into_iter().map(|(k, value)| v1::StateEntry {
+            entries.extend(found.into_iter().map(|(k, value)| StateEntry {
                 key: k[1..].to_vec(),
                 value,
-                topic: topic.clone(),
-                partition: *partition,
+                partition: partition.clone(),
             }));
         }
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         let more = entries.len() > limit;
         entries.truncate(limit);
-        Ok(v1::QueryStateResponse {
+        Ok(StateAnswer {
             entries,
             more,
             partitions_read,
         })
-    }
-}
-
-/// The most entries a scan returns.
-pub fn scan_limit(scan: &v1::StateScan) -> usize {
-    match scan.limit {
-        0 => 1000,
-        n => (n as usize).min(MAX_SCAN),
     }
 }
 

@@ -10,7 +10,7 @@
 use super::lock;
 use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
 use crate::task::threads::{self, TaskThread};
-use crate::task::{PartitionTask, TaskExit, TaskPlan, TaskStatus};
+use crate::task::{Assignment, PartitionTask, TaskExit, TaskPlan, TaskStatus};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
@@ -59,7 +59,7 @@ impl Shared {
                  pipeline ran?): pause and resume the pipeline to pick it up",
                 tp.0, tp.1
             );
-            tracing::error!(pipeline = %self.plan.spec.name, "{message}");
+            tracing::error!(pipeline = %self.plan.settings.pipeline, "{message}");
             self.status(&tp).fail(message);
             return;
         };
@@ -75,12 +75,15 @@ impl Shared {
             return;
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let task = PartitionTask::new(
-            tp.0.clone(),
-            tp.1,
+        let assignment = Assignment {
+            topic: tp.0.clone(),
+            partition: tp.1,
             changelog_partition,
             queue,
             consumer,
+        };
+        let task = PartitionTask::new(
+            assignment,
             self.plan.clone(),
             self.status(&tp),
             stop.clone(),
@@ -118,7 +121,7 @@ impl Shared {
                     lock(&self.queues).insert(tp, exit.queue);
                 }
                 Err(_) => {
-                    tracing::error!(pipeline = %self.plan.spec.name, partition = ?tp, "task thread panicked");
+                    tracing::error!(pipeline = %self.plan.settings.pipeline, partition = ?tp, "task thread panicked");
                     self.status(&tp)
                         .fail("internal error: the task panicked".into());
                 }
@@ -153,12 +156,12 @@ impl ConsumerContext for RebalanceHandler {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked = partitions(tpl);
-                tracing::info!(pipeline = %shared.plan.spec.name, ?revoked, "partitions revoked");
+                tracing::info!(pipeline = %shared.plan.settings.pipeline, ?revoked, "partitions revoked");
                 shared.stop_tasks(Some(&revoked));
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => {
-                tracing::warn!(pipeline = %shared.plan.spec.name, error = %e, "rebalance error");
+                tracing::warn!(pipeline = %shared.plan.settings.pipeline, error = %e, "rebalance error");
                 shared.set_error(Some(format!("rebalance error: {e}")));
             }
         }
@@ -170,7 +173,7 @@ impl ConsumerContext for RebalanceHandler {
         };
         if let Rebalance::Assign(tpl) = rebalance {
             let assigned = partitions(tpl);
-            tracing::info!(pipeline = %shared.plan.spec.name, ?assigned, "partitions assigned");
+            tracing::info!(pipeline = %shared.plan.settings.pipeline, ?assigned, "partitions assigned");
             for tp in assigned {
                 shared.start_task(tp);
             }
@@ -181,7 +184,7 @@ impl ConsumerContext for RebalanceHandler {
         if let Err(e) = result
             && let Some(shared) = self.shared.upgrade()
         {
-            tracing::warn!(pipeline = %shared.plan.spec.name, error = %e, "offset commit failed");
+            tracing::warn!(pipeline = %shared.plan.settings.pipeline, error = %e, "offset commit failed");
         }
     }
 }
@@ -246,7 +249,7 @@ impl RunnerStatus {
         self.0
             .iter()
             .flat_map(|shared| {
-                let step = shared.plan.step;
+                let step = shared.plan.settings.step;
                 lock(&shared.statuses)
                     .iter()
                     .map(|(tp, status)| PartitionView {
@@ -268,7 +271,7 @@ impl RunnerStatus {
             let (indices, keys): (Vec<usize>, Vec<TopicPartition>) = partitions
                 .iter()
                 .enumerate()
-                .filter(|(_, v)| v.step == shared.plan.step)
+                .filter(|(_, v)| v.step == shared.plan.settings.step)
                 .map(|(i, v)| (i, v.partition.clone()))
                 .unzip();
             if keys.is_empty() {
@@ -297,7 +300,7 @@ impl RunnerStatus {
 
     /// The tasks of `step` on this daemon, `None` if there is no such step.
     pub fn step(&self, step: u32) -> Option<StepTasks> {
-        let shared = self.0.iter().find(|s| s.plan.step == step)?;
+        let shared = self.0.iter().find(|s| s.plan.settings.step == step)?;
         Some(StepTasks {
             inputs: lock(&shared.inputs).clone(),
             statuses: lock(&shared.statuses).clone(),
@@ -339,7 +342,7 @@ impl StepRunner {
             let shared = shared.clone();
             let stop = stop.clone();
             std::thread::Builder::new()
-                .name(format!("poll-{}", shared.plan.spec.name))
+                .name(format!("poll-{}", shared.plan.settings.pipeline))
                 .spawn(move || serve_consumer(&shared, &kafka, &metadata, &config, &stop))?
         };
         Ok(Self {
@@ -356,7 +359,7 @@ impl StepRunner {
         if let Some(poller) = self.poller.take()
             && poller.join().is_err()
         {
-            tracing::error!(pipeline = %self.shared.plan.spec.name, "poll thread panicked");
+            tracing::error!(pipeline = %self.shared.plan.settings.pipeline, "poll thread panicked");
         }
     }
 }
@@ -379,7 +382,7 @@ fn serve_consumer(
     config: &ClientConfig,
     stop: &AtomicBool,
 ) {
-    let name = shared.plan.spec.name.clone();
+    let name = shared.plan.settings.pipeline.clone();
     let mut inputs = Vec::new();
     for topic in &shared.plan.inputs {
         loop {

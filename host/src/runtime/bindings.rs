@@ -1,18 +1,53 @@
-//! Host bindings generated from `sdk/wit`, the one contract with guests.
+//! Host bindings generated from `sdk/wit`, the one contract with guests:
+//! the `imports` world the host implements (see `host_api`), and the
+//! exports of each processor world it runs. The worlds share the imports'
+//! types and host traits (`with`), so one implementation and one linker
+//! serve them all. Nothing generated leaves the runtime: the rest of the
+//! host sees its own types.
 
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
-    world: "processor",
-    // Timers are kept in ordered sets keyed by these types.
-    additional_derives: [PartialEq, Eq, PartialOrd, Ord, Hash],
+    world: "imports",
 });
 
-/// The `packed-processor` world: its imports are `processor`'s, so one host
-/// implementation and one linker serve both; only the exports differ.
+/// The `processor` world: records cross as typed lists.
+pub(super) mod typed {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "processor",
+        with: {
+            "eddy:processor/types": super::eddy::processor::types,
+            "eddy:processor/log": super::eddy::processor::log,
+            "eddy:processor/config": super::eddy::processor::config,
+            "eddy:processor/state": super::eddy::processor::state,
+            "eddy:processor/timers": super::eddy::processor::timers,
+            "eddy:processor/metrics": super::eddy::processor::metrics,
+        },
+    });
+}
+
+/// The `packed-processor` world: batches and outputs cross in columns.
 pub(super) mod packed {
     wasmtime::component::bindgen!({
         path: "../sdk/wit",
         world: "packed-processor",
+        with: {
+            "eddy:processor/types": super::eddy::processor::types,
+            "eddy:processor/log": super::eddy::processor::log,
+            "eddy:processor/config": super::eddy::processor::config,
+            "eddy:processor/state": super::eddy::processor::state,
+            "eddy:processor/timers": super::eddy::processor::timers,
+            "eddy:processor/metrics": super::eddy::processor::metrics,
+        },
+    });
+}
+
+/// `packed-processor` as 0.1.1 shipped it (timers answered typed), which
+/// plugins built with an earlier SDK implement.
+pub(super) mod packed_0_1_1 {
+    wasmtime::component::bindgen!({
+        path: "../sdk/wit",
+        world: "packed-processor-0-1-1",
         with: {
             "eddy:processor/types": super::eddy::processor::types,
             "eddy:processor/log": super::eddy::processor::log,

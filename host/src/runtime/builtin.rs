@@ -7,10 +7,9 @@
 //! ways side by side. A step names one as `builtin:<name>` where it would
 //! name a module digest.
 
-use super::bindings::eddy::processor::types::OutputRecord;
-use super::host_api::TaskServices;
 use super::inputs::InputBatch;
-use eddy_sdk::packed::Malformed;
+use super::outputs::{Outputs, PackedWriter};
+use eddy_abi::Malformed;
 
 /// How a step names a builtin operator.
 const PREFIX: &str = "builtin:";
@@ -60,28 +59,31 @@ impl Builtin {
     }
 
     /// Processes one batch, as a guest's `process` would.
-    pub(super) fn process(
-        self,
-        _services: &mut TaskServices,
-        batch: &InputBatch,
-    ) -> Result<Vec<OutputRecord>, Malformed> {
+    pub(super) fn process(self, batch: &InputBatch) -> Result<Outputs, Malformed> {
         match self {
-            Self::Uppercase => batch
-                .records()
-                .map(|record| {
+            Self::Uppercase => {
+                let mut outputs = PackedWriter::default();
+                let mut upper = Vec::new();
+                for record in batch.records() {
                     let record = record?;
-                    Ok(OutputRecord {
-                        key: record.key.map(<[u8]>::to_vec),
-                        value: record.value.map(|v| match std::str::from_utf8(v) {
-                            Ok(text) => text.to_uppercase().into_bytes(),
-                            Err(_) => v.to_ascii_uppercase(),
-                        }),
-                        headers: record.owned_headers(),
-                        timestamp: Some(record.timestamp),
-                        output: None,
-                    })
-                })
-                .collect(),
+                    let value = record.value.map(|v| {
+                        upper.clear();
+                        match std::str::from_utf8(v) {
+                            Ok(text) => upper.extend(text.to_uppercase().into_bytes()),
+                            Err(_) => upper.extend(v.iter().map(u8::to_ascii_uppercase)),
+                        }
+                        upper.as_slice()
+                    });
+                    outputs.push(
+                        record.key,
+                        value,
+                        record.headers.iter().copied(),
+                        Some(record.timestamp),
+                        None,
+                    );
+                }
+                outputs.finish()
+            }
         }
     }
 }

@@ -1,12 +1,18 @@
 //! One guest instance: a store with limits, and the three calls of the world.
 
-use super::bindings::Processor;
-use super::bindings::eddy::processor::types::{FiredTimer, TaskInfo};
+use super::bindings::eddy::processor::types::{
+    FiredTimer, OutputRecord, PackedOutputs, ProcessError, TaskInfo,
+};
 use super::bindings::packed::PackedProcessor;
+use super::bindings::packed_0_1_1::PackedProcessor011;
+use super::bindings::typed::Processor;
 use super::builtin::Builtin;
-use super::host_api::{GuestCtx, TaskServices};
+use super::engine::{Linked, Tier};
+use super::host_api::{GuestCtx, guest_time_domain};
 use super::inputs::InputBatch;
 use super::outputs::Outputs;
+use super::services::{GuestInfo, GuestServices};
+use crate::state::Timer;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
 
@@ -72,10 +78,12 @@ pub enum GuestError {
     Instantiate(String),
 }
 
-/// A guest instance owned by one task.
-pub struct Guest {
+/// A guest instance, owned by whoever calls it (a task). A failed call
+/// returns its error and changes nothing else: what the failure means
+/// (renew the instance, contain it) is the caller's to decide.
+pub struct Guest<S: 'static> {
     /// The guest's store; a builtin has one too, for its services.
-    store: Store<GuestCtx>,
+    store: Store<GuestCtx<S>>,
     processor: Instance,
     limits: GuestLimits,
     deadline_ticks: u64,
@@ -86,14 +94,16 @@ enum Instance {
     Typed(Processor),
     /// A packed-world instance: batches go in as they were polled.
     Packed(PackedProcessor),
+    /// A packed-world instance built against 0.1.1: timers answer typed.
+    Packed011(PackedProcessor011),
     Builtin(Builtin),
 }
 
-impl Guest {
+impl<S: GuestServices> Guest<S> {
     pub(super) fn new(
         engine: &Engine,
-        target: super::Target<'_>,
-        services: TaskServices,
+        target: super::Target<'_, S>,
+        services: S,
         limits: GuestLimits,
         tick: Duration,
     ) -> Result<Self, GuestError> {
@@ -121,11 +131,14 @@ impl Guest {
         });
         let failed = |e: wasmtime::Error| GuestError::Instantiate(format!("{e:#}"));
         let processor = match target {
-            super::Target::Wasm(super::Linked::Typed(pre)) => {
+            super::Target::Wasm(Linked::Typed(pre)) => {
                 Instance::Typed(pre.instantiate(&mut store).map_err(failed)?)
             }
-            super::Target::Wasm(super::Linked::Packed(pre)) => {
+            super::Target::Wasm(Linked::Packed(pre)) => {
                 Instance::Packed(pre.instantiate(&mut store).map_err(failed)?)
+            }
+            super::Target::Wasm(Linked::Packed011(pre)) => {
+                Instance::Packed011(pre.instantiate(&mut store).map_err(failed)?)
             }
             super::Target::Builtin(builtin) => Instance::Builtin(builtin),
         };
@@ -137,34 +150,41 @@ impl Guest {
         })
     }
 
-    /// A fresh instance of `module` with this instance's services: after a
-    /// failed call the old one may be poisoned (a trap) or hold half a batch
-    /// in its own memory. The failure demoted the task's thread, so the new
-    /// instance is made in the containment engine (see `Tier` in the runtime).
+    /// A fresh instance of `module` with this instance's services, made in
+    /// the engine of `tier` and initialised: after a failed call the old one
+    /// may be poisoned (a trap) or hold half a batch in its own memory.
     pub fn renew(
         self,
-        runtime: &super::Runtime,
-        module: &super::CompiledModule,
-        task: &TaskInfo,
-    ) -> Result<Guest, GuestError> {
+        runtime: &super::Runtime<S>,
+        module: &super::CompiledModule<S>,
+        info: &GuestInfo,
+        tier: Tier,
+    ) -> Result<Guest<S>, GuestError> {
         let limits = self.limits;
         let services = self.store.into_data().services;
-        let mut guest = runtime.instantiate(module, services, limits)?;
-        guest.init(task)?;
+        let mut guest = runtime.instantiate(module, services, limits, tier)?;
+        guest.init(info)?;
         Ok(guest)
     }
 
-    /// The task's services, to commit or discard state after a call.
-    pub fn services(&mut self) -> &mut TaskServices {
+    /// The services the guest's imports reach, for the caller to commit or
+    /// discard what a call did.
+    pub fn services(&mut self) -> &mut S {
         &mut self.store.data_mut().services
     }
 
     /// Calls the guest's `init`.
-    pub fn init(&mut self, task: &TaskInfo) -> Result<(), GuestError> {
+    pub fn init(&mut self, info: &GuestInfo) -> Result<(), GuestError> {
+        let task = &TaskInfo {
+            pipeline: info.pipeline.clone(),
+            step: info.step,
+            partition: info.partition,
+        };
         self.arm();
         let result = match &self.processor {
             Instance::Typed(processor) => processor.call_init(&mut self.store, task),
             Instance::Packed(processor) => processor.call_init(&mut self.store, task),
+            Instance::Packed011(processor) => processor.call_init(&mut self.store, task),
             Instance::Builtin(_) => return Ok(()),
         };
         self.settle(result).map(|_| ())
@@ -177,50 +197,70 @@ impl Guest {
             Instance::Typed(processor) => match batch.typed() {
                 Ok(typed) => {
                     let result = processor.call_process(&mut self.store, &typed);
-                    self.settle(result).map(Outputs::from)
+                    self.settle(result).and_then(|o| self.typed_outputs(o))
                 }
                 Err(e) => Err(unreadable(e)),
             },
             Instance::Packed(processor) => {
                 let result = processor.call_process_packed(&mut self.store, batch.packed());
-                let limits = self.limits;
-                self.settle(result).and_then(|outputs| {
-                    // Before indexing them: a flood costs no more than its lists.
-                    check_count(&limits, outputs.timestamps.len())?;
-                    Outputs::packed(outputs).map_err(|e| {
-                        GuestError::Trap(format!("the guest's packed outputs are malformed: {e}"))
-                    })
-                })
+                self.settle(result).and_then(|o| self.packed_outputs(o))
             }
-            Instance::Builtin(builtin) => builtin
-                .process(self.services(), batch)
-                .map(Outputs::from)
-                .map_err(unreadable),
+            Instance::Packed011(processor) => {
+                let result = processor.call_process_packed(&mut self.store, batch.packed());
+                self.settle(result).and_then(|o| self.packed_outputs(o))
+            }
+            Instance::Builtin(builtin) => builtin.process(batch).map_err(unreadable),
         };
         self.checked(outputs)
     }
 
-    /// Calls the guest's `on-timers`.
-    pub fn on_timers(&mut self, timers: &[FiredTimer]) -> Result<Outputs, GuestError> {
+    /// Calls the guest's `on-timers` with timers that are due, in order.
+    pub fn on_timers(&mut self, timers: &[Timer]) -> Result<Outputs, GuestError> {
+        let timers: Vec<FiredTimer> = timers
+            .iter()
+            .map(|t| FiredTimer {
+                domain: guest_time_domain(t.domain),
+                at: t.at,
+                key: t.key.clone(),
+            })
+            .collect();
         self.arm();
-        let result = match &self.processor {
-            Instance::Typed(processor) => processor.call_on_timers(&mut self.store, timers),
-            Instance::Packed(processor) => processor.call_on_timers(&mut self.store, timers),
+        let outputs = match &self.processor {
+            Instance::Typed(processor) => {
+                let result = processor.call_on_timers(&mut self.store, &timers);
+                self.settle(result).and_then(|o| self.typed_outputs(o))
+            }
+            Instance::Packed(processor) => {
+                let result = processor.call_on_timers_packed(&mut self.store, &timers);
+                self.settle(result).and_then(|o| self.packed_outputs(o))
+            }
+            Instance::Packed011(processor) => {
+                let result = processor.call_on_timers(&mut self.store, &timers);
+                self.settle(result).and_then(|o| self.typed_outputs(o))
+            }
             // No builtin sets timers.
-            Instance::Builtin(_) => return Ok(Outputs::default()),
+            Instance::Builtin(_) => Ok(Outputs::default()),
         };
-        let outputs = self.settle(result).map(Outputs::from);
         self.checked(outputs)
     }
 
-    /// A call's outputs once checked against the limits. A failed call
-    /// demotes the task's thread (see [`super::demote_current_thread`]).
+    /// A packed guest's outputs, read in place once checked.
+    fn packed_outputs(&self, outputs: PackedOutputs) -> Result<Outputs, GuestError> {
+        // Before indexing them: a flood costs no more than its lists.
+        check_count(&self.limits, outputs.timestamps.len())?;
+        Outputs::packed(outputs)
+            .map_err(|e| GuestError::Trap(format!("the guest's packed outputs are malformed: {e}")))
+    }
+
+    /// A typed guest's outputs, packed.
+    fn typed_outputs(&self, outputs: Vec<OutputRecord>) -> Result<Outputs, GuestError> {
+        check_count(&self.limits, outputs.len())?;
+        Outputs::typed(outputs).map_err(unreadable)
+    }
+
+    /// A call's outputs once checked against the limits.
     fn checked(&self, outputs: Result<Outputs, GuestError>) -> Result<Outputs, GuestError> {
-        let checked = outputs.and_then(|o| self.check_outputs(&o).map(|()| o));
-        if checked.is_err() {
-            super::demote_current_thread();
-        }
-        checked
+        outputs.and_then(|o| self.check_outputs(&o).map(|()| o))
     }
 
     /// Checks one call's outputs against the limits, so a record Kafka
@@ -256,7 +296,7 @@ impl Guest {
 
     fn settle<T>(
         &mut self,
-        result: wasmtime::Result<Result<T, super::bindings::eddy::processor::types::ProcessError>>,
+        result: wasmtime::Result<Result<T, ProcessError>>,
     ) -> Result<T, GuestError> {
         match result {
             Ok(Ok(value)) => Ok(value),
@@ -303,10 +343,11 @@ impl Guest {
     }
 }
 
-/// A batch the host could not read back, which is a bug in the host.
-fn unreadable(e: eddy_sdk::packed::Malformed) -> GuestError {
+/// Records the host packed and could not read back, which is a bug in
+/// the host.
+fn unreadable(e: eddy_abi::Malformed) -> GuestError {
     GuestError::Trap(format!(
-        "internal error: the batch could not be read back: {e}"
+        "internal error: records the host packed could not be read back: {e}"
     ))
 }
 

@@ -1,13 +1,13 @@
 //! A batch of consumed records on its way into a guest, packed as it is
 //! polled: each record's fields are copied once out of the consumer's
 //! buffer into lists laid out as the `packed-processor` world takes them
-//! (`eddy_sdk::packed`'s layout), which a packed guest is handed as they
+//! (`eddy_abi`'s layout), which a packed guest is handed as they
 //! are. A record costs no allocation of its own between Kafka and the
 //! guest; the lists are reused from batch to batch. Typed guests, builtins
 //! and dead letters read the same records back ([`InputView`]).
 
 use super::bindings::eddy::processor::types::{Batch, Header, InputRecord, PackedBatch};
-use eddy_sdk::packed::{Malformed, Reader, Writer};
+use eddy_abi::{Malformed, Reader, Writer};
 use std::ops::Range;
 
 /// Records of one partition, in offset order.
@@ -204,7 +204,7 @@ impl InputView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eddy_sdk::packed::NONE;
+    use eddy_abi::NONE;
 
     fn batch() -> InputBatch {
         let mut batch = InputBatch::new("in", 3);
@@ -254,7 +254,7 @@ mod tests {
                 part.records().collect::<Result<_, _>>().expect("reads");
             assert_eq!(records, whole[start..end.min(3)], "{start}..{end}");
             let lists = part.packed();
-            eddy_sdk::packed::Reader::check_inputs(&lists.lengths, &lists.data, part.len())
+            eddy_abi::Reader::check_inputs(&lists.lengths, &lists.data, part.len())
                 .expect("a slice is a well-formed packed batch");
         }
     }

@@ -1,17 +1,19 @@
-//! What guest calls emitted, on its way to Kafka: a typed guest's records,
-//! or a packed guest's lists kept as they came out of its memory. Packed
-//! outputs are checked once when the call returns and then read in place,
-//! so an output costs no allocation of its own between the guest and the
-//! producer (which copies it into its own buffer).
+//! What guest calls emitted, on its way to Kafka, in one shape: the packed
+//! lists of the `packed-processor` world. A packed guest's lists are kept
+//! as they came out of its memory, checked once when the call returns and
+//! then read in place, so an output costs no allocation of its own between
+//! the guest and the producer (which copies it into its own buffer). What
+//! arrives otherwise (a typed guest's records, a builtin's, dead letters)
+//! is packed on arrival by a [`PackedWriter`].
 
-use super::bindings::eddy::processor::types::{Header, OutputRecord, PackedOutputs};
-use eddy_sdk::packed::{Malformed, NO_TIMESTAMP, Reader};
+use super::bindings::eddy::processor::types::{OutputRecord, PackedOutputs};
+use eddy_abi::{Malformed, NO_TIMESTAMP, Reader, Writer};
 use std::ops::Range;
 
 /// The outputs of one or more calls, in the order they were emitted.
 #[derive(Default)]
 pub struct Outputs {
-    chunks: Vec<Chunk>,
+    chunks: Vec<Packed>,
     len: usize,
     /// Bytes in all records, as [`OutputView::bytes`] counts them.
     bytes: u64,
@@ -19,13 +21,7 @@ pub struct Outputs {
     largest: u64,
 }
 
-/// The outputs of one call.
-enum Chunk {
-    Records(Vec<OutputRecord>),
-    Packed(Packed),
-}
-
-/// A packed guest's outputs and where each field lies in their data.
+/// The outputs of one call, and where each field lies in their data.
 struct Packed {
     lists: PackedOutputs,
     records: Vec<RecordSpans>,
@@ -94,12 +90,30 @@ impl Outputs {
             headers,
         };
         Ok(Self {
-            chunks: vec![Chunk::Packed(packed)],
+            chunks: vec![packed],
             len,
             // Every byte of the data is a key, value or header of a record.
             bytes: data_len,
             largest,
         })
+    }
+
+    /// A typed guest's records, packed.
+    pub(super) fn typed(records: Vec<OutputRecord>) -> Result<Self, Malformed> {
+        let mut writer = PackedWriter::default();
+        for record in &records {
+            writer.push(
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.as_str(), h.value.as_deref())),
+                record.timestamp,
+                record.output.as_deref(),
+            );
+        }
+        writer.finish()
     }
 
     /// How many records.
@@ -138,31 +152,65 @@ impl Outputs {
 
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = OutputView<'_>> {
-        self.chunks.iter().flat_map(|chunk| {
-            let (records, packed) = match chunk {
-                Chunk::Records(records) => (records.as_slice(), None),
-                Chunk::Packed(packed) => (&[][..], Some(packed)),
-            };
-            let packed_views = packed
-                .into_iter()
-                .flat_map(|p| p.records.iter().map(move |r| p.view(r)));
-            records.iter().map(OutputView::from).chain(packed_views)
-        })
+        self.chunks
+            .iter()
+            .flat_map(|p| p.records.iter().map(move |r| p.view(r)))
     }
 }
 
-impl From<Vec<OutputRecord>> for Outputs {
-    fn from(records: Vec<OutputRecord>) -> Self {
-        let sizes = records.iter().map(|r| OutputView::from(r).bytes());
-        let (bytes, largest) = sizes.fold((0u64, 0), |(total, largest), size| {
-            (total.saturating_add(size), largest.max(size))
-        });
+/// Packs records the host makes or receives typed into [`Outputs`].
+pub struct PackedWriter {
+    lists: PackedOutputs,
+}
+
+impl Default for PackedWriter {
+    fn default() -> Self {
         Self {
-            len: records.len(),
-            chunks: vec![Chunk::Records(records)],
-            bytes,
-            largest,
+            lists: PackedOutputs {
+                lengths: Vec::new(),
+                data: Vec::new(),
+                timestamps: Vec::new(),
+                outputs: Vec::new(),
+            },
         }
+    }
+}
+
+impl PackedWriter {
+    /// Appends a record to `output` (`None` for the default output).
+    pub fn push<'h>(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl ExactSizeIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        timestamp: Option<i64>,
+        output: Option<&str>,
+    ) {
+        let lists = &mut self.lists;
+        let output = match output {
+            None => 0,
+            Some(name) => match lists.outputs.iter().position(|known| known == name) {
+                Some(index) => index + 1,
+                None => {
+                    lists.outputs.push(name.to_owned());
+                    lists.outputs.len()
+                }
+            },
+        };
+        Writer::new(&mut lists.lengths, &mut lists.data).output(
+            key,
+            value,
+            output,
+            headers.map(|(name, value)| (name.as_bytes(), value)),
+        );
+        lists.timestamps.push(timestamp.unwrap_or(NO_TIMESTAMP));
+    }
+
+    /// The records pushed. Only [`push`](Self::push) wrote them, so reading
+    /// them back fails only on a bug, which is reported rather than a
+    /// record dropped.
+    pub fn finish(self) -> Result<Outputs, Malformed> {
+        Outputs::packed(self.lists)
     }
 }
 
@@ -172,10 +220,10 @@ impl Packed {
         OutputView {
             key: record.key.clone().map(|r| &data[r]),
             value: record.value.clone().map(|r| &data[r]),
-            headers: Headers(HeadersRepr::Packed {
+            headers: Headers {
                 spans: &self.headers[record.headers.clone()],
                 data,
-            }),
+            },
             timestamp: (record.timestamp != NO_TIMESTAMP).then_some(record.timestamp),
             output: record
                 .output
@@ -215,60 +263,35 @@ impl OutputView<'_> {
     }
 }
 
-impl<'a> From<&'a OutputRecord> for OutputView<'a> {
-    fn from(record: &'a OutputRecord) -> Self {
-        Self {
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: Headers(HeadersRepr::Records(&record.headers)),
-            timestamp: record.timestamp,
-            output: record.output.as_deref(),
-        }
-    }
-}
-
 /// An output record's headers.
 #[derive(Clone, Copy)]
-pub struct Headers<'a>(HeadersRepr<'a>);
-
-#[derive(Clone, Copy)]
-enum HeadersRepr<'a> {
-    Records(&'a [Header]),
-    Packed {
-        spans: &'a [HeaderSpans],
-        data: &'a [u8],
-    },
+pub struct Headers<'a> {
+    spans: &'a [HeaderSpans],
+    data: &'a [u8],
 }
 
 impl<'a> Headers<'a> {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        match self.0 {
-            HeadersRepr::Records(headers) => headers.is_empty(),
-            HeadersRepr::Packed { spans, .. } => spans.is_empty(),
-        }
+        self.spans.is_empty()
     }
 
     /// Each header's name and value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + use<'a> {
-        let (records, spans, data) = match self.0 {
-            HeadersRepr::Records(headers) => (headers, &[][..], &[][..]),
-            HeadersRepr::Packed { spans, data } => (&[][..], spans, data),
-        };
-        let records = records.iter().map(|h| (h.key.as_str(), h.value.as_deref()));
+        let data = self.data;
         // Names were checked to be UTF-8 when the outputs were read.
-        let packed = spans.iter().map(move |h| {
+        self.spans.iter().map(move |h| {
             let name = std::str::from_utf8(&data[h.key.clone()]).unwrap_or_default();
             (name, h.value.clone().map(|r| &data[r]))
-        });
-        records.chain(packed)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::bindings::eddy::processor::types::Header;
     use super::*;
-    use eddy_sdk::packed::NONE;
+    use eddy_abi::NONE;
 
     fn lists(lengths: Vec<u32>, timestamps: Vec<i64>) -> PackedOutputs {
         PackedOutputs {
@@ -313,7 +336,7 @@ mod tests {
             vec![5, NO_TIMESTAMP],
         ))
         .expect("well formed");
-        let mut outputs = Outputs::from(vec![OutputRecord {
+        let mut outputs = Outputs::typed(vec![OutputRecord {
             key: None,
             value: Some(b"first".to_vec()),
             headers: vec![Header {
@@ -322,7 +345,8 @@ mod tests {
             }],
             timestamp: Some(1),
             output: None,
-        }]);
+        }])
+        .expect("typed records pack");
         outputs.append(packed);
         assert_eq!(outputs.len(), 3);
         assert_eq!(

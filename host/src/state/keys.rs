@@ -2,8 +2,7 @@
 //! one namespace byte, then the rest. A changelog record is a store entry,
 //! so restoring is replaying entries.
 
-use crate::runtime::TimerKey;
-use crate::runtime::bindings_types::TimeDomain;
+use super::timers::{TimeDomain, Timer};
 
 const DATA: u8 = b'd';
 const TIMER: u8 = b't';
@@ -41,8 +40,8 @@ pub(crate) fn timer_range() -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The store key of a timer: sorted by domain, then time, then key.
-pub fn timer_key(timer: &TimerKey) -> Vec<u8> {
-    let (at, domain, key) = timer;
+pub fn timer_key(timer: &Timer) -> Vec<u8> {
+    let Timer { at, domain, key } = timer;
     let mut k = Vec::with_capacity(key.len() + 10);
     k.push(TIMER);
     k.push(match domain {
@@ -56,7 +55,7 @@ pub fn timer_key(timer: &TimerKey) -> Vec<u8> {
 }
 
 /// The timer a store key names, if it names one.
-pub fn timer_from_key(k: &[u8]) -> Option<TimerKey> {
+pub fn timer_from_key(k: &[u8]) -> Option<Timer> {
     let (&ns, rest) = k.split_first()?;
     if ns != TIMER || rest.len() < 9 {
         return None;
@@ -67,7 +66,11 @@ pub fn timer_from_key(k: &[u8]) -> Option<TimerKey> {
         _ => return None,
     };
     let at = u64::from_be_bytes(rest[1..9].try_into().ok()?) ^ (1 << 63);
-    Some((at as i64, domain, rest[9..].to_vec()))
+    Some(Timer {
+        at: at as i64,
+        domain,
+        key: rest[9..].to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -76,8 +79,12 @@ mod tests {
 
     #[test]
     fn timer_keys_round_trip_and_sort_by_time() {
-        let early = (-5, TimeDomain::EventTime, b"k".to_vec());
-        let late = (70_000, TimeDomain::EventTime, b"a".to_vec());
+        let timer = |at, key: &[u8]| Timer {
+            at,
+            domain: TimeDomain::EventTime,
+            key: key.to_vec(),
+        };
+        let (early, late) = (timer(-5, b"k"), timer(70_000, b"a"));
         assert!(timer_key(&early) < timer_key(&late));
         assert_eq!(timer_from_key(&timer_key(&early)), Some(early));
         assert_eq!(timer_from_key(&data_key(b"x")), None);

@@ -13,12 +13,14 @@ mod keys;
 mod memory;
 pub mod rocks;
 mod task_state;
+mod timers;
 
 pub use checkpoint::Checkpoint;
 pub use keys::{CHECKPOINT_KEY, POSITION_KEY, data_key, timer_from_key, timer_key};
 pub use memory::MemoryStore;
 pub use rocks::{PipelineDb, StateMemory, StateMemoryUsage, TaskStore};
 pub use task_state::{StateLimits, TaskState};
+pub use timers::{TimeDomain, Timer};
 
 /// The smallest key above every key starting with `prefix`; `None` if none.
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {

@@ -160,7 +160,7 @@ impl TaskState {
     }
 
     /// Every pending timer in the store, for a task that starts.
-    pub fn stored_timers(&self) -> Result<Vec<crate::runtime::TimerKey>, StateError> {
+    pub fn stored_timers(&self) -> Result<Vec<super::Timer>, StateError> {
         let (lo, hi) = timer_range();
         let entries = self.store.scan(
             Bound::Included(lo.as_slice()),

@@ -6,7 +6,8 @@
 //! `uppercase`, one that had instantiated before 23 µs (`just
 //! bench-instantiation`). Tasks stop and start together (a rebalance, a
 //! pause and resume, a redeploy), so a thread whose task ended waits a
-//! while for the next one instead of exiting.
+//! while for the next one instead of exiting, unless the task says its
+//! thread must end with it (it was demoted: see [`demote_current_thread`]).
 
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread::ThreadId;
@@ -19,7 +20,16 @@ const MAX_IDLE: usize = 64;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One task's work; whether its thread may run another afterwards.
-type Job = Box<dyn FnOnce() -> bool + Send>;
+type Job = Box<dyn FnOnce() -> Afterwards + Send>;
+
+/// What becomes of a task thread once its task ended: the task's to say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Afterwards {
+    /// It waits for the next task.
+    Reuse,
+    /// It ends with its task.
+    End,
+}
 
 std::thread_local! {
     /// Tasks this thread ran to their end before the one it runs now.
@@ -56,10 +66,10 @@ impl<T> TaskThread<T> {
 
 /// Runs `task` on a waiting task thread, or on a new one named `name`.
 /// `name` also becomes the thread's name in the OS (top, perf) for the
-/// task's life.
+/// task's life. The task returns its result and what becomes of its thread.
 pub(crate) fn spawn<T: Send + 'static>(
     name: String,
-    task: impl FnOnce() -> T + Send + 'static,
+    task: impl FnOnce() -> (T, Afterwards) + Send + 'static,
 ) -> std::io::Result<TaskThread<T>> {
     let (done, result) = mpsc::channel();
     let os_name = name.clone();
@@ -67,9 +77,12 @@ pub(crate) fn spawn<T: Send + 'static>(
         set_os_thread_name(&os_name);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
         // After a panic the thread's state is suspect: it is not reused.
-        let reusable = outcome.is_ok() && !crate::runtime::current_thread_demoted();
+        let (outcome, afterwards) = match outcome {
+            Ok((value, afterwards)) => (Ok(value), afterwards),
+            Err(panic) => (Err(panic), Afterwards::End),
+        };
         let _ = done.send(outcome);
-        reusable
+        afterwards
     });
     {
         let mut idle = idle();
@@ -95,7 +108,7 @@ fn serve(first: Job) {
     let (sender, jobs) = mpsc::channel::<Job>();
     let mut job = first;
     loop {
-        if !job() {
+        if job() == Afterwards::End {
             return;
         }
         TASKS_BEFORE.set(TASKS_BEFORE.get().saturating_add(1));
@@ -125,6 +138,34 @@ fn serve(first: Job) {
     }
 }
 
+/// Moves the calling task thread to Linux's idle scheduling class
+/// (`SCHED_IDLE`) for the rest of its life, after its guest failed a call:
+/// a guest that loops to its deadline, fills its memory or floods its
+/// output again and again (and is bisected and renewed each time under skip
+/// or dead-letter) then runs only on CPU that healthy pipelines leave idle,
+/// and any of their threads that wakes up preempts it at once. A lower nice
+/// value is not enough: the healthy pipelines' threads wake and sleep per
+/// batch, and each wake-up would wait out a hostile thread's time slice.
+/// The task then ends its thread with it ([`Afterwards::End`]): the next
+/// task starts on a thread in the normal class.
+pub(crate) fn demote_current_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            idle,
+        ) {
+            tracing::warn!(error = ?e, "could not move a failing task thread to the idle class");
+        }
+    }
+}
+
 /// Names the calling thread in the OS (at most 15 bytes are kept).
 fn set_os_thread_name(name: &str) {
     #[cfg(target_os = "linux")]
@@ -148,10 +189,12 @@ mod tests {
 
     #[test]
     fn a_thread_whose_task_ended_runs_the_next_task() {
-        let first = spawn("task-test-0".into(), || std::thread::current().id())
-            .expect("spawns")
-            .join()
-            .expect("the task returns");
+        let first = spawn("task-test-0".into(), || {
+            (std::thread::current().id(), Afterwards::Reuse)
+        })
+        .expect("spawns")
+        .join()
+        .expect("the task returns");
         // The thread offers itself after it has handed over the result.
         let deadline = Instant::now() + Duration::from_secs(10);
         while idle().is_empty() {
@@ -161,22 +204,24 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(1));
         }
-        let second = spawn("task-test-1".into(), || std::thread::current().id())
-            .expect("spawns")
-            .join()
-            .expect("the task returns");
+        let second = spawn("task-test-1".into(), || {
+            (std::thread::current().id(), Afterwards::Reuse)
+        })
+        .expect("spawns")
+        .join()
+        .expect("the task returns");
         assert_eq!(first, second);
     }
 
     #[test]
     fn a_panicking_task_is_reported_as_an_error() {
-        let outcome = spawn("task-test-panic".into(), || -> u32 {
+        let outcome = spawn("task-test-panic".into(), || -> (u32, Afterwards) {
             panic!("the task fails");
         })
         .expect("spawns")
         .join();
         assert!(outcome.is_err());
-        let after = spawn("task-test-after".into(), || 7)
+        let after = spawn("task-test-after".into(), || (7, Afterwards::End))
             .expect("spawns")
             .join();
         assert_eq!(after.ok(), Some(7));

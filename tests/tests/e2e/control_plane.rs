@@ -72,13 +72,19 @@ fn bad_modules_are_rejected_with_invalid_argument_and_the_daemon_keeps_serving()
         std::fs::read(plugin("uppercase"))?,
     )?;
     assert!(good.digest.starts_with("sha256:"));
-    assert_eq!(good.world, "eddy:processor/packed-processor@0.1.1");
+    assert_eq!(good.world, "eddy:processor/packed-processor@0.1.2");
     let typed = upload(
         daemon.server(),
         "typed_uppercase.wasm",
         std::fs::read(plugin("typed_uppercase"))?,
     )?;
-    assert_eq!(typed.world, "eddy:processor/processor@0.1.1");
+    assert_eq!(typed.world, "eddy:processor/processor@0.1.2");
+    let legacy = upload(
+        daemon.server(),
+        "packed_0_1_1.wasm",
+        std::fs::read(plugin("packed_0_1_1"))?,
+    )?;
+    assert_eq!(legacy.world, "eddy:processor/packed-processor@0.1.1");
     let again = upload(
         daemon.server(),
         "uppercase.wasm",

@@ -76,6 +76,33 @@ fn uppercase_upper_cases_values_and_passes_keys_headers_and_tombstones() -> anyh
     Ok(())
 }
 
+/// A plugin built against `packed-processor` as 0.1.1 shipped it (timers
+/// answered in typed records) still runs: its wall-clock timers fire and
+/// their outputs reach the output topic.
+#[test]
+fn a_plugin_of_the_0_1_1_packed_world_still_runs_and_fires_its_timers() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 2), ("out", 2)])?;
+    daemon.deploy("legacy", "packed_0_1_1", "in", "out", &[])?;
+    let input: Vec<Rec> = ["a", "b", "c"]
+        .iter()
+        .map(|k| Rec::value("x").keyed(*k))
+        .collect();
+    produce(broker.bootstrap(), "in", &input)?;
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        input.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    let expected: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|k| (Some((*k).to_owned()), Some("timer".to_owned())))
+        .collect();
+    assert_eq!(pairs(&out), expected);
+    Ok(())
+}
+
 /// The builtin `uppercase` (the benchmark's measure of what WebAssembly
 /// costs) must do exactly what the module does, or the comparison means
 /// nothing; and the module written against the `processor` world (records

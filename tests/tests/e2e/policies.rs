@@ -7,7 +7,7 @@
 //! failing guests were renewed in the daemon's containment engine.
 //!
 //! Throughput beside hostile pipelines and the time to stop a looping guest
-//! are figures, measured by `just bench-hostile` (docs/operating.md).
+//! are figures, measured by `just bench-hostile` (docs/performance.md).
 
 use super::setup;
 use eddy_tests::{Daemon, Rec, consume, produce, sorted_texts, v1, wait_for};

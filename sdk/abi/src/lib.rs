@@ -1,7 +1,7 @@
 //! The column layout of the `packed-processor` world (`sdk/wit`): a batch's
-//! fields as a list of lengths and a list of bytes. The host and the SDK
-//! both read and write it through this module, so the two sides cannot
-//! disagree on it.
+//! fields as a list of lengths and a list of bytes. The host and the guest
+//! SDK both read and write it through this crate, so the two sides cannot
+//! disagree on it, and the host does not depend on the SDK for it.
 //!
 //! Fields are written in order, each as its length in `lengths` and its
 //! bytes appended to `data`; numbers (header counts, output indexes) take a
@@ -13,6 +13,8 @@
 //! refuse one, failing the read), so a guest
 //! (which pays for every allocation) and the host can each keep what they
 //! need in their own form.
+
+#![warn(missing_docs)]
 
 /// The length that stands for an absent key, value or header value.
 pub const NONE: u32 = u32::MAX;

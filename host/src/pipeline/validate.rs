@@ -1,0 +1,261 @@
+//! Checking a requested pipeline: names, topics, modules and limits
+//! against the daemon's ceilings, with errors that say what to change.
+
+use super::spec::{
+    DEFAULT_COMMIT_INTERVAL, DEFAULT_TRANSACTION_TIMEOUT, ErrorPolicy, Guarantee, Limits,
+    MAX_TRANSACTION_TIMEOUT, PipelineSpec, SpecError, StartFrom,
+};
+use crate::config::LimitsConfig;
+use crate::modules::ModuleStore;
+use crate::runtime::Builtin;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A pipeline as requested, before it is checked: unset limits and
+/// intervals are `None` and take the daemon's defaults.
+#[derive(Clone, Debug, Default)]
+pub struct SpecRequest {
+    /// The pipeline's name.
+    pub name: String,
+    /// Each step's module: a digest, a unique prefix of one, or a builtin.
+    pub steps: Vec<String>,
+    /// Input topics.
+    pub inputs: Vec<String>,
+    /// Default output topic.
+    pub output: String,
+    /// Named outputs: output name -> topic.
+    pub named_outputs: BTreeMap<String, String>,
+    /// Configuration handed to the guest.
+    pub config: BTreeMap<String, String>,
+    /// Where a new pipeline starts.
+    pub start_from: StartFrom,
+    /// Delivery guarantee.
+    pub guarantee: Guarantee,
+    /// What happens to records the guest fails on.
+    pub error_policy: ErrorPolicy,
+    /// Limits asked for.
+    pub limits: LimitsRequest,
+    /// How often a task commits.
+    pub commit_interval: Option<Duration>,
+    /// How long a transaction may stay open.
+    pub transaction_timeout: Option<Duration>,
+}
+
+/// Limits asked for; `None` takes the daemon's ceiling.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitsRequest {
+    /// Linear memory cap per guest instance.
+    pub memory_bytes: Option<u64>,
+    /// Deadline per guest call.
+    pub call_timeout: Option<Duration>,
+    /// Records per guest call.
+    pub max_batch_records: Option<u32>,
+    /// Wait to fill a batch.
+    pub batch_linger: Option<Duration>,
+    /// Output records per guest call.
+    pub max_output_records: Option<u32>,
+    /// Output bytes per guest call.
+    pub max_output_bytes: Option<u64>,
+}
+
+fn invalid(message: impl Into<String>) -> SpecError {
+    SpecError(message.into())
+}
+
+/// Most steps in one pipeline.
+const MAX_STEPS: usize = 16;
+/// Checks a pipeline name: it names files, consumer groups and topics.
+fn check_name(name: &str) -> Result<(), SpecError> {
+    if let Some((_, n)) = name.rsplit_once(".step-")
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid(format!(
+            "name `{name}` may not end in `.step-N`: eddy names the groups of later steps that way"
+        )));
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "name `{name}` must be 1-100 characters of lower-case letters, digits, '-', '_' \
+             or '.', not starting with '.'"
+        )))
+    }
+}
+
+fn check_topic(what: &str, topic: &str) -> Result<(), SpecError> {
+    let ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} topic `{topic}` is not a valid Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+        )))
+    }
+}
+
+/// Resolves a limit: none asked means the daemon's ceiling; above it is
+/// an error, never silently clamped.
+fn limit<T: PartialOrd + Copy + std::fmt::Debug>(
+    name: &str,
+    asked: Option<T>,
+    ceiling: T,
+) -> Result<T, SpecError> {
+    match asked {
+        None => Ok(ceiling),
+        Some(v) if v > ceiling => Err(invalid(format!(
+            "limit {name} = {v:?} is above the daemon's ceiling of {ceiling:?}"
+        ))),
+        Some(v) => Ok(v),
+    }
+}
+
+impl PipelineSpec {
+    /// Checks a requested pipeline and resolves its modules and limits.
+    pub fn validate(
+        spec: SpecRequest,
+        modules: &ModuleStore,
+        ceilings: &LimitsConfig,
+    ) -> Result<Self, SpecError> {
+        check_name(&spec.name)?;
+        if spec.steps.is_empty() {
+            return Err(invalid("a pipeline needs one step (a module digest)"));
+        }
+        if spec.steps.len() > MAX_STEPS {
+            return Err(invalid(format!(
+                "a pipeline has at most {MAX_STEPS} steps; this one has {}",
+                spec.steps.len()
+            )));
+        }
+        let steps = spec
+            .steps
+            .iter()
+            .map(|module| match Builtin::parse(module) {
+                Ok(Some(builtin)) => Ok(builtin.reference()),
+                Ok(None) => modules.resolve(module).map_err(|e| invalid(e.to_string())),
+                Err(e) => Err(invalid(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if spec.inputs.is_empty() {
+            return Err(invalid("a pipeline needs at least one input topic"));
+        }
+        for input in &spec.inputs {
+            check_topic("input", input)?;
+        }
+        check_topic("output", &spec.output)?;
+        for (name, topic) in &spec.named_outputs {
+            if name.is_empty() {
+                return Err(invalid("named outputs need a name (NAME=TOPIC)"));
+            }
+            check_topic(&format!("output `{name}`"), topic)?;
+        }
+        if let Some(input) = spec
+            .inputs
+            .iter()
+            .find(|i| *i == &spec.output || spec.named_outputs.values().any(|t| t == *i))
+        {
+            return Err(invalid(format!(
+                "topic `{input}` is both an input and an output: the pipeline would consume \
+                 its own output forever"
+            )));
+        }
+        let limits = resolve_limits(&spec.limits, ceilings)?;
+        let transaction_timeout = spec
+            .transaction_timeout
+            .unwrap_or(DEFAULT_TRANSACTION_TIMEOUT);
+        if !(Duration::from_secs(1)..=MAX_TRANSACTION_TIMEOUT).contains(&transaction_timeout) {
+            return Err(invalid(format!(
+                "transaction-timeout must be between 1s and {}s (brokers refuse longer \
+                 transactions by default)",
+                MAX_TRANSACTION_TIMEOUT.as_secs()
+            )));
+        }
+        let commit_interval = spec.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
+        if commit_interval > transaction_timeout / 2 {
+            return Err(invalid(format!(
+                "commit-interval {commit_interval:?} must be at most half the transaction-timeout \
+                 ({transaction_timeout:?}), or transactions would time out before they commit"
+            )));
+        }
+        Ok(Self {
+            name: spec.name,
+            steps,
+            inputs: spec.inputs,
+            output: spec.output,
+            named_outputs: spec.named_outputs,
+            config: spec.config,
+            start_from: spec.start_from,
+            guarantee: spec.guarantee,
+            error_policy: spec.error_policy,
+            limits,
+            commit_interval,
+            transaction_timeout,
+        })
+    }
+}
+
+/// The limits asked for, each at most the daemon's ceiling (its default).
+fn resolve_limits(asked: &LimitsRequest, ceilings: &LimitsConfig) -> Result<Limits, SpecError> {
+    let memory_bytes = limit("memory", asked.memory_bytes, ceilings.memory_bytes)?;
+    if memory_bytes < 1 << 20 {
+        return Err(invalid("limit memory must be at least 1 MiB"));
+    }
+    Ok(Limits {
+        memory_bytes,
+        call_timeout: limit("call-timeout", asked.call_timeout, ceilings.call_timeout)?,
+        max_batch_records: limit(
+            "max-batch-records",
+            asked.max_batch_records,
+            ceilings.max_batch_records,
+        )?,
+        batch_linger: asked
+            .batch_linger
+            .unwrap_or(ceilings.batch_linger)
+            .min(Duration::from_secs(10)),
+        max_output_records: limit(
+            "max-output-records",
+            asked.max_output_records,
+            ceilings.max_output_records,
+        )?,
+        max_output_bytes: limit(
+            "max-output-bytes",
+            asked.max_output_bytes,
+            ceilings.max_output_bytes,
+        )?,
+        max_record_bytes: ceilings.max_record_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("word-count.v2").is_ok());
+        assert!(check_name("a.step-x").is_ok());
+        for bad in ["", "Upper", "has space", ".hidden", "a/b", "wc.step-1"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn limits_above_the_ceiling_are_errors_and_zero_means_default() {
+        assert_eq!(limit("m", None, 10u64).ok(), Some(10));
+        assert_eq!(limit("m", Some(5u64), 10).ok(), Some(5));
+        assert!(limit("m", Some(11u64), 10).is_err());
+    }
+}

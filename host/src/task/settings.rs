@@ -1,0 +1,63 @@
+//! How a pipeline's tasks behave: what the pipeline layer resolves from a
+//! spec and hands down, so a task never reads the spec itself.
+
+use crate::runtime::GuestLimits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a task with no committed offset starts reading its input.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// The oldest record still in the log.
+    #[default]
+    Earliest,
+    /// Only records produced after the pipeline was created.
+    Latest,
+}
+
+/// What happens to a record the guest fails on.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the task; nothing past the failing batch is committed.
+    #[default]
+    Fail,
+    /// Drop the records the guest fails on, counted and logged.
+    Skip,
+    /// Send the records the guest fails on to `<pipeline>.dlq`.
+    DeadLetter,
+}
+
+/// What every task of one pipeline step runs by.
+#[derive(Clone, Debug)]
+pub struct TaskSettings {
+    /// The pipeline's name.
+    pub pipeline: String,
+    /// The step's position in the pipeline, from 0.
+    pub step: u32,
+    /// Whether the pipeline has more than one step (task labels then name
+    /// the step).
+    pub multi_step: bool,
+    /// The step's module reference (a digest, or `builtin:<name>`), which
+    /// dead letters name.
+    pub module: String,
+    /// Where a partition without a committed offset starts.
+    pub start_from: StartFrom,
+    /// What happens to records the guest fails on.
+    pub error_policy: ErrorPolicy,
+    /// Limits on each guest instance and call.
+    pub guest: GuestLimits,
+    /// Most records per guest call.
+    pub max_batch_records: u32,
+    /// How long a batch waits to fill once its first record arrived.
+    pub batch_linger: Duration,
+    /// How often a task commits (besides when its input pauses).
+    pub commit_interval: Duration,
+    /// How long a transaction may stay open.
+    pub transaction_timeout: Duration,
+    /// The pipeline's configuration, as guests see it.
+    pub config: Arc<BTreeMap<String, String>>,
+}
