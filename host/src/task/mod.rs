@@ -40,7 +40,7 @@ mod status;
 pub(crate) mod threads;
 
 pub use changelog::{Changelog, RestoreError, Restored};
-pub use partition::PartitionTask;
+pub(crate) use partition::PartitionTask;
 pub use plan::{Assignment, TaskExit, TaskGuest, TaskModule, TaskPlan, TaskRuntime};
 pub use services::TaskServices;
 pub use settings::{ErrorPolicy, StartFrom, TaskSettings};

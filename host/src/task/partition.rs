@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One partition's task.
-pub struct PartitionTask<C: ConsumerContext + 'static> {
+pub(crate) struct PartitionTask<C: ConsumerContext + 'static> {
     pub(super) label: Arc<str>,
     pub(super) plan: Arc<TaskPlan>,
     pub(super) status: Arc<TaskStatus>,
@@ -34,7 +34,7 @@ pub struct PartitionTask<C: ConsumerContext + 'static> {
 impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// The task of an assigned partition, which stops once `stop` is set;
     /// [`run`](Self::run) it on its own thread.
-    pub fn new(
+    pub(crate) fn new(
         assignment: Assignment<C>,
         plan: Arc<TaskPlan>,
         status: Arc<TaskStatus>,

@@ -13,6 +13,30 @@
 //! refuse one, failing the read), so a guest
 //! (which pays for every allocation) and the host can each keep what they
 //! need in their own form.
+//!
+//! ```
+//! use eddy_abi::{Reader, Writer};
+//!
+//! // A batch of two records: one keyed with a header, one tombstone.
+//! let (mut lengths, mut data) = (Vec::new(), Vec::new());
+//! let mut writer = Writer::new(&mut lengths, &mut data);
+//! writer.input(Some(b"k"), Some(b"hello"), [(&b"trace"[..], Some(&b"abc"[..]))].into_iter());
+//! writer.input(Some(b"gone"), None, std::iter::empty());
+//!
+//! Reader::check_inputs(&lengths, &data, 2)?;
+//! let mut reader = Reader::new(&lengths, &data);
+//! let mut headers = Vec::new();
+//! let first = reader.input(|name, value| {
+//!     headers.push((name, value));
+//!     Ok(())
+//! })?;
+//! assert_eq!((first.key, first.value), (Some(&b"k"[..]), Some(&b"hello"[..])));
+//! assert_eq!(headers, [("trace", Some(&b"abc"[..]))]);
+//! let second = reader.input(|_, _| Ok(()))?;
+//! assert_eq!(second.value, None);
+//! reader.finish()?;
+//! # Ok::<(), eddy_abi::Malformed>(())
+//! ```
 
 #![warn(missing_docs)]
 
