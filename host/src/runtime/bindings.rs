@@ -10,51 +10,36 @@ wasmtime::component::bindgen!({
     world: "imports",
 });
 
+/// Bindings of a processor world's exports, its imports being the ones above.
+macro_rules! processor_world {
+    ($world:tt) => {
+        wasmtime::component::bindgen!({
+            path: "../sdk/wit",
+            world: $world,
+            with: {
+                "eddy:processor/types": super::eddy::processor::types,
+                "eddy:processor/log": super::eddy::processor::log,
+                "eddy:processor/config": super::eddy::processor::config,
+                "eddy:processor/state": super::eddy::processor::state,
+                "eddy:processor/timers": super::eddy::processor::timers,
+                "eddy:processor/metrics": super::eddy::processor::metrics,
+            },
+        });
+    };
+}
+
 /// The `processor` world: records cross as typed lists.
 pub(super) mod typed {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "processor",
-        with: {
-            "eddy:processor/types": super::eddy::processor::types,
-            "eddy:processor/log": super::eddy::processor::log,
-            "eddy:processor/config": super::eddy::processor::config,
-            "eddy:processor/state": super::eddy::processor::state,
-            "eddy:processor/timers": super::eddy::processor::timers,
-            "eddy:processor/metrics": super::eddy::processor::metrics,
-        },
-    });
+    processor_world!("processor");
 }
 
 /// The `packed-processor` world: batches and outputs cross in columns.
 pub(super) mod packed {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "packed-processor",
-        with: {
-            "eddy:processor/types": super::eddy::processor::types,
-            "eddy:processor/log": super::eddy::processor::log,
-            "eddy:processor/config": super::eddy::processor::config,
-            "eddy:processor/state": super::eddy::processor::state,
-            "eddy:processor/timers": super::eddy::processor::timers,
-            "eddy:processor/metrics": super::eddy::processor::metrics,
-        },
-    });
+    processor_world!("packed-processor");
 }
 
 /// `packed-processor` as 0.1.1 shipped it (timers answered typed), which
 /// plugins built with an earlier SDK implement.
 pub(super) mod packed_0_1_1 {
-    wasmtime::component::bindgen!({
-        path: "../sdk/wit",
-        world: "packed-processor-0-1-1",
-        with: {
-            "eddy:processor/types": super::eddy::processor::types,
-            "eddy:processor/log": super::eddy::processor::log,
-            "eddy:processor/config": super::eddy::processor::config,
-            "eddy:processor/state": super::eddy::processor::state,
-            "eddy:processor/timers": super::eddy::processor::timers,
-            "eddy:processor/metrics": super::eddy::processor::metrics,
-        },
-    });
+    processor_world!("packed-processor-0-1-1");
 }
