@@ -31,13 +31,31 @@ unit:
     cargo test --workspace --locked --lib
     cargo test --workspace --locked --doc
 
-# Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins),
-# then short runs of the crash harness's zombie and scale scenarios.
+# The modules of the e2e suite whose outcome rests on Kafka's semantics (delivery, exactly-once,
+# state and restore, several daemons, error policies, the registry, the broker's own contract):
+# `just test` runs them on Apache Kafka as well as on `eddy dev-broker`.
+kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
+
+# Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins) on
+# `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
+# harness's kill, zombie and scale scenarios on Apache Kafka.
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
+    EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ kafka_e2e }} 2>&1 | tee -a "$CARGO_TARGET_DIR/test-output.txt"
     awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$CARGO_TARGET_DIR/test-output.txt"
-    just crash --scenario zombie --records 20000 --feed-seconds 30
-    just crash --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
+    just crash --broker kafka --scenario kill --kills 3 --records 20000 --feed-seconds 30
+    just crash --broker kafka --scenario zombie --records 20000 --feed-seconds 30
+    just crash --broker kafka --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
+
+# The e2e suite (or the tests FILTER names) on Apache Kafka alone, e.g. `just test-kafka state::`.
+test-kafka *filter: build
+    EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ filter }}
+
+# Apache Kafka (the version tests/kafka/pom.xml pins, fetched by Maven on first use) as one KRaft
+# node on loopback: prints its bootstrap address, runs until Ctrl-C, keeps its data and log in
+# target/kafka/data. E.g. `just kafka --port 9092`; `--help` lists the flags.
+kafka *args:
+    tests/kafka/kafka.sh {{ args }}
 
 # The crash harness (tests/harness/crash.py): records in, daemons killed, stalled or added, then an
 # independent read_committed reader checks nothing was lost or doubled. E.g. `just crash --kills 5`.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
-# the wasm32-wasip2 target, `just`, and libclang (RocksDB's bindings are
-# generated with it). Safe to run again.
+# the wasm32-wasip2 target, `just`, libclang (RocksDB's bindings are
+# generated with it), Java and Maven if absent, and Apache Kafka for the
+# tests (through Maven). Safe to run again.
 set -euo pipefail
 
 # libclang itself (libclang.so.1, libclang-14.so.1), not LLVM's C++ library
@@ -35,4 +36,17 @@ if ! command -v just >/dev/null 2>&1; then
         cargo install just --locked --quiet
     fi
 fi
-echo "setup: $(rustc --version), wasm32-wasip2 target, $(just --version), libclang" >&2
+# Apache Kafka, which the tests run against, needs Java 17+ and Maven.
+java_major() { java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1; }
+if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ] || ! command -v mvn >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+    else
+        echo "setup: install Java 17 or newer and Maven (Apache Kafka runs in the tests)" >&2
+        exit 1
+    fi
+fi
+"$(dirname "$0")/../tests/kafka/kafka.sh" --fetch
+echo "setup: $(rustc --version), wasm32-wasip2 target, $(just --version), libclang, Java $(java_major), Maven" >&2

@@ -14,8 +14,9 @@ Pipelines: uppercase (every input's upper-cased value once) and word-count
 (split-words -> count: every word's counts 1..n once, and the state equal to
 the reference counts).
 
-Runs against `eddy dev-broker` in its own process, or any Kafka given with
---bootstrap. Prints one summary line of figures; exits non-zero when the
+Runs against `eddy dev-broker` in its own process (--broker dev), Apache
+Kafka started by tests/kafka/kafka.sh (--broker kafka), or any Kafka given
+with --bootstrap. Prints one summary line of figures; exits non-zero when the
 guarantee was broken (exactly-once: anything lost or doubled; at-least-once:
 anything lost).
 
@@ -171,6 +172,16 @@ class Harness:
     def start_broker(self):
         if self.args.bootstrap:
             return self.args.bootstrap
+        if self.args.broker == "kafka":
+            # The script and its JVM in a session of their own, stopped together.
+            script = os.path.join(ROOT, "tests", "kafka", "kafka.sh")
+            data = os.path.join(self.work, "kafka")
+            self.broker = subprocess.Popen(["bash", script, "--port", "0", "--data", data],
+                                           stdout=subprocess.PIPE, text=True,
+                                           start_new_session=True)
+            bootstrap = first_line(self.broker, 180, ":")
+            log(f"Apache Kafka at {bootstrap} (log {data}/kafka.log)")
+            return bootstrap
         self.broker = subprocess.Popen([self.args.eddy, "dev-broker"], stdout=subprocess.PIPE,
                                        stderr=subprocess.DEVNULL, text=True)
         bootstrap = first_line(self.broker, 30, ":")
@@ -423,6 +434,11 @@ class Harness:
             d.signal(signal.SIGCONT)
             d.kill()
         if self.broker:
+            if self.args.broker == "kafka":
+                try:
+                    os.killpg(self.broker.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self.broker.kill()
             self.broker.wait()
 
@@ -446,7 +462,9 @@ def main():
     parser.add_argument("--max-kill-delay", type=float, default=3.0,
                         help="a kill comes up to this long after progress is seen")
     parser.add_argument("--session-timeout", type=int, default=6)
-    parser.add_argument("--bootstrap", help="an external Kafka instead of eddy dev-broker")
+    parser.add_argument("--broker", choices=["dev", "kafka"], default="dev",
+                        help="eddy dev-broker, or Apache Kafka from tests/kafka/kafka.sh")
+    parser.add_argument("--bootstrap", help="an external Kafka instead of starting a broker")
     parser.add_argument("--eddy", default=os.path.join(target, "debug", "eddy"))
     parser.add_argument("--plugins", default=os.path.join(ROOT, "target", "plugins",
                                                           "wasm32-wasip2", "release"))

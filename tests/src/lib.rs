@@ -1,6 +1,7 @@
 //! The harness for eddy's end-to-end tests: the real `eddy` binary, a broker
-//! in its own process (`eddy dev-broker`), plugins built from `plugins/`, and
-//! an independent Kafka client to write inputs and read outputs.
+//! in its own process (`eddy dev-broker` or Apache Kafka, as
+//! `EDDY_TEST_BROKER` says), plugins built from `plugins/`, and an
+//! independent Kafka client to write inputs and read outputs.
 //!
 //! Build first (`just build`); the harness finds the binary at `EDDY_BIN` or
 //! in this checkout's `target/debug/`, and the plugins in `target/plugins/`.
@@ -18,6 +19,9 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod broker;
+
+pub use broker::{Broker, BrokerKind, BrokerOptions};
 pub use eddy_proto::v1;
 
 /// The `eddy` binary under test: `EDDY_BIN` (as `just test` sets it), else
@@ -77,7 +81,7 @@ pub fn wait_for<T>(
 }
 
 /// Reads lines from a child's stdout on a thread until one matches.
-fn read_until(
+pub(crate) fn read_until(
     stdout: std::process::ChildStdout,
     timeout: Duration,
     mut want: impl FnMut(&str) -> Option<String> + Send + 'static,
@@ -99,50 +103,6 @@ fn sigterm(child: &Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-}
-
-/// `eddy dev-broker` in its own process; killed on drop.
-pub struct Broker {
-    child: Child,
-    bootstrap: String,
-}
-
-impl Broker {
-    /// Starts a broker with these topics (`(name, partitions)`).
-    pub fn start(topics: &[(&str, i32)]) -> anyhow::Result<Self> {
-        Self::start_with(topics, &[])
-    }
-
-    /// Starts a broker with these topics and extra `eddy dev-broker` flags.
-    pub fn start_with(topics: &[(&str, i32)], extra: &[&str]) -> anyhow::Result<Self> {
-        let mut command = Command::new(eddy_bin());
-        command.arg("dev-broker").args(extra);
-        for (name, partitions) in topics {
-            command.arg("--topic").arg(format!("{name}:{partitions}"));
-        }
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("could not start eddy dev-broker")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let bootstrap = read_until(stdout, Duration::from_secs(20), |l| {
-            Some(l.trim().to_owned())
-        })?;
-        Ok(Self { child, bootstrap })
-    }
-
-    /// The broker's bootstrap address.
-    pub fn bootstrap(&self) -> &str {
-        &self.bootstrap
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `eddy serve` in its own process, pointed at a broker; killed on drop.
@@ -480,11 +440,23 @@ pub fn sorted_texts(records: &[Rec]) -> Vec<String> {
     texts
 }
 
-/// Produces records (to `partition` if set, else by key) and waits for acks.
+/// Produces records (to `partition` if set, else by key's murmur2 hash, as
+/// Java clients do) and waits for acks.
 pub fn produce(brokers: &str, topic: &str, records: &[Rec]) -> anyhow::Result<()> {
+    produce_with(brokers, topic, records, "murmur2_random")
+}
+
+/// [`produce`] with another of librdkafka's partitioners, e.g.
+/// `consistent_random` (CRC32), its default and kcat's.
+pub fn produce_with(
+    brokers: &str,
+    topic: &str,
+    records: &[Rec],
+    partitioner: &str,
+) -> anyhow::Result<()> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("partitioner", "murmur2_random")
+        .set("partitioner", partitioner)
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()?;
@@ -589,6 +561,65 @@ pub fn consume(
     Ok(out)
 }
 
+/// Every record of `topic` from each partition's start to its end as it
+/// was when called, read uncommitted (so transaction markers are the only
+/// offsets without a record, besides what compaction removed).
+pub fn read_all(brokers: &str, topic: &str) -> anyhow::Result<Vec<Rec>> {
+    let ends = watermarks(brokers, topic)?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "eddy-tests-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_uncommitted")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    let mut open = 0;
+    for (p, (low, high)) in ends.iter().enumerate() {
+        if high > low {
+            tpl.add_partition_offset(topic, i32::try_from(p)?, Offset::Beginning)?;
+            open += 1;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = std::collections::BTreeSet::new();
+    while done.len() < open {
+        if Instant::now() >= deadline {
+            bail!("could not read {topic} to its end within 60 s");
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = match message {
+            Ok(m) => m,
+            Err(rdkafka::error::KafkaError::PartitionEOF(p)) => {
+                done.insert(p);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let end = ends[usize::try_from(m.partition())?].1;
+        if m.offset() >= end {
+            done.insert(m.partition());
+            continue;
+        }
+        if m.offset() + 1 >= end {
+            done.insert(m.partition());
+        }
+        out.push(Rec {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: Vec::new(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis(),
+        });
+    }
+    Ok(out)
+}
+
 /// The sum over partitions of the committed offsets minus the start, as
 /// the daemon reports them: how many inputs the pipeline has committed.
 pub fn committed_total(pipeline: &v1::Pipeline) -> i64 {
@@ -597,6 +628,36 @@ pub fn committed_total(pipeline: &v1::Pipeline) -> i64 {
         .iter()
         .map(|p| p.committed_offset.max(0))
         .sum()
+}
+
+/// The partition of `partitions` Java clients put `key` in: Kafka's murmur2
+/// (`Utils.murmur2` and `toPositive`), written here apart from eddy's own.
+pub fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ u32::try_from(key.len()).unwrap_or(u32::MAX);
+    let mut chunks = key.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if let Some(first) = tail.first() {
+        h ^= u32::from(*first);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    i32::try_from((h & 0x7fff_ffff) % u32::try_from(partitions.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
 /// Uploads `bytes` as a module over gRPC, returning the daemon's answer.

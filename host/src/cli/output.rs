@@ -82,6 +82,7 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
                 "p99_us": c.p99_us,
                 "max_us": c.max_us,
             })),
+            "off_partition_keys": s.off_partition_keys,
         })).collect::<Vec<_>>(),
     })
 }
@@ -222,6 +223,9 @@ pub(super) fn print_pipeline(p: &v1::Pipeline, format: Format) -> anyhow::Result
         }
         if s.retries > 0 {
             notes.push(retry_note(s.retries, s.next_retry_at_ms));
+        }
+        if s.off_partition_keys > 0 {
+            notes.push(format!("off-partition keys={}", s.off_partition_keys));
         }
         if !s.last_error.is_empty() {
             notes.push(format!("error: {}", s.last_error));

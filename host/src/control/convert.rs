@@ -160,6 +160,7 @@ fn partition_status(p: PartitionStatus) -> v1::PartitionStatus {
             p99_us: c.p99_us,
             max_us: c.max_us,
         }),
+        off_partition_keys: p.off_partition_keys,
     }
 }
 

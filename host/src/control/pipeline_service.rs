@@ -122,7 +122,10 @@ impl PipelineService for PipelineServiceImpl {
         let local = self.run(move |m| m.query_state(query)).await?;
         let needed: Vec<v1::StatePartition> = local.needed.iter().map(convert::partition).collect();
         let local = convert::answer(local.answer);
-        if forwarded || missing(&needed, std::slice::from_ref(&local)).is_empty() {
+        // A lookup found here is complete; anything else needs every
+        // partition of the step read, here or by the other daemons.
+        let found_key = limit.is_none() && !local.entries.is_empty();
+        if forwarded || found_key || missing(&needed, std::slice::from_ref(&local)).is_empty() {
             return Ok(Response::new(merge(limit, vec![local])));
         }
         let peers = self.manager.peers();
@@ -140,8 +143,9 @@ impl PipelineService for PipelineServiceImpl {
                 Err(e) => errors.push(format!("{url}: {}", e.message())),
             }
         }
+        let found_key = limit.is_none() && responses.iter().any(|r| !r.entries.is_empty());
         let missing = missing(&needed, &responses);
-        if !missing.is_empty() {
+        if !found_key && !missing.is_empty() {
             let errors = if errors.is_empty() {
                 String::new()
             } else {

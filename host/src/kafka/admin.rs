@@ -1,11 +1,14 @@
 //! The topics eddy owns: each step's changelog and the repartition topics
-//! between steps. Created with the partitions the pipeline needs and
-//! checked on every start, so a mismatch is an error, never a silent
-//! misrouting of state.
+//! between steps. Created with the partitions and cleanup policy the
+//! pipeline needs and checked on every start, so a mismatch is an error,
+//! never a silent misrouting of state: a changelog the broker deletes by age
+//! loses state on the next restore, and a repartition topic it compacts
+//! loses records.
 
 use super::{KafkaMetadata, KafkaSettings, TopicError};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::time::Duration;
 
@@ -18,6 +21,13 @@ pub struct InternalTopic {
     pub partitions: i32,
     /// Compacted (changelogs) or deleted by retention (repartition topics).
     pub compacted: bool,
+}
+
+impl InternalTopic {
+    /// The `cleanup.policy` the topic must have.
+    pub fn cleanup_policy(&self) -> &'static str {
+        if self.compacted { "compact" } else { "delete" }
+    }
 }
 
 impl InternalTopic {
@@ -60,21 +70,24 @@ fn options() -> AdminOptions {
     AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
 }
 
-/// Creates `topic` if it does not exist; if it does, checks its partitions.
+/// Creates `topic` if it does not exist; if it does (made by an earlier
+/// start, or by an operator), checks its partitions and cleanup policy.
 pub fn ensure_topic(
     kafka: &KafkaSettings,
     metadata: &KafkaMetadata,
     topic: &InternalTopic,
 ) -> Result<(), TopicError> {
     match metadata.partition_count(&topic.name) {
-        Ok(actual) => return check_partitions(topic, actual),
+        Ok(actual) => {
+            check_partitions(topic, actual)?;
+            return check_policy(kafka, topic);
+        }
         Err(TopicError::Missing(_)) => {}
         Err(e) => return Err(e),
     }
     let admin = admin(kafka)?;
-    let policy = if topic.compacted { "compact" } else { "delete" };
     let new = NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(-1))
-        .set("cleanup.policy", policy);
+        .set("cleanup.policy", topic.cleanup_policy());
     let results = futures::executor::block_on(admin.create_topics([&new], &options()))
         .map_err(|e| TopicError::Unreachable(format!("{}: {e}", kafka.brokers)))?;
     for result in results {
@@ -111,8 +124,64 @@ fn check_partitions(topic: &InternalTopic, actual: i32) -> Result<(), TopicError
     }
 }
 
-/// Deletes `topics`; missing ones are not an error.
-pub fn delete_topics(kafka: &KafkaSettings, topics: &[String]) -> Result<(), TopicError> {
+/// Checks that an existing topic's `cleanup.policy` is the one eddy needs.
+/// A broker that cannot describe configs (the development broker, which
+/// neither compacts nor deletes by age) is taken at its word.
+fn check_policy(kafka: &KafkaSettings, topic: &InternalTopic) -> Result<(), TopicError> {
+    let admin = admin(kafka)?;
+    let described = futures::executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(&topic.name)], &options()),
+    );
+    let unsupported = |code: &RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature
+        )
+    };
+    let resource = match described {
+        Ok(mut results) if !results.is_empty() => results.swap_remove(0),
+        Ok(_) => return Ok(()),
+        Err(KafkaError::AdminOp(code)) if unsupported(&code) => {
+            tracing::debug!(topic = %topic.name, "the broker does not describe topic configs; cleanup.policy not checked");
+            return Ok(());
+        }
+        Err(e) => return Err(TopicError::Unreachable(format!("{}: {e}", kafka.brokers))),
+    };
+    let resource = match resource {
+        Ok(resource) => resource,
+        Err(code) if unsupported(&code) => return Ok(()),
+        Err(code) => {
+            return Err(TopicError::CreateFailed {
+                topic: topic.name.clone(),
+                error: format!("could not read its configuration: {code}"),
+            });
+        }
+    };
+    let actual = resource
+        .get("cleanup.policy")
+        .and_then(|entry| entry.value.clone())
+        .unwrap_or_default();
+    let policies: Vec<&str> = actual.split(',').map(str::trim).collect();
+    if policies == [topic.cleanup_policy()] {
+        Ok(())
+    } else {
+        Err(TopicError::WrongPolicy {
+            topic: topic.name.clone(),
+            expected: topic.cleanup_policy(),
+            actual,
+        })
+    }
+}
+
+/// Deletes `topics`; missing ones are not an error. Returns once the
+/// broker's metadata no longer lists them: Apache Kafka answers DeleteTopics
+/// before the deletion is complete, and a topic re-created meanwhile (a
+/// pipeline deleted and created again) would be the dying one.
+pub fn delete_topics(
+    kafka: &KafkaSettings,
+    metadata: &KafkaMetadata,
+    topics: &[String],
+) -> Result<(), TopicError> {
     if topics.is_empty() {
         return Ok(());
     }
@@ -128,6 +197,22 @@ pub fn delete_topics(kafka: &KafkaSettings, topics: &[String]) -> Result<(), Top
                     topic: name,
                     error: format!("could not delete: {code}"),
                 });
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for topic in topics {
+        loop {
+            match metadata.partition_count(topic) {
+                Err(TopicError::Missing(_)) => break,
+                Err(e) => return Err(e),
+                Ok(_) if std::time::Instant::now() >= deadline => {
+                    return Err(TopicError::CreateFailed {
+                        topic: topic.clone(),
+                        error: "deleted, but still listed by the broker after 30 s".into(),
+                    });
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
     }

@@ -4,6 +4,7 @@
 //! broker, and topic metadata.
 
 mod admin;
+mod advice;
 mod broker;
 mod delivery_thread;
 mod fetch;
@@ -13,6 +14,7 @@ mod topics;
 mod within;
 
 pub use admin::{InternalTopic, delete_topics, ensure_topic};
+pub use advice::advice;
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
 pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::murmur2_partition;

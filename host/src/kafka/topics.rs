@@ -71,6 +71,23 @@ pub enum TopicError {
         /// What the topic has.
         actual: i32,
     },
+    /// An internal topic exists with a cleanup policy that would lose state
+    /// or records.
+    #[error(
+        "topic `{topic}` has cleanup.policy={actual} but eddy needs {expected} (a changelog or \
+         registry is compacted so that it keeps every key's last value; a repartition or \
+         dead-letter topic is never compacted, which would drop records); set it with \
+         `kafka-configs.sh --alter --entity-type topics --entity-name {topic} --add-config \
+         cleanup.policy={expected}`, or delete the topic so eddy creates it"
+    )]
+    WrongPolicy {
+        /// The topic.
+        topic: String,
+        /// What eddy needs.
+        expected: &'static str,
+        /// What the topic has.
+        actual: String,
+    },
     /// The broker refused to create or delete a topic.
     #[error("topic `{topic}`: {error}")]
     CreateFailed {
@@ -84,7 +101,10 @@ pub enum TopicError {
 impl TopicError {
     /// Whether retrying cannot help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::PartitionMismatch { .. })
+        matches!(
+            self,
+            Self::PartitionMismatch { .. } | Self::WrongPolicy { .. }
+        )
     }
 }
 

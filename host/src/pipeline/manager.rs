@@ -353,7 +353,7 @@ impl PipelineManager {
         let stored = self.stored(name)?;
         self.cluster.publish(name, None)?;
         let topics = self.names(name).topics(stored.spec.steps.len());
-        if let Err(e) = kafka::delete_topics(&self.kafka, &topics) {
+        if let Err(e) = kafka::delete_topics(&self.kafka, &self.metadata, &topics) {
             tracing::warn!(pipeline = %name, error = %e, ?topics, "could not delete the internal topics; delete them by hand");
         }
         Ok(())
@@ -415,7 +415,7 @@ impl PipelineManager {
         };
         Ok(LocalAnswer {
             answer,
-            needed: tasks.needed(&query.read),
+            needed: tasks.needed(),
         })
     }
 

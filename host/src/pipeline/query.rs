@@ -1,8 +1,13 @@
 //! Interactive queries: a step's state read from the task that owns it.
 //!
-//! A key belongs to the input partition murmur2 puts it in, so a lookup
-//! reads exactly one task's store; a scan reads every task of the step and
-//! merges in key order. This daemon reads the partitions it owns and says
+//! A key's state lives in the task of the input partition its records
+//! arrived in. Java clients and Kafka Streams put a key in the partition
+//! murmur2 gives it, so a lookup reads that task's store first; but
+//! producers built on librdkafka (kcat, confluent-kafka for Python, Go and
+//! .NET) hash keys with CRC32 by default and put them elsewhere, so a key
+//! not found there is looked for in every other partition of the step
+//! before the answer is "no such key". A scan reads every task of the step
+//! and merges in key order. This daemon reads the partitions it owns and says
 //! which (`partitions_read`); the control plane asks the other daemons for
 //! the rest (see `control::pipeline_service`). A task that is restoring
 //! answers UNAVAILABLE rather than serve state older than what it already
@@ -139,23 +144,20 @@ impl StepTasks {
             .collect()
     }
 
-    /// The partitions a complete answer to `query` reads.
-    pub(super) fn needed(&self, read: &StateRead) -> Vec<TopicPartition> {
-        let indexes = match read {
-            StateRead::Key(key) => self.key_partitions(key),
-            StateRead::Scan(_) => (0..self.inputs.len()).collect(),
-        };
-        indexes
-            .into_iter()
-            .map(|i| self.inputs[i].clone())
-            .collect()
+    /// The partitions that must have been read before a lookup may answer
+    /// "no such key", or a scan is complete: every partition of the step
+    /// (a key is wherever its records were consumed).
+    pub(super) fn needed(&self) -> Vec<TopicPartition> {
+        self.inputs.clone()
     }
 
-    /// The value of `key`, if this daemon owns the partition that holds it.
+    /// The value of `key`, if a partition this daemon owns holds it: the
+    /// key's murmur2 partitions first, then the others.
     pub(super) fn get(&self, key: &[u8]) -> Result<StateAnswer, ManagerError> {
-        let mut entries = Vec::new();
+        let first = self.key_partitions(key);
+        let rest = (0..self.inputs.len()).filter(|i| !first.contains(i));
         let mut partitions_read = Vec::new();
-        for index in self.key_partitions(key) {
+        for index in first.iter().copied().chain(rest) {
             let Some(store) = self.readable(index)? else {
                 continue;
             };
@@ -165,16 +167,19 @@ impl StepTasks {
                 .get(&data_key(key))
                 .map_err(|e| ManagerError::Unavailable(e.to_string()))?
             {
-                entries.push(StateEntry {
-                    key: key.to_vec(),
-                    value,
-                    partition: partition.clone(),
+                return Ok(StateAnswer {
+                    entries: vec![StateEntry {
+                        key: key.to_vec(),
+                        value,
+                        partition: partition.clone(),
+                    }],
+                    more: false,
+                    partitions_read,
                 });
-                break;
             }
         }
         Ok(StateAnswer {
-            entries,
+            entries: Vec::new(),
             more: false,
             partitions_read,
         })

@@ -74,11 +74,16 @@ impl Shared {
             ));
             return;
         };
+        let topic_partitions = lock(&self.inputs)
+            .iter()
+            .filter(|(topic, _)| *topic == tp.0)
+            .count();
         let stop = Arc::new(AtomicBool::new(false));
         let assignment = Assignment {
             topic: tp.0.clone(),
             partition: tp.1,
             changelog_partition,
+            topic_partitions: i32::try_from(topic_partitions).unwrap_or(i32::MAX),
             queue,
             consumer,
         };

@@ -70,6 +70,8 @@ pub struct PartitionStatus {
     pub next_retry_at_ms: i64,
     /// The task's guest call times.
     pub guest_calls: CallTimes,
+    /// Keyed inputs that arrived off their key's murmur2 partition.
+    pub off_partition_keys: u64,
 }
 
 /// Builds views from what this daemon has and what Kafka says.
@@ -154,6 +156,7 @@ impl Viewer<'_> {
             retries: p.status.retries(),
             next_retry_at_ms: p.status.next_retry_at_ms(),
             guest_calls: p.status.call_times(),
+            off_partition_keys: p.status.off_partition_keys(),
         }
     }
 

@@ -43,6 +43,10 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             linger: settings.batch_linger,
         };
         self.input.poll(&polling)?;
+        let off_partition = self.input.take_off_partition_keys();
+        if off_partition > 0 {
+            self.status.add_off_partition_keys(off_partition);
+        }
         if self.input.batch.is_empty() {
             return self.idle(live(slot)?);
         }

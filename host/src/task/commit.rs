@@ -255,7 +255,7 @@ fn produce_fault(
 ) -> Fault {
     match producer.classify(error) {
         fenced @ TxnError::Fenced(_) => Fault::Txn(fenced),
-        TxnError::Failed(e) => other(e),
+        TxnError::Failed(e) | TxnError::NoCoordinator(e) => other(e),
     }
 }
 

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 pub(super) enum Fault {
     #[error(transparent)]
     Guest(#[from] GuestError),
-    #[error("producing output failed: {0}")]
+    #[error("producing output failed: {0}{advice}", advice = crate::kafka::advice(.0))]
     Produce(KafkaError),
     #[error(transparent)]
     Txn(TxnError),
@@ -25,7 +25,7 @@ pub(super) enum Fault {
     Consume(String),
     #[error("committing state failed: {0}")]
     State(#[from] StateError),
-    #[error("writing the changelog failed: {0}")]
+    #[error("writing the changelog failed: {0}{advice}", advice = crate::kafka::advice(.0))]
     Changelog(KafkaError),
     #[error(transparent)]
     Restore(#[from] RestoreError),

@@ -4,7 +4,7 @@
 
 use super::fault::Fault;
 use super::settings::StartFrom;
-use crate::kafka::{FetchQueue, Fetched};
+use crate::kafka::{FetchQueue, Fetched, murmur2_partition};
 use crate::runtime::InputBatch;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -25,8 +25,26 @@ pub(super) struct Input<C: ConsumerContext + 'static> {
     start: Offset,
     /// The batch in hand, packed as it is polled.
     pub(super) batch: InputBatch,
+    /// For a pipeline's own input: whether keys arrive where murmur2 puts
+    /// them.
+    keys: Option<KeyPlacement>,
     /// Names the task in logs.
     label: Arc<str>,
+}
+
+/// Counts keyed records that arrive in another partition than the one
+/// murmur2 gives their key. Java clients and Kafka Streams partition by
+/// murmur2; librdkafka-based producers (kcat, confluent-kafka) use CRC32 by
+/// default. eddy keeps a key's state where its records arrive, so nothing
+/// is lost, but the operator should know: a key's records split across
+/// partitions (two producers, two partitioners) would count in two places.
+struct KeyPlacement {
+    /// The input topic's partition count.
+    partitions: i32,
+    /// Off-partition keys not yet added to the task's status.
+    unreported: u64,
+    /// Whether the first one was logged (once per task).
+    logged: bool,
 }
 
 /// How long to wait for a batch and how large it may grow.
@@ -43,9 +61,14 @@ impl<C: ConsumerContext + 'static> Input<C> {
     /// The input of `topic`/`partition`, read from `queue`. A later step
     /// reads its repartition topic from its start when the group has no
     /// offset: it exists only for this pipeline.
+    /// `topic_partitions`, the input topic's partition count, is checked
+    /// against the keys of a first step's records (a later step reads what
+    /// eddy partitioned itself).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         topic: String,
         partition: i32,
+        topic_partitions: i32,
         queue: FetchQueue<C>,
         consumer: Arc<BaseConsumer<C>>,
         start_from: StartFrom,
@@ -57,6 +80,11 @@ impl<C: ConsumerContext + 'static> Input<C> {
             StartFrom::Earliest => Offset::Beginning,
             StartFrom::Latest => Offset::End,
         };
+        let keys = (!later_step && topic_partitions > 1).then_some(KeyPlacement {
+            partitions: topic_partitions,
+            unreported: 0,
+            logged: false,
+        });
         Self {
             batch: InputBatch::new(&topic, partition),
             topic,
@@ -64,6 +92,7 @@ impl<C: ConsumerContext + 'static> Input<C> {
             queue,
             consumer,
             start,
+            keys,
             label,
         }
     }
@@ -95,11 +124,41 @@ impl<C: ConsumerContext + 'static> Input<C> {
             .map_err(|e| Fault::Consume(format!("could not resume fetching the partition: {e}")))
     }
 
-    /// Moves the input to `offset`.
+    /// Moves the input to `offset`. A seek fails when the consumer has
+    /// already found the offset outside the log (Apache Kafka reports that
+    /// before the task's first seek, as an erroneous partition state), so a
+    /// failure is explained by the log's range when that is the cause.
     pub(super) fn seek(&mut self, offset: i64) -> Result<(), Fault> {
         self.queue
             .seek(Offset::Offset(offset), SEEK_TIMEOUT)
-            .map_err(|e| Fault::Consume(format!("could not resume input at offset {offset}: {e}")))
+            .map_err(|e| match self.log_range() {
+                Some((low, high)) if offset < low || offset > high => {
+                    self.outside_the_log(offset, &e.to_string())
+                }
+                _ => Fault::Consume(format!("could not resume input at offset {offset}: {e}")),
+            })
+    }
+
+    /// The offsets the partition's log holds now, if the broker says.
+    fn log_range(&self) -> Option<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
+            .ok()
+    }
+
+    /// The fault for a position the log no longer (or not yet) holds.
+    fn outside_the_log(&self, offset: i64, cause: &str) -> Fault {
+        let range = self.log_range().map_or_else(
+            || "unknown".to_owned(),
+            |(low, high)| format!("{low}..{high}"),
+        );
+        Fault::Consume(format!(
+            "committed offset {offset} of {}/{} is outside the log, which now holds \
+             offsets {range} ({cause}); records before the log start were deleted \
+             by retention before eddy processed them. eddy never skips records \
+             silently: delete and re-create the pipeline to start over",
+            self.topic, self.partition
+        ))
     }
 
     /// Fills the batch with up to `polling.max` records: waits up to
@@ -111,7 +170,13 @@ impl<C: ConsumerContext + 'static> Input<C> {
         self.batch.clear();
         let max = polling.max;
         let batch = &mut self.batch;
-        let mut push = |record: Fetched<'_>| push_record(batch, &record);
+        let (partition, keys, label) = (self.partition, &mut self.keys, &*self.label);
+        let mut push = |record: Fetched<'_>| {
+            if let (Some(keys), Some(key)) = (keys.as_mut(), record.key) {
+                keys.check(key, partition, label);
+            }
+            push_record(batch, &record);
+        };
         let mut taken = self.queue.take(max, Duration::ZERO, &mut push);
         if taken == 0 {
             taken = self.queue.take(1, polling.first_wait, &mut push);
@@ -125,6 +190,14 @@ impl<C: ConsumerContext + 'static> Input<C> {
             self.consume_error(error)?;
         }
         Ok(())
+    }
+
+    /// Keyed records that arrived off their murmur2 partition since the
+    /// last call.
+    pub(super) fn take_off_partition_keys(&mut self) -> u64 {
+        self.keys
+            .as_mut()
+            .map_or(0, |k| std::mem::take(&mut k.unreported))
     }
 
     /// Decides what a consume error means. A position that fell out of the
@@ -153,20 +226,31 @@ impl<C: ConsumerContext + 'static> Input<C> {
                 .seek(self.start, SEEK_TIMEOUT)
                 .map_err(|e| Fault::Consume(format!("could not seek: {e}")));
         };
-        let range = self
-            .consumer
-            .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
-            .map_or_else(
-                |_| "unknown".to_owned(),
-                |(low, high)| format!("{low}..{high}"),
+        Err(self.outside_the_log(offset, &error.to_string()))
+    }
+}
+
+impl KeyPlacement {
+    fn check(&mut self, key: &[u8], partition: i32, label: &str) {
+        let expected = murmur2_partition(key, self.partitions);
+        if expected == partition {
+            return;
+        }
+        self.unreported += 1;
+        if !self.logged {
+            self.logged = true;
+            tracing::warn!(
+                task = label,
+                key = %String::from_utf8_lossy(key),
+                murmur2_partition = expected,
+                "a keyed input arrived in partition {partition}, not in the partition \
+                 {expected} that murmur2 (Java clients, Kafka Streams) gives its key: the \
+                 producer partitions differently (librdkafka's default is CRC32). Its state \
+                 stays in this partition and queries find it; to agree with other Kafka \
+                 clients, produce with murmur2 (librdkafka: partitioner=murmur2_random). \
+                 Counted in the partition status as off-partition keys; logged once per task"
             );
-        Err(Fault::Consume(format!(
-            "committed offset {offset} of {}/{} is outside the log, which now holds \
-             offsets {range} ({error}); records before the log start were deleted \
-             by retention before eddy processed them. eddy never skips records \
-             silently: delete and re-create the pipeline to start over",
-            self.topic, self.partition
-        )))
+        }
     }
 }
 

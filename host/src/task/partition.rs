@@ -44,6 +44,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             topic,
             partition,
             changelog_partition,
+            topic_partitions,
             queue,
             consumer,
         } = assignment;
@@ -71,6 +72,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let input = Input::new(
             topic,
             partition,
+            topic_partitions,
             queue,
             consumer,
             settings.start_from,

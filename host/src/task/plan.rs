@@ -58,6 +58,8 @@ pub struct Assignment<C: ConsumerContext + 'static> {
     /// The task's partition of the step's changelog: the input partition's
     /// place among all of the step's input partitions.
     pub changelog_partition: i32,
+    /// How many partitions the input topic has.
+    pub topic_partitions: i32,
     /// The partition's queue of fetched records.
     pub queue: FetchQueue<C>,
     /// The step's consumer, which fetches the partition.

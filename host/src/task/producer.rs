@@ -34,8 +34,20 @@ pub(super) enum TxnError {
          nothing this instance wrote since its last commit becomes visible"
     )]
     Fenced(KafkaError),
+    /// The broker could not start transactions for the task's producer:
+    /// its transaction coordinator is unavailable, which on a healthy
+    /// cluster means the transaction state log cannot exist.
+    #[error(
+        "could not start transactions ({0}): the broker's transaction coordinator is not \
+         available. Kafka keeps transactions in its internal topic __transaction_state, which \
+         needs transaction.state.log.replication.factor brokers (3 by default) and \
+         transaction.state.log.min.isr of them in sync: on a smaller cluster set both broker \
+         settings to at most its number of brokers. Exactly-once and multi-step pipelines \
+         need transactions; the task retries with backoff and nothing is lost meanwhile"
+    )]
+    NoCoordinator(KafkaError),
     /// Any other failure: what was open is aborted and replayed.
-    #[error("{0}")]
+    #[error("{0}{advice}", advice = crate::kafka::advice(.0))]
     Failed(KafkaError),
 }
 
@@ -121,7 +133,22 @@ impl TaskProducer {
         this.producer
             .rdkafka()
             .init_transactions(TXN_CALL_TIMEOUT)
-            .map_err(|e| this.classify(e))?;
+            .map_err(|e| {
+                let no_coordinator = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::OperationTimedOut
+                            | RDKafkaErrorCode::CoordinatorNotAvailable
+                            | RDKafkaErrorCode::NotCoordinator
+                            | RDKafkaErrorCode::CoordinatorLoadInProgress
+                    )
+                );
+                if no_coordinator {
+                    TxnError::NoCoordinator(e)
+                } else {
+                    this.classify(e)
+                }
+            })?;
         Ok(this)
     }
 

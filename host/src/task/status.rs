@@ -21,6 +21,7 @@ pub struct TaskStatus {
     last_error: Mutex<String>,
     restore: Mutex<RestoreProgress>,
     counters: Mutex<BTreeMap<String, u64>>,
+    off_partition_keys: AtomicU64,
     /// Processor call durations in microseconds.
     calls: Mutex<Histogram<u64>>,
 }
@@ -63,6 +64,7 @@ impl Default for TaskStatus {
     fn default() -> Self {
         Self {
             records_in: AtomicU64::new(0),
+            off_partition_keys: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             committed: AtomicI64::new(-1),
             assigned: AtomicBool::new(false),
@@ -91,6 +93,10 @@ impl TaskStatus {
             .fetch_add(records_in as u64, Ordering::Relaxed);
         self.records_out
             .fetch_add(records_out as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_off_partition_keys(&self, count: u64) {
+        self.off_partition_keys.fetch_add(count, Ordering::Relaxed);
     }
 
     pub(crate) fn set_committed(&self, next_offset: i64) {
@@ -216,6 +222,12 @@ impl TaskStatus {
     /// Records processed since the daemon started.
     pub fn records_in(&self) -> u64 {
         self.records_in.load(Ordering::Relaxed)
+    }
+
+    /// Keyed inputs that arrived in another partition than their key's
+    /// murmur2 partition, since the daemon started.
+    pub fn off_partition_keys(&self) -> u64 {
+        self.off_partition_keys.load(Ordering::Relaxed)
     }
 
     /// Records produced since the daemon started.

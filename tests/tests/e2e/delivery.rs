@@ -198,8 +198,13 @@ fn sigterm_commits_exits_zero_and_a_restart_resumes_from_committed_offsets() -> 
 
 #[test]
 fn an_offset_that_fell_out_of_the_log_fails_loudly_instead_of_jumping() -> anyhow::Result<()> {
-    let broker =
-        eddy_tests::Broker::start_with(&[("in", 1), ("out", 1)], &["--retention", "5MiB"])?;
+    let broker = eddy_tests::Broker::start_with(
+        &[("in", 1), ("out", 1)],
+        &eddy_tests::BrokerOptions {
+            retention_bytes: Some(5 << 20),
+            ..eddy_tests::BrokerOptions::default()
+        },
+    )?;
     let dir = tempfile::tempdir()?;
     let daemon = eddy_tests::Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     produce(broker.bootstrap(), "in", &numbered(10))?;
@@ -218,6 +223,15 @@ fn an_offset_that_fell_out_of_the_log_fails_loudly_instead_of_jumping() -> anyho
         .map(|i| Rec::value(format!("{i:01024}")))
         .collect();
     produce(broker.bootstrap(), "in", &big)?;
+    // Apache Kafka applies retention in the background (every second here).
+    wait_for(
+        "retention to delete offset 10",
+        Duration::from_secs(60),
+        || {
+            let (low, _) = eddy_tests::watermarks(broker.bootstrap(), "in")?[0];
+            Ok((low > 10).then_some(()))
+        },
+    )?;
     daemon.eddy_ok(&["pipeline", "resume", "shout"])?;
     let failed = wait_for(
         "the task to fail on its position",
@@ -232,7 +246,14 @@ fn an_offset_that_fell_out_of_the_log_fails_loudly_instead_of_jumping() -> anyho
                 })
                 .then_some(p))
         },
-    )?;
+    )
+    .map_err(|e| {
+        e.context(format!(
+            "log {:?}, pipeline {:?}",
+            eddy_tests::watermarks(broker.bootstrap(), "in"),
+            daemon.pipeline("shout")
+        ))
+    })?;
     assert_eq!(failed.state, eddy_tests::v1::PipelineState::Failed as i32);
     let out = consume(
         broker.bootstrap(),

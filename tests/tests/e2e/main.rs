@@ -1,13 +1,17 @@
-//! End to end: the real `eddy` binary against `eddy dev-broker` in its own
-//! process, deploying plugins built from `plugins/`. Run with `just test`.
+//! End to end: the real `eddy` binary against a broker in its own process,
+//! deploying plugins built from `plugins/`. The broker is `eddy dev-broker`,
+//! or Apache Kafka with `EDDY_TEST_BROKER=kafka`; `just test` runs the
+//! modules whose outcome rests on Kafka's semantics on both.
 
 mod broker;
 mod cli;
 mod cluster;
+mod compaction;
 mod control_plane;
 mod delivery;
 mod exactly_once;
 mod hostile;
+mod misconfigured;
 mod plugins;
 mod policies;
 mod state;

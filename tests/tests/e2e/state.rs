@@ -640,3 +640,73 @@ fn dedup_and_fraud_alert_run_on_real_partitions() -> anyhow::Result<()> {
     assert_eq!(alert["total"].as_f64(), Some(1100.0));
     Ok(())
 }
+
+#[test]
+fn keys_produced_with_librdkafkas_default_partitioner_are_counted_found_and_reported()
+-> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("clicks", 3), ("counts", 3)])?;
+    daemon.deploy("per-user", "count", "clicks", "counts", &[])?;
+    // As kcat or confluent-kafka would produce them: CRC32, not murmur2.
+    let mut reference = BTreeMap::new();
+    let records: Vec<Rec> = (0..600)
+        .map(|i| {
+            let user = format!("user-{}", i % 30);
+            *reference.entry(user.clone()).or_insert(0u64) += 1;
+            Rec::value("click").keyed(user)
+        })
+        .collect();
+    eddy_tests::produce_with(broker.bootstrap(), "clicks", &records, "consistent_random")?;
+    let landed = consume(
+        broker.bootstrap(),
+        "clicks",
+        records.len(),
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )?;
+    let off_partition = landed
+        .iter()
+        .filter(|r| {
+            let key = r.key.as_deref().unwrap_or_default();
+            eddy_tests::java_partition(key, 3) != r.partition
+        })
+        .count() as u64;
+    assert!(
+        off_partition > 0,
+        "CRC32 puts some of 30 keys elsewhere than murmur2 does"
+    );
+    wait_for_state(
+        &daemon,
+        "per-user",
+        &as_text(&reference),
+        Duration::from_secs(60),
+    )?;
+
+    // Every key is found by a point query, wherever its records landed.
+    for (user, count) in &reference {
+        let out = daemon.eddy_ok(&["state", "get", "per-user", user])?;
+        assert_eq!(
+            out.trim(),
+            count.to_string(),
+            "eddy state get per-user {user}"
+        );
+    }
+    let missing = daemon.eddy(&["state", "get", "per-user", "nobody"])?;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no such key"));
+
+    // The status counts each record that arrived off its murmur2 partition,
+    // and the log says so once per task that saw one.
+    let status = daemon.pipeline("per-user")?;
+    let counted: u64 = status.partitions.iter().map(|p| p.off_partition_keys).sum();
+    assert_eq!(counted, off_partition);
+    let warned = daemon.log().matches("not in the partition").count();
+    let tasks_off = landed
+        .iter()
+        .filter(|r| {
+            eddy_tests::java_partition(r.key.as_deref().unwrap_or_default(), 3) != r.partition
+        })
+        .map(|r| r.partition)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    assert_eq!(warned, tasks_off, "logged once per task:\n{}", daemon.log());
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! What a broker's refusal means for the operator. Kafka answers a
+//! misconfiguration with an error code ("not enough in-sync replicas"); the
+//! fix is a setting on the broker, the topic or the pipeline, named here so
+//! that the task's error says what to change.
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// The setting to change for `error`, as a sentence to append to it
+/// (starting with "; "), or empty when eddy has nothing to add.
+pub fn advice(error: &KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::NotEnoughReplicas | RDKafkaErrorCode::NotEnoughReplicasAfterAppend,
+        ) => {
+            "; eddy produces with acks=all, and the topic's min.insync.replicas is more than \
+             the replicas now in sync: bring the replicas back, or set min.insync.replicas \
+             (on the topic, or the broker's default) to at most the topic's replication factor. \
+             Nothing is committed meanwhile, so nothing is lost"
+        }
+        Some(RDKafkaErrorCode::InvalidTransactionTimeout) => {
+            "; the pipeline's transaction timeout is longer than the broker allows \
+             (transaction.max.timeout.ms, 15 minutes by default): re-create the pipeline with \
+             a shorter --transaction-timeout, or raise the broker setting"
+        }
+        Some(RDKafkaErrorCode::PolicyViolation) => {
+            "; the cluster's topic policy refused the request: ask its operators which \
+             topic settings it allows"
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_setting_and_others_add_nothing() {
+        let replicas = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
+        assert!(advice(&replicas).contains("min.insync.replicas"));
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTransactionTimeout);
+        assert!(advice(&timeout).contains("transaction.max.timeout.ms"));
+        assert_eq!(
+            advice(&KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageTimedOut
+            )),
+            ""
+        );
+    }
+}
