@@ -69,10 +69,11 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     CARGO_TARGET_DIR={{ plugins_target }} CARGO_BUILD_BUILD_DIR={{ plugins_target }} cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
 
-# Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py).
-probe-broker probe: build
+# Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py);
+# `just probe-broker PROBE --kafka` probes Apache Kafka the same way.
+probe-broker probe *kind: build
     python3 -c "import confluent_kafka" 2>/dev/null || pip3 install --quiet confluent-kafka
-    scripts/probe-broker.sh {{ probe }}
+    scripts/probe-broker.sh {{ probe }} {{ kind }}
 
 # Start the daemon on its embedded broker, deploy `uppercase`, produce lines, print the output.
 demo: build

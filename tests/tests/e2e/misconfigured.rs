@@ -6,6 +6,25 @@
 use eddy_tests::{Broker, BrokerKind, BrokerOptions, Daemon, Rec, produce, wait_for};
 use std::time::Duration;
 
+/// Deploys `uppercase` from `in` to `out` exactly-once as `shout`, and
+/// waits for its task's first error.
+fn exactly_once_task_error(daemon: &Daemon, timeout: Duration) -> anyhow::Result<String> {
+    daemon.deploy(
+        "shout",
+        "uppercase",
+        "in",
+        "out",
+        &["--guarantee", "exactly-once"],
+    )?;
+    wait_for("the task to report why it cannot run", timeout, || {
+        let p = daemon.pipeline("shout")?;
+        Ok(p.partitions
+            .iter()
+            .find(|s| !s.last_error.is_empty())
+            .map(|s| s.last_error.clone()))
+    })
+}
+
 #[test]
 fn an_existing_internal_topic_with_the_wrong_cleanup_policy_is_refused_by_name()
 -> anyhow::Result<()> {
@@ -87,24 +106,7 @@ fn a_cluster_that_cannot_keep_transactions_is_a_clear_error_and_nothing_is_lost(
     let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     let inputs: Vec<Rec> = (0..10).map(|i| Rec::value(format!("record-{i}"))).collect();
     produce(broker.bootstrap(), "in", &inputs)?;
-    daemon.deploy(
-        "shout",
-        "uppercase",
-        "in",
-        "out",
-        &["--guarantee", "exactly-once"],
-    )?;
-    let error = wait_for(
-        "the task to report why it cannot start",
-        Duration::from_secs(90),
-        || {
-            let p = daemon.pipeline("shout")?;
-            Ok(p.partitions
-                .iter()
-                .find(|s| s.last_error.contains("transaction"))
-                .map(|s| s.last_error.clone()))
-        },
-    )?;
+    let error = exactly_once_task_error(&daemon, Duration::from_secs(90))?;
     assert!(
         error.contains("transaction.state.log.replication.factor")
             && error.contains("transaction.state.log.min.isr"),
@@ -134,24 +136,7 @@ fn a_transaction_timeout_longer_than_the_broker_allows_names_both_settings() -> 
     let dir = tempfile::tempdir()?;
     let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
     // eddy's default transaction timeout is 60 s.
-    daemon.deploy(
-        "shout",
-        "uppercase",
-        "in",
-        "out",
-        &["--guarantee", "exactly-once"],
-    )?;
-    let error = wait_for(
-        "the task to report the refused timeout",
-        Duration::from_secs(60),
-        || {
-            let p = daemon.pipeline("shout")?;
-            Ok(p.partitions
-                .iter()
-                .find(|s| !s.last_error.is_empty())
-                .map(|s| s.last_error.clone()))
-        },
-    )?;
+    let error = exactly_once_task_error(&daemon, Duration::from_secs(60))?;
     assert!(
         error.contains("transaction.max.timeout.ms") && error.contains("--transaction-timeout"),
         "{error}"
