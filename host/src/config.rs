@@ -227,6 +227,12 @@ impl ServeConfig {
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
     }
+
+    /// Where the embedded broker keeps its topics, logs and committed
+    /// offsets (without `--brokers`), so a restart resumes where it stopped.
+    pub fn broker_dir(&self) -> PathBuf {
+        self.data_dir.join("broker")
+    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         topics.push(t.parse().map_err(|e: String| anyhow::anyhow!(e))?);
     }
     let broker = if config.brokers.is_empty() {
-        let broker = EmbeddedBroker::start(&topics, config.embedded_retention_bytes, None)?;
+        let broker = EmbeddedBroker::start(
+            &topics,
+            config.embedded_retention_bytes,
+            None,
+            Some(config.broker_dir()),
+        )?;
         announce(&format!(
             "eddy: embedded Kafka broker at {}",
             broker.bootstrap()
@@ -189,11 +194,16 @@ pub async fn dev_broker(
     topics: Vec<TopicSpec>,
     retention_bytes: u64,
     port: Option<u16>,
+    data: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let broker = EmbeddedBroker::start(&topics, retention_bytes, port)?;
+    let kept = data.as_ref().map_or_else(
+        || "in memory".to_owned(),
+        |dir| format!("data in {}", dir.display()),
+    );
+    let broker = EmbeddedBroker::start(&topics, retention_bytes, port, data)?;
     announce(broker.bootstrap());
     eprintln!(
-        "eddy dev-broker: Kafka-protocol broker at {} (in memory; stop with Ctrl-C)",
+        "eddy dev-broker: Kafka-protocol broker at {} ({kept}; stop with Ctrl-C)",
         broker.bootstrap()
     );
     shutdown_signal().await;

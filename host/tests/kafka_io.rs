@@ -46,7 +46,7 @@ fn broker(topics: &[(&str, i32)]) -> EmbeddedBroker {
             partitions: *partitions,
         })
         .collect();
-    EmbeddedBroker::start(&topics, 64 << 20, None).expect("the embedded broker starts")
+    EmbeddedBroker::start(&topics, 64 << 20, None, None).expect("the embedded broker starts")
 }
 
 fn send_all(producer: &Producer, topic: &str, records: &[Sent]) -> Acks {

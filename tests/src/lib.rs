@@ -105,10 +105,13 @@ fn sigterm(child: &Child) {
         .status();
 }
 
-/// `eddy serve` in its own process, pointed at a broker; killed on drop.
+/// `eddy serve` in its own process, pointed at a broker or on its embedded
+/// one; killed on drop.
 pub struct Daemon {
     child: Option<Child>,
     server: String,
+    /// The embedded broker's address, when the daemon runs one.
+    embedded: Option<String>,
     log: PathBuf,
 }
 
@@ -121,6 +124,23 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let mut args = vec!["--brokers", brokers];
+        args.extend_from_slice(extra);
+        Self::launch(data_dir, &args, env)
+    }
+
+    /// Starts a daemon on its embedded broker (no `--brokers`), on
+    /// `data_dir`, with `extra` flags such as `--topic NAME:N`.
+    pub fn start_embedded(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::launch(data_dir, extra, &[])
+    }
+
+    /// The embedded broker's bootstrap address, if the daemon runs one.
+    pub fn embedded_broker(&self) -> Option<&str> {
+        self.embedded.as_deref()
+    }
+
+    fn launch(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.join(format!(
             "daemon-{}.log",
@@ -136,8 +156,6 @@ impl Daemon {
                 "--session-timeout",
                 "6s",
             ])
-            .arg("--brokers")
-            .arg(brokers)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -148,14 +166,21 @@ impl Daemon {
             .spawn()
             .context("could not start eddy serve")?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let server = read_until(stdout, Duration::from_secs(60), |l| {
+        // The embedded broker's line, if any, comes first.
+        let mut embedded = String::new();
+        let started = read_until(stdout, Duration::from_secs(60), move |l| {
+            if let Some((_, address)) = l.split_once("embedded Kafka broker at ") {
+                embedded = address.trim().to_owned();
+            }
             l.split_once("control plane listening on ")
-                .map(|(_, url)| url.trim().to_owned())
+                .map(|(_, url)| format!("{} {embedded}", url.trim()))
         })
         .with_context(|| format!("daemon did not start; see {}", log.display()))?;
+        let (server, embedded) = started.split_once(' ').unwrap_or((&started, ""));
         Ok(Self {
             child: Some(child),
-            server,
+            server: server.to_owned(),
+            embedded: (!embedded.is_empty()).then(|| embedded.to_owned()),
             log,
         })
     }

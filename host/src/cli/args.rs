@@ -42,7 +42,8 @@ pub(crate) enum Command {
     /// Run the daemon: consume, process and produce for every pipeline.
     ///
     /// With no brokers configured, an embedded Kafka-protocol broker starts in
-    /// the same process and its bootstrap address is printed.
+    /// the same process and its bootstrap address is printed; it keeps its
+    /// topics and offsets in the data directory, so a restart resumes.
     ///
     /// Example: eddy serve --topic lines:3 --topic lines-upper:3
     Serve(ServeArgs),
@@ -51,7 +52,7 @@ pub(crate) enum Command {
     /// process, until stopped. Prints its bootstrap address on stdout.
     ///
     /// It honours transactions, fencing, CreateTopics and retention; it keeps
-    /// everything in memory.
+    /// everything in memory, or with --data in a folder it resumes from.
     ///
     /// Example: eddy dev-broker --port 9092 --topic input:3 --topic output:3
     DevBroker(DevBrokerArgs),
@@ -148,6 +149,10 @@ pub(crate) struct DevBrokerArgs {
     /// Listen on 127.0.0.1:PORT instead of a free port.
     #[arg(long)]
     pub(crate) port: Option<u16>,
+    /// Keep topics, logs and committed offsets in DIR, and resume from what
+    /// an earlier broker kept there; in memory only without it.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
             }
         }
         Command::DevBroker(args) => {
-            crate::daemon::dev_broker(args.topics, args.retention, args.port).await
+            crate::daemon::dev_broker(args.topics, args.retention, args.port, args.data).await
         }
         Command::Module(m) => run_client(ClientCommand::Module(m)).await,
         Command::Pipeline(p) => run_client(ClientCommand::Pipeline(p)).await,

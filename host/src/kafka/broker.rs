@@ -1,8 +1,10 @@
 //! The embedded broker: librdkafka's mock cluster, a Kafka wire-protocol
 //! peer on 127.0.0.1 that any Kafka client can reach. eddy vendors librdkafka
 //! with a patched mock (`vendor/rdkafka-sys/PATCHES.md`): transactions,
-//! fencing, CreateTopics and configurable retention. It lives in memory for
-//! as long as its owner.
+//! fencing, CreateTopics, configurable retention, and persistence. Given a
+//! folder it keeps its topics, logs and committed offsets there, so a
+//! daemon restarted on the same data directory resumes where it stopped, as
+//! it would on Apache Kafka; without one it lives in memory.
 
 use super::TopicSpec;
 use anyhow::{Context as _, bail};
@@ -10,6 +12,7 @@ use rdkafka::ClientConfig;
 use rdkafka::bindings as rdsys;
 use rdkafka::producer::{BaseProducer, Producer as _};
 use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -26,7 +29,7 @@ struct MockCluster {
 }
 
 impl MockCluster {
-    fn new(retention_bytes: u64, port: Option<u16>) -> anyhow::Result<Self> {
+    fn new(retention_bytes: u64, port: Option<u16>, data: Option<&Path>) -> anyhow::Result<Self> {
         let client: BaseProducer = ClientConfig::new()
             .set("log_level", "3")
             .create()
@@ -53,10 +56,36 @@ impl MockCluster {
         unsafe {
             rdsys::rd_kafka_mock_set_partition_retention(cluster.as_ptr(), max_bytes, 100_000_000)
         };
-        Ok(Self {
+        let this = Self {
             cluster,
             _client: client,
-        })
+        };
+        if let Some(dir) = data {
+            this.persist(dir)?;
+        }
+        Ok(this)
+    }
+
+    /// Loads what an earlier broker kept in `dir` and keeps writing there.
+    fn persist(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+        let path = dir
+            .to_str()
+            .and_then(|s| CString::new(s).ok())
+            .with_context(|| format!("{} is not a usable path", dir.display()))?;
+        // SAFETY: the cluster is live and no client has used it yet, as the
+        // function requires; `path` outlives the call, which copies it.
+        let err =
+            unsafe { rdsys::rd_kafka_mock_cluster_persist(self.cluster.as_ptr(), path.as_ptr()) };
+        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            bail!(
+                "could not keep the broker's data in {} ({err:?}): check that the folder is \
+                 writable, or start without it",
+                dir.display()
+            );
+        }
+        Ok(())
     }
 
     fn bootstrap(&self) -> String {
@@ -82,10 +111,12 @@ impl MockCluster {
                 1,
             )
         };
-        if err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            bail!("could not create topic {}: {err:?}", topic.name);
+        match err {
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+            // Kept from an earlier start (persistence): it stays as it is.
+            rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS => Ok(()),
+            err => bail!("could not create topic {}: {err:?}", topic.name),
         }
-        Ok(())
     }
 }
 
@@ -106,11 +137,14 @@ pub struct EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts a one-broker cluster on `port` (a free one if `None`),
-    /// keeping up to `retention_bytes` per partition, and creates `topics`.
+    /// keeping up to `retention_bytes` per partition, with what `data` holds
+    /// from an earlier start (and kept there from now on; in memory if
+    /// `None`), and creates those of `topics` that do not exist yet.
     pub fn start(
         topics: &[TopicSpec],
         retention_bytes: u64,
         port: Option<u16>,
+        data: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -118,12 +152,13 @@ impl EmbeddedBroker {
         let thread = std::thread::Builder::new()
             .name("eddy-broker".into())
             .spawn(move || {
-                let started = MockCluster::new(retention_bytes, port).and_then(|cluster| {
-                    for topic in &topics {
-                        cluster.create_topic(topic)?;
-                    }
-                    Ok(cluster)
-                });
+                let started =
+                    MockCluster::new(retention_bytes, port, data.as_deref()).and_then(|cluster| {
+                        for topic in &topics {
+                            cluster.create_topic(topic)?;
+                        }
+                        Ok(cluster)
+                    });
                 let cluster = match started {
                     Ok(cluster) => cluster,
                     Err(e) => {

@@ -9,6 +9,7 @@ mod cluster;
 mod compaction;
 mod control_plane;
 mod delivery;
+mod embedded;
 mod exactly_once;
 mod hostile;
 mod misconfigured;

@@ -3770,6 +3770,14 @@ extern "C" {
     ) -> rd_kafka_resp_err_t;
 }
 extern "C" {
+    /// eddy patch: keeps the cluster's topics, logs and committed offsets in
+    /// `dir`, loading what an earlier cluster kept there first.
+    pub fn rd_kafka_mock_cluster_persist(
+        mcluster: *mut rd_kafka_mock_cluster_t,
+        dir: *const c_char,
+    ) -> rd_kafka_resp_err_t;
+}
+extern "C" {
     /// eddy patch: retention of partitions created from now on.
     pub fn rd_kafka_mock_set_partition_retention(
         mcluster: *mut rd_kafka_mock_cluster_t,

@@ -95,6 +95,16 @@ static void rd_kafka_mock_msgset_destroy(rd_kafka_mock_partition_t *mpart,
 static void
 rd_kafka_mock_cluster_wake_fetches(rd_kafka_mock_cluster_t *mcluster);
 
+/* eddy patch (persistence): see rd_kafka_mock_cluster_persist(). */
+static void rd_kafka_mock_persist_msgset(rd_kafka_mock_partition_t *mpart,
+                                         const rd_kafka_mock_msgset_t *mset);
+static void rd_kafka_mock_persist_topics(rd_kafka_mock_cluster_t *mcluster);
+static void rd_kafka_mock_persist_offset(rd_kafka_mock_partition_t *mpart,
+                                         const char *group,
+                                         int64_t offset,
+                                         const rd_kafkap_str_t *metadata);
+static void rd_kafka_mock_persist_forget(rd_kafka_mock_partition_t *mpart);
+
 /**
  * @brief Create a new msgset object with a copy of \p bytes
  *        and appends it to the partition log.
@@ -138,6 +148,9 @@ rd_kafka_mock_msgset_new(rd_kafka_mock_partition_t *mpart,
         PartitionLeaderEpoch = htobe32(mset->leader_epoch);
         memcpy(((char *)mset->bytes.data) + 12, &PartitionLeaderEpoch,
                sizeof(PartitionLeaderEpoch));
+
+        /* eddy patch (persistence): appended to the partition's file. */
+        rd_kafka_mock_persist_msgset(mpart, mset);
 
         /* Remove old msgsets until within limits */
         while (mpart->cnt > 1 &&
@@ -855,6 +868,9 @@ rd_kafka_mock_commit_offset(rd_kafka_mock_partition_t *mpart,
 
         coff->offset = offset;
 
+        /* eddy patch (persistence) */
+        rd_kafka_mock_persist_offset(mpart, coff->group, offset, metadata);
+
         rd_kafka_dbg(mpart->topic->cluster->rk, MOCK, "MOCK",
                      "Topic %s [%" PRId32 "] committing offset %" PRId64
                      " for group %.*s",
@@ -885,6 +901,9 @@ static void rd_kafka_mock_partition_destroy(rd_kafka_mock_partition_t *mpart) {
         rd_list_destroy(&mpart->pidstates);
         rd_list_destroy(&mpart->ongoing_txns);
         rd_list_destroy(&mpart->aborted_txns);
+
+        if (mpart->persist_log) /* eddy patch (persistence) */
+                fclose(mpart->persist_log);
 
         rd_free(mpart->replicas);
 }
@@ -973,7 +992,10 @@ void rd_kafka_mock_topic_delete(rd_kafka_mock_cluster_t *mcluster,
 
         rd_kafka_dbg(mcluster->rk, MOCK, "MOCK", "Deleted topic \"%s\"",
                      mtopic->name);
+        for (i = 0; i < mtopic->partition_cnt; i++)
+                rd_kafka_mock_persist_forget(&mtopic->partitions[i]);
         rd_kafka_mock_topic_destroy(mtopic);
+        rd_kafka_mock_persist_topics(mcluster);
 }
 
 
@@ -1001,6 +1023,7 @@ rd_kafka_mock_topic_new(rd_kafka_mock_cluster_t *mcluster,
 
         TAILQ_INSERT_TAIL(&mcluster->topics, mtopic, link);
         mcluster->topic_cnt++;
+        rd_kafka_mock_persist_topics(mcluster); /* eddy patch */
 
         rd_kafka_dbg(mcluster->rk, MOCK, "MOCK",
                      "Created topic \"%s\" with %d partition(s) and "
@@ -2516,6 +2539,512 @@ void rd_kafka_mock_topic_set_error(rd_kafka_mock_cluster_t *mcluster,
 }
 
 
+/**
+ * @name Persistence (eddy patch)
+ *
+ * A cluster given a folder (rd_kafka_mock_cluster_persist()) keeps there:
+ *  - "topics": one line per topic, "PARTITION_CNT NAME", rewritten on each
+ *    create and delete;
+ *  - "log-NAME-PARTITION": the partition's message sets in order, each as
+ *    big-endian FirstOffset (i64), RecordCount (i32) and Length (i32), then
+ *    the batch as stored (its BaseOffset already the absolute offset);
+ *  - "offsets": committed offsets in order, each as big-endian Partition
+ *    (i32), topic (i16 length + bytes), group (i16 + bytes), Offset (i64)
+ *    and metadata (i16 length, -1 for null, + bytes); the last one wins.
+ * Appends are flushed to the operating system at once: a killed process
+ * loses nothing already written. A record cut short by a crash, and
+ * everything after it, is dropped at the next load.
+ * @{
+ */
+
+#define RD_KAFKA_MOCK_PERSIST_MAX_BATCH (1 << 30)
+
+static int rd_kafka_mock_persist_path(const rd_kafka_mock_cluster_t *mcluster,
+                                      char *dst,
+                                      size_t size,
+                                      const char *name) {
+        int r = rd_snprintf(dst, size, "%s/%s", mcluster->persist_dir, name);
+        return r > 0 && (size_t)r < size ? 0 : -1;
+}
+
+static int rd_kafka_mock_persist_log_path(const rd_kafka_mock_partition_t *mpart,
+                                          char *dst,
+                                          size_t size) {
+        char name[512];
+        int r = rd_snprintf(name, sizeof(name), "log-%s-%" PRId32,
+                            mpart->topic->name, mpart->id);
+        if (r <= 0 || (size_t)r >= sizeof(name))
+                return -1;
+        return rd_kafka_mock_persist_path(mpart->topic->cluster, dst, size,
+                                          name);
+}
+
+static rd_bool_t
+rd_kafka_mock_persist_active(const rd_kafka_mock_cluster_t *mcluster) {
+        return mcluster->persist_dir && !mcluster->persist_loading;
+}
+
+static void rd_kafka_mock_persist_fail(rd_kafka_mock_cluster_t *mcluster,
+                                       const char *what) {
+        rd_kafka_log(mcluster->rk, LOG_ERR, "MOCKPERSIST",
+                     "Mock cluster: could not write %s in %s: %s", what,
+                     mcluster->persist_dir, rd_strerror(errno));
+}
+
+static int rd_kafka_mock_persist_write_msgset(FILE *fp,
+                                              const rd_kafka_mock_msgset_t *mset) {
+        int64_t first = htobe64(mset->first_offset);
+        int32_t cnt =
+            htobe32((int32_t)(mset->last_offset - mset->first_offset + 1));
+        int32_t len = htobe32((int32_t)RD_KAFKAP_BYTES_LEN(&mset->bytes));
+
+        if (fwrite(&first, sizeof(first), 1, fp) != 1 ||
+            fwrite(&cnt, sizeof(cnt), 1, fp) != 1 ||
+            fwrite(&len, sizeof(len), 1, fp) != 1 ||
+            fwrite(mset->bytes.data, RD_KAFKAP_BYTES_LEN(&mset->bytes), 1,
+                   fp) != 1)
+                return -1;
+        return 0;
+}
+
+static void rd_kafka_mock_persist_msgset(rd_kafka_mock_partition_t *mpart,
+                                         const rd_kafka_mock_msgset_t *mset) {
+        rd_kafka_mock_cluster_t *mcluster = mpart->topic->cluster;
+        char path[1024];
+
+        if (!rd_kafka_mock_persist_active(mcluster))
+                return;
+        if (!mpart->persist_log) {
+                if (rd_kafka_mock_persist_log_path(mpart, path,
+                                                   sizeof(path)) == -1 ||
+                    !(mpart->persist_log = fopen(path, "ab"))) {
+                        rd_kafka_mock_persist_fail(mcluster, "a log file");
+                        return;
+                }
+        }
+        if (rd_kafka_mock_persist_write_msgset(mpart->persist_log, mset) ==
+                -1 ||
+            fflush(mpart->persist_log) != 0)
+                rd_kafka_mock_persist_fail(mcluster, "a log file");
+}
+
+static int rd_kafka_mock_persist_write_str(FILE *fp,
+                                           const char *str,
+                                           int len) {
+        int16_t n = htobe16((int16_t)len);
+        if (fwrite(&n, sizeof(n), 1, fp) != 1)
+                return -1;
+        if (len > 0 && fwrite(str, (size_t)len, 1, fp) != 1)
+                return -1;
+        return 0;
+}
+
+static int rd_kafka_mock_persist_write_offset(FILE *fp,
+                                              const rd_kafka_mock_partition_t *mpart,
+                                              const char *group,
+                                              int64_t offset,
+                                              const rd_kafkap_str_t *metadata) {
+        int32_t partition = htobe32(mpart->id);
+        int64_t off       = htobe64(offset);
+
+        if (fwrite(&partition, sizeof(partition), 1, fp) != 1 ||
+            rd_kafka_mock_persist_write_str(fp, mpart->topic->name,
+                                            (int)strlen(mpart->topic->name)) ||
+            rd_kafka_mock_persist_write_str(fp, group, (int)strlen(group)) ||
+            fwrite(&off, sizeof(off), 1, fp) != 1)
+                return -1;
+        if (!metadata || RD_KAFKAP_STR_IS_NULL(metadata))
+                return rd_kafka_mock_persist_write_str(fp, NULL, -1);
+        return rd_kafka_mock_persist_write_str(fp, metadata->str,
+                                               RD_KAFKAP_STR_LEN(metadata));
+}
+
+static void rd_kafka_mock_persist_offset(rd_kafka_mock_partition_t *mpart,
+                                         const char *group,
+                                         int64_t offset,
+                                         const rd_kafkap_str_t *metadata) {
+        rd_kafka_mock_cluster_t *mcluster = mpart->topic->cluster;
+
+        if (!rd_kafka_mock_persist_active(mcluster) ||
+            !mcluster->persist_offsets)
+                return;
+        if (rd_kafka_mock_persist_write_offset(mcluster->persist_offsets,
+                                               mpart, group, offset,
+                                               metadata) == -1 ||
+            fflush(mcluster->persist_offsets) != 0)
+                rd_kafka_mock_persist_fail(mcluster, "the offsets file");
+}
+
+/** Writes \p name whole through a temporary file and a rename. */
+static FILE *rd_kafka_mock_persist_rewrite_begin(rd_kafka_mock_cluster_t *mcluster,
+                                                 char *tmp,
+                                                 size_t size,
+                                                 const char *name) {
+        char tmpname[600];
+        rd_snprintf(tmpname, sizeof(tmpname), "%s.tmp", name);
+        if (rd_kafka_mock_persist_path(mcluster, tmp, size, tmpname) == -1)
+                return NULL;
+        return fopen(tmp, "wb");
+}
+
+static int rd_kafka_mock_persist_rewrite_end(rd_kafka_mock_cluster_t *mcluster,
+                                             FILE *fp,
+                                             const char *tmp,
+                                             const char *name) {
+        char path[1024];
+        int failed = fflush(fp) != 0;
+        failed |= fclose(fp) != 0;
+        if (failed ||
+            rd_kafka_mock_persist_path(mcluster, path, sizeof(path), name) ==
+                -1 ||
+            rename(tmp, path) == -1) {
+                unlink(tmp);
+                return -1;
+        }
+        return 0;
+}
+
+static void rd_kafka_mock_persist_topics(rd_kafka_mock_cluster_t *mcluster) {
+        const rd_kafka_mock_topic_t *mtopic;
+        char tmp[1024];
+        FILE *fp;
+
+        if (!rd_kafka_mock_persist_active(mcluster))
+                return;
+        if (!(fp = rd_kafka_mock_persist_rewrite_begin(mcluster, tmp,
+                                                       sizeof(tmp), "topics"))) {
+                rd_kafka_mock_persist_fail(mcluster, "the topics file");
+                return;
+        }
+        TAILQ_FOREACH(mtopic, &mcluster->topics, link)
+        fprintf(fp, "%d %s\n", mtopic->partition_cnt, mtopic->name);
+        if (rd_kafka_mock_persist_rewrite_end(mcluster, fp, tmp, "topics"))
+                rd_kafka_mock_persist_fail(mcluster, "the topics file");
+}
+
+/** A deleted topic's partition: its log file goes with it. */
+static void rd_kafka_mock_persist_forget(rd_kafka_mock_partition_t *mpart) {
+        char path[1024];
+
+        if (!mpart->topic->cluster->persist_dir)
+                return;
+        if (mpart->persist_log) {
+                fclose(mpart->persist_log);
+                mpart->persist_log = NULL;
+        }
+        if (rd_kafka_mock_persist_log_path(mpart, path, sizeof(path)) == 0)
+                unlink(path);
+}
+
+static int rd_kafka_mock_persist_read_str(FILE *fp, char *dst, size_t size,
+                                          int *lenp) {
+        int16_t n;
+        if (fread(&n, sizeof(n), 1, fp) != 1)
+                return -1;
+        *lenp = (int16_t)be16toh(n);
+        if (*lenp < 0)
+                return 0;
+        if ((size_t)*lenp >= size ||
+            (*lenp > 0 && fread(dst, (size_t)*lenp, 1, fp) != 1))
+                return -1;
+        dst[*lenp] = '\0';
+        return 0;
+}
+
+/**
+ * Replays one persisted message set: appends it at its offset and keeps the
+ * partition's transaction bookkeeping as the original writes did.
+ */
+static void rd_kafka_mock_persist_replay(rd_kafka_mock_partition_t *mpart,
+                                         int64_t first_offset,
+                                         int32_t cnt,
+                                         const rd_kafkap_bytes_t *bytes) {
+        const char *data = bytes->data;
+        int16_t Attributes, epoch;
+        int64_t ProducerId;
+        rd_kafka_mock_msgset_t *mset;
+        rd_kafka_mock_partition_txn_t *ptxn;
+
+        if (mpart->cnt == 0 || first_offset > mpart->end_offset) {
+                /* The log kept starts later: retention had deleted the
+                 * message sets before it. */
+                if (mpart->cnt == 0)
+                        mpart->start_offset = first_offset;
+                mpart->end_offset = first_offset;
+        }
+        mset = rd_kafka_mock_msgset_new(mpart, bytes, (size_t)cnt);
+
+        memcpy(&Attributes, data + RD_KAFKAP_MSGSET_V2_OF_Attributes, 2);
+        Attributes = (int16_t)be16toh(Attributes);
+        memcpy(&ProducerId, data + RD_KAFKAP_MSGSET_V2_OF_ProducerId, 8);
+        ProducerId = (int64_t)be64toh(ProducerId);
+        memcpy(&epoch, data + RD_KAFKAP_MSGSET_V2_OF_ProducerEpoch, 2);
+        epoch = (int16_t)be16toh(epoch);
+
+        if (!(Attributes & RD_KAFKA_MSGSET_V2_ATTR_TRANSACTIONAL))
+                return;
+        ptxn = rd_kafka_mock_partition_txn_find(&mpart->ongoing_txns,
+                                                ProducerId);
+        if (!(Attributes & RD_KAFKA_MSGSET_V2_ATTR_CONTROL)) {
+                if (!ptxn) {
+                        ptxn               = rd_calloc(1, sizeof(*ptxn));
+                        ptxn->pid          = ProducerId;
+                        ptxn->epoch        = epoch;
+                        ptxn->first_offset = mset->first_offset;
+                        ptxn->last_offset  = -1;
+                        rd_list_add(&mpart->ongoing_txns, ptxn);
+                }
+                return;
+        }
+        /* A marker the mock wrote (rd_kafka_mock_txn_marker_build()): its
+         * record's key holds the type, 0 abort and 1 commit. */
+        if (!ptxn)
+                return;
+        rd_list_remove(&mpart->ongoing_txns, ptxn);
+        if (RD_KAFKAP_BYTES_LEN(bytes) == RD_KAFKA_MOCK_TXN_MARKER_SIZE &&
+            data[61 + 8] == 0) {
+                ptxn->last_offset = mset->first_offset;
+                rd_list_add(&mpart->aborted_txns, ptxn);
+        } else {
+                rd_free(ptxn);
+        }
+}
+
+/** Replays the partition's log file; returns the message sets read. */
+static int rd_kafka_mock_persist_load_log(rd_kafka_mock_partition_t *mpart) {
+        char path[1024];
+        FILE *fp;
+        int n = 0;
+        char *buf = NULL;
+        size_t bufsize = 0;
+
+        if (rd_kafka_mock_persist_log_path(mpart, path, sizeof(path)) == -1 ||
+            !(fp = fopen(path, "rb")))
+                return 0;
+        for (;;) {
+                int64_t first;
+                int32_t cnt, len;
+                rd_kafkap_bytes_t bytes;
+
+                if (fread(&first, sizeof(first), 1, fp) != 1 ||
+                    fread(&cnt, sizeof(cnt), 1, fp) != 1 ||
+                    fread(&len, sizeof(len), 1, fp) != 1)
+                        break;
+                first = (int64_t)be64toh(first);
+                cnt   = (int32_t)be32toh(cnt);
+                len   = (int32_t)be32toh(len);
+                if (cnt < 1 || len < RD_KAFKAP_MSGSET_V2_SIZE ||
+                    len > RD_KAFKA_MOCK_PERSIST_MAX_BATCH ||
+                    (mpart->cnt > 0 && first < mpart->end_offset))
+                        break;
+                if ((size_t)len > bufsize) {
+                        bufsize = (size_t)len;
+                        buf     = rd_realloc(buf, bufsize);
+                }
+                if (fread(buf, (size_t)len, 1, fp) != 1)
+                        break;
+                bytes.len  = len;
+                bytes.data = buf;
+                rd_kafka_mock_persist_replay(mpart, first, cnt, &bytes);
+                n++;
+        }
+        if (buf)
+                rd_free(buf);
+        fclose(fp);
+        return n;
+}
+
+static void rd_kafka_mock_persist_load_offsets(rd_kafka_mock_cluster_t *mcluster) {
+        char path[1024], topic[512], group[512], metadata[4096];
+        FILE *fp;
+
+        if (rd_kafka_mock_persist_path(mcluster, path, sizeof(path),
+                                       "offsets") == -1 ||
+            !(fp = fopen(path, "rb")))
+                return;
+        for (;;) {
+                int32_t partition;
+                int64_t offset;
+                int topiclen, grouplen, metalen;
+                rd_kafka_mock_topic_t *mtopic;
+                rd_kafka_mock_partition_t *mpart;
+                rd_kafkap_str_t *kgroup, *kmeta;
+
+                if (fread(&partition, sizeof(partition), 1, fp) != 1 ||
+                    rd_kafka_mock_persist_read_str(fp, topic, sizeof(topic),
+                                                   &topiclen) ||
+                    rd_kafka_mock_persist_read_str(fp, group, sizeof(group),
+                                                   &grouplen) ||
+                    fread(&offset, sizeof(offset), 1, fp) != 1 ||
+                    rd_kafka_mock_persist_read_str(fp, metadata,
+                                                   sizeof(metadata), &metalen) ||
+                    topiclen < 1 || grouplen < 1)
+                        break;
+                if (!(mtopic = rd_kafka_mock_topic_find(mcluster, topic)) ||
+                    !(mpart = rd_kafka_mock_partition_find(
+                          mtopic, (int32_t)be32toh(partition))))
+                        continue; /* The topic was deleted since. */
+                kgroup = rd_kafkap_str_new(group, grouplen);
+                kmeta  = rd_kafkap_str_new(metalen < 0 ? NULL : metadata,
+                                           metalen);
+                rd_kafka_mock_commit_offset(mpart, kgroup,
+                                            (int64_t)be64toh(offset), kmeta);
+                rd_kafkap_str_destroy(kgroup);
+                rd_kafkap_str_destroy(kmeta);
+        }
+        fclose(fp);
+}
+
+/** Rewrites every file from what the cluster holds now. */
+static int rd_kafka_mock_persist_rewrite(rd_kafka_mock_cluster_t *mcluster) {
+        rd_kafka_mock_topic_t *mtopic;
+        char tmp[1024], path[1024];
+        FILE *fp;
+        int i;
+
+        rd_kafka_mock_persist_topics(mcluster);
+        TAILQ_FOREACH(mtopic, &mcluster->topics, link) {
+                for (i = 0; i < mtopic->partition_cnt; i++) {
+                        rd_kafka_mock_partition_t *mpart =
+                            &mtopic->partitions[i];
+                        const rd_kafka_mock_msgset_t *mset;
+                        char name[512];
+
+                        if (rd_kafka_mock_persist_log_path(mpart, path,
+                                                           sizeof(path)) ==
+                            -1)
+                                return -1;
+                        rd_snprintf(name, sizeof(name), "log-%s-%" PRId32,
+                                    mtopic->name, mpart->id);
+                        if (!(fp = rd_kafka_mock_persist_rewrite_begin(
+                                  mcluster, tmp, sizeof(tmp), name)))
+                                return -1;
+                        TAILQ_FOREACH(mset, &mpart->msgsets, link) {
+                                if (rd_kafka_mock_persist_write_msgset(fp,
+                                                                       mset))
+                                        break;
+                        }
+                        if (rd_kafka_mock_persist_rewrite_end(mcluster, fp,
+                                                              tmp, name))
+                                return -1;
+                        if (!(mpart->persist_log = fopen(path, "ab")))
+                                return -1;
+                }
+        }
+
+        if (!(fp = rd_kafka_mock_persist_rewrite_begin(mcluster, tmp,
+                                                       sizeof(tmp), "offsets")))
+                return -1;
+        TAILQ_FOREACH(mtopic, &mcluster->topics, link) {
+                for (i = 0; i < mtopic->partition_cnt; i++) {
+                        const rd_kafka_mock_committed_offset_t *coff;
+                        TAILQ_FOREACH(coff,
+                                      &mtopic->partitions[i].committed_offsets,
+                                      link)
+                        rd_kafka_mock_persist_write_offset(
+                            fp, &mtopic->partitions[i], coff->group,
+                            coff->offset, coff->metadata);
+                }
+        }
+        if (rd_kafka_mock_persist_rewrite_end(mcluster, fp, tmp, "offsets"))
+                return -1;
+        if (rd_kafka_mock_persist_path(mcluster, path, sizeof(path),
+                                       "offsets") == -1 ||
+            !(mcluster->persist_offsets = fopen(path, "ab")))
+                return -1;
+        return 0;
+}
+
+/**
+ * @brief Loads what \p dir holds and keeps writing there.
+ *
+ * @locality mcluster thread
+ */
+static rd_kafka_resp_err_t
+rd_kafka_mock_persist_load(rd_kafka_mock_cluster_t *mcluster, const char *dir) {
+        char path[1024], line[1024];
+        rd_kafka_mock_topic_t *mtopic;
+        FILE *fp;
+        int i, msgsets = 0, aborted = 0;
+
+        if (mcluster->persist_dir)
+                return RD_KAFKA_RESP_ERR__CONFLICT;
+        if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+                return RD_KAFKA_RESP_ERR__FS;
+        mcluster->persist_dir     = rd_strdup(dir);
+        mcluster->persist_loading = rd_true;
+
+        if (rd_kafka_mock_persist_path(mcluster, path, sizeof(path),
+                                       "topics") == 0 &&
+            (fp = fopen(path, "r"))) {
+                while (fgets(line, sizeof(line), fp)) {
+                        int partition_cnt;
+                        char name[512];
+                        if (sscanf(line, "%d %511s", &partition_cnt, name) ==
+                                2 &&
+                            partition_cnt > 0 &&
+                            !rd_kafka_mock_topic_find(mcluster, name))
+                                rd_kafka_mock_topic_new(mcluster, name,
+                                                        partition_cnt, 1);
+                }
+                fclose(fp);
+        }
+        TAILQ_FOREACH(mtopic, &mcluster->topics, link) {
+                for (i = 0; i < mtopic->partition_cnt; i++)
+                        msgsets += rd_kafka_mock_persist_load_log(
+                            &mtopic->partitions[i]);
+        }
+        rd_kafka_mock_persist_load_offsets(mcluster);
+
+        mcluster->persist_loading = rd_false;
+        if (rd_kafka_mock_persist_rewrite(mcluster) == -1) {
+                rd_kafka_mock_persist_fail(mcluster, "its files");
+                return RD_KAFKA_RESP_ERR__FS;
+        }
+
+        /* Transactions left open when the last cluster stopped: their
+         * coordinator is gone, so they are aborted, as a broker's coordinator
+         * aborts a transaction past its timeout. */
+        TAILQ_FOREACH(mtopic, &mcluster->topics, link) {
+                for (i = 0; i < mtopic->partition_cnt; i++) {
+                        rd_kafka_mock_partition_t *mpart =
+                            &mtopic->partitions[i];
+                        rd_kafka_mock_partition_txn_t *ptxn;
+                        while ((ptxn = rd_list_first(&mpart->ongoing_txns))) {
+                                rd_kafka_pid_t pid = {.id    = ptxn->pid,
+                                                      .epoch = ptxn->epoch};
+                                rd_kafka_mock_msgset_t *marker =
+                                    rd_kafka_mock_partition_write_marker(
+                                        mpart, pid, rd_false);
+                                rd_list_remove(&mpart->ongoing_txns, ptxn);
+                                ptxn->last_offset = marker->first_offset;
+                                rd_list_add(&mpart->aborted_txns, ptxn);
+                                aborted++;
+                        }
+                }
+        }
+
+        rd_kafka_dbg(mcluster->rk, MOCK, "MOCK",
+                     "Loaded %d topic(s), %d message set(s) from %s; "
+                     "aborted %d open transaction(s)",
+                     mcluster->topic_cnt, msgsets, dir, aborted);
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+rd_kafka_resp_err_t rd_kafka_mock_cluster_persist(rd_kafka_mock_cluster_t *mcluster,
+                                                  const char *dir) {
+        rd_kafka_op_t *rko = rd_kafka_op_new(RD_KAFKA_OP_MOCK);
+
+        rko->rko_u.mock.name = rd_strdup(dir);
+        rko->rko_u.mock.cmd  = RD_KAFKA_MOCK_CMD_PERSIST;
+
+        return rd_kafka_op_err_destroy(
+            rd_kafka_op_req(mcluster->ops, rko, RD_POLL_INFINITE));
+}
+
+/**@}*/
+
+
 rd_kafka_resp_err_t
 rd_kafka_mock_topic_create(rd_kafka_mock_cluster_t *mcluster,
                            const char *topic,
@@ -2870,6 +3399,10 @@ rd_kafka_mock_cluster_cmd(rd_kafka_mock_cluster_t *mcluster,
         rd_kafka_resp_err_t err;
 
         switch (rko->rko_u.mock.cmd) {
+        case RD_KAFKA_MOCK_CMD_PERSIST: /* eddy patch */
+                return rd_kafka_mock_persist_load(mcluster,
+                                                  rko->rko_u.mock.name);
+
         case RD_KAFKA_MOCK_CMD_TOPIC_CREATE:
                 if (rd_kafka_mock_topic_find(mcluster, rko->rko_u.mock.name))
                         return RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS;
@@ -3102,6 +3635,11 @@ static void rd_kafka_mock_cluster_destroy0(rd_kafka_mock_cluster_t *mcluster) {
                                           TAILQ_FIRST(&mcluster->txns));
 
         rd_list_destroy(&mcluster->pids);
+
+        if (mcluster->persist_offsets) /* eddy patch (persistence) */
+                fclose(mcluster->persist_offsets);
+        if (mcluster->persist_dir)
+                rd_free(mcluster->persist_dir);
 
         while ((errstack = TAILQ_FIRST(&mcluster->errstacks))) {
                 TAILQ_REMOVE(&mcluster->errstacks, errstack, link);

@@ -277,6 +277,26 @@ void rd_kafka_mock_set_partition_retention(rd_kafka_mock_cluster_t *mcluster,
 
 
 /**
+ * @brief Keeps the cluster's topics, partition logs and committed offsets in
+ *        the folder \p dir (created if missing), and first loads what an
+ *        earlier cluster kept there: topics, every retained message set at its
+ *        offset, committed offsets, and aborted transactions. Transactions left
+ *        open (the process was killed) are aborted, as a broker's coordinator
+ *        would on its timeout. (eddy patch)
+ *
+ * Call it right after creating the cluster, before any client uses it.
+ * Logs are appended as they are written (a killed process loses nothing the
+ * operating system has), and rewritten without what retention deleted at
+ * each load.
+ *
+ * @returns RD_KAFKA_RESP_ERR__FS if the folder cannot be used.
+ */
+RD_EXPORT
+rd_kafka_resp_err_t rd_kafka_mock_cluster_persist(rd_kafka_mock_cluster_t *mcluster,
+                                                  const char *dir);
+
+
+/**
  * @brief Sets the partition leader.
  *
  * The topic will be created if it does not exist.

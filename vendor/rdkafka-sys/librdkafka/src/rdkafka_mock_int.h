@@ -351,6 +351,8 @@ typedef struct rd_kafka_mock_partition_s {
         /* eddy patch (transactions): transactions with records in this
          * partition. Type: rd_kafka_mock_partition_txn_t* */
         rd_list_t ongoing_txns; /**< Open: the first of them sets the LSO */
+        FILE *persist_log;      /**< eddy patch (persistence): the
+                                 *   partition's log file, appended to */
         rd_list_t aborted_txns; /**< Aborted: returned by read_committed
                                  *   Fetch so that consumers skip them. */
 
@@ -373,6 +375,9 @@ typedef struct rd_kafka_mock_partition_txn_s {
                                *   in the partition */
         int64_t last_offset;  /**< Offset of its abort marker (aborted
                                *   transactions only), else -1. */
+        int16_t epoch;        /**< Producer epoch of its first batch, when
+                               *   replayed from a persisted log (eddy
+                               *   patch: persistence), else 0. */
 } rd_kafka_mock_partition_txn_t;
 
 /**
@@ -484,6 +489,14 @@ struct rd_kafka_mock_cluster_s {
 
         /**< Open transactions (eddy patch). */
         TAILQ_HEAD(, rd_kafka_mock_txn_s) txns;
+
+        /* eddy patch (persistence): the folder the cluster keeps its topics,
+         * partition logs and committed offsets in, so that a new cluster on
+         * the same folder resumes where this one stopped; NULL: memory only.
+         * See rd_kafka_mock_cluster_persist(). */
+        char *persist_dir;
+        FILE *persist_offsets;     /**< Committed offsets, appended */
+        rd_bool_t persist_loading; /**< Replaying the folder: write nothing */
 
         char *bootstraps; /**< bootstrap.servers */
 
