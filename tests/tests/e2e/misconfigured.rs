@@ -143,3 +143,48 @@ fn a_transaction_timeout_longer_than_the_broker_allows_names_both_settings() -> 
     );
     Ok(())
 }
+
+#[test]
+fn an_existing_changelog_with_too_few_partitions_is_refused_by_name() -> anyhow::Result<()> {
+    let broker = Broker::start_on(
+        BrokerKind::Kafka,
+        &[("lines", 2), ("counts", 2)],
+        &BrokerOptions::default(),
+    )?;
+    // The counting step reads two partitions and needs a changelog partition
+    // for each; this one, made by hand, has one.
+    broker.create_topics(
+        &[("eddy.wc.step-1.changelog", 1)],
+        &[("cleanup.policy", "compact")],
+    )?;
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    daemon.deploy_steps("wc", &["split-words", "count"], "lines", "counts", &[])?;
+    produce(
+        broker.bootstrap(),
+        "lines",
+        &[Rec::value("not counted yet")],
+    )?;
+    let error = wait_for("the changelog refused", Duration::from_secs(60), || {
+        let p = daemon.pipeline("wc")?;
+        Ok(p.error.contains("partitions").then_some(p.error))
+    })?;
+    assert!(
+        error.contains(
+            "topic `eddy.wc.step-1.changelog` has 1 partitions but this pipeline needs 2"
+        ),
+        "{error}"
+    );
+    // The daemon keeps serving, and the counting step consumed nothing.
+    assert!(daemon.eddy_ok(&["pipeline", "list"])?.contains("wc"));
+    assert_eq!(
+        eddy_tests::group_committed(
+            broker.bootstrap(),
+            "eddy.wc.step-1",
+            "eddy.wc.step-1.repartition",
+            2
+        )?,
+        [0, 0]
+    );
+    Ok(())
+}
