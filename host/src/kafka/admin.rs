@@ -28,9 +28,7 @@ impl InternalTopic {
     pub fn cleanup_policy(&self) -> &'static str {
         if self.compacted { "compact" } else { "delete" }
     }
-}
 
-impl InternalTopic {
     /// A changelog: compacted, one partition per input partition of its step.
     pub fn changelog(name: &str, partitions: usize) -> Self {
         Self {
