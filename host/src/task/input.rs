@@ -61,6 +61,7 @@ impl<C: ConsumerContext + 'static> Input<C> {
     /// The input of `topic`/`partition`, read from `queue`. A later step
     /// reads its repartition topic from its start when the group has no
     /// offset: it exists only for this pipeline.
+    ///
     /// `topic_partitions`, the input topic's partition count, is checked
     /// against the keys of a first step's records (a later step reads what
     /// eddy partitioned itself).
@@ -133,7 +134,7 @@ impl<C: ConsumerContext + 'static> Input<C> {
             .seek(Offset::Offset(offset), SEEK_TIMEOUT)
             .map_err(|e| match self.log_range() {
                 Some((low, high)) if offset < low || offset > high => {
-                    self.outside_the_log(offset, &e.to_string())
+                    outside_the_log(&self.topic, self.partition, offset, Some((low, high)), &e)
                 }
                 _ => Fault::Consume(format!("could not resume input at offset {offset}: {e}")),
             })
@@ -144,21 +145,6 @@ impl<C: ConsumerContext + 'static> Input<C> {
         self.consumer
             .fetch_watermarks(&self.topic, self.partition, SEEK_TIMEOUT)
             .ok()
-    }
-
-    /// The fault for a position the log no longer (or not yet) holds.
-    fn outside_the_log(&self, offset: i64, cause: &str) -> Fault {
-        let range = self.log_range().map_or_else(
-            || "unknown".to_owned(),
-            |(low, high)| format!("{low}..{high}"),
-        );
-        Fault::Consume(format!(
-            "committed offset {offset} of {}/{} is outside the log, which now holds \
-             offsets {range} ({cause}); records before the log start were deleted \
-             by retention before eddy processed them. eddy never skips records \
-             silently: delete and re-create the pipeline to start over",
-            self.topic, self.partition
-        ))
     }
 
     /// Fills the batch with up to `polling.max` records: waits up to
@@ -226,7 +212,14 @@ impl<C: ConsumerContext + 'static> Input<C> {
                 .seek(self.start, SEEK_TIMEOUT)
                 .map_err(|e| Fault::Consume(format!("could not seek: {e}")));
         };
-        Err(self.outside_the_log(offset, &error.to_string()))
+        let range = self.log_range();
+        Err(outside_the_log(
+            &self.topic,
+            self.partition,
+            offset,
+            range,
+            &error,
+        ))
     }
 }
 
@@ -252,6 +245,27 @@ impl KeyPlacement {
             );
         }
     }
+}
+
+/// The fault for a position the log (holding `range`, if known) no longer
+/// or not yet holds.
+fn outside_the_log(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    range: Option<(i64, i64)>,
+    cause: &KafkaError,
+) -> Fault {
+    let range = range.map_or_else(
+        || "unknown".to_owned(),
+        |(low, high)| format!("{low}..{high}"),
+    );
+    Fault::Consume(format!(
+        "committed offset {offset} of {topic}/{partition} is outside the log, which now holds \
+         offsets {range} ({cause}); records before the log start were deleted \
+         by retention before eddy processed them. eddy never skips records \
+         silently: delete and re-create the pipeline to start over"
+    ))
 }
 
 /// Appends `record` to `batch`: its fields are copied once, into the
