@@ -88,6 +88,20 @@ impl Broker {
         }
     }
 
+    /// Starts Apache Kafka whatever `EDDY_TEST_BROKER` says, with these
+    /// topics and broker settings: for what only it has (compaction,
+    /// settings to get wrong).
+    pub fn kafka(topics: &[(&str, i32)], settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let options = BrokerOptions {
+            kafka_configs: settings
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+            ..BrokerOptions::default()
+        };
+        Self::start_on(BrokerKind::Kafka, topics, &options)
+    }
+
     /// The broker's bootstrap address.
     pub fn bootstrap(&self) -> &str {
         &self.bootstrap

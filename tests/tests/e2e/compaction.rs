@@ -3,9 +3,7 @@
 //! rebuilds state and joins a cluster from what compaction left. These tests
 //! always run on Apache Kafka: the dev broker never compacts.
 
-use eddy_tests::{
-    Broker, BrokerKind, BrokerOptions, Daemon, Rec, produce, read_all, wait_for, watermarks,
-};
+use eddy_tests::{Broker, Daemon, Rec, produce, read_all, wait_for, watermarks};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,17 +16,7 @@ fn compacting_kafka(topics: &[(&str, i32)]) -> anyhow::Result<Broker> {
         ("log.cleaner.min.compaction.lag.ms", "0"),
         ("log.cleaner.dedupe.buffer.size", "16777216"),
     ];
-    Broker::start_on(
-        BrokerKind::Kafka,
-        topics,
-        &BrokerOptions {
-            kafka_configs: configs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..BrokerOptions::default()
-        },
-    )
+    Broker::kafka(topics, &configs)
 }
 
 /// How many offsets of `topic` hold no record any more: removed by

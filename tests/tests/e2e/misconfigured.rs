@@ -3,7 +3,7 @@
 //! is consumed past it. These run on Apache Kafka: the dev broker has no
 //! topic configs and no transaction state log to misconfigure.
 
-use eddy_tests::{Broker, BrokerKind, BrokerOptions, Daemon, Rec, produce, wait_for};
+use eddy_tests::{Broker, Daemon, Rec, produce, wait_for};
 use std::time::Duration;
 
 /// Deploys `uppercase` from `in` to `out` exactly-once as `shout`, and
@@ -28,11 +28,7 @@ fn exactly_once_task_error(daemon: &Daemon, timeout: Duration) -> anyhow::Result
 #[test]
 fn an_existing_internal_topic_with_the_wrong_cleanup_policy_is_refused_by_name()
 -> anyhow::Result<()> {
-    let broker = Broker::start_on(
-        BrokerKind::Kafka,
-        &[("lines", 2), ("counts", 2)],
-        &BrokerOptions::default(),
-    )?;
+    let broker = Broker::kafka(&[("lines", 2), ("counts", 2)], &[])?;
     let brokers = broker.bootstrap();
     // Made by hand before the pipeline: a changelog deleted by age would
     // lose state, a compacted repartition topic would lose records.
@@ -91,16 +87,9 @@ fn a_cluster_that_cannot_keep_transactions_is_a_clear_error_and_nothing_is_lost(
     // One broker, but the transaction state log asks for three replicas:
     // Kafka's coordinator can never start, as on a small cluster left at
     // the defaults.
-    let broker = Broker::start_on(
-        BrokerKind::Kafka,
+    let broker = Broker::kafka(
         &[("in", 1), ("out", 1)],
-        &BrokerOptions {
-            kafka_configs: vec![(
-                "transaction.state.log.replication.factor".into(),
-                "3".into(),
-            )],
-            ..BrokerOptions::default()
-        },
+        &[("transaction.state.log.replication.factor", "3")],
     )?;
     let dir = tempfile::tempdir()?;
     let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
@@ -125,13 +114,9 @@ fn a_cluster_that_cannot_keep_transactions_is_a_clear_error_and_nothing_is_lost(
 
 #[test]
 fn a_transaction_timeout_longer_than_the_broker_allows_names_both_settings() -> anyhow::Result<()> {
-    let broker = Broker::start_on(
-        BrokerKind::Kafka,
+    let broker = Broker::kafka(
         &[("in", 1), ("out", 1)],
-        &BrokerOptions {
-            kafka_configs: vec![("transaction.max.timeout.ms".into(), "30000".into())],
-            ..BrokerOptions::default()
-        },
+        &[("transaction.max.timeout.ms", "30000")],
     )?;
     let dir = tempfile::tempdir()?;
     let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
@@ -146,11 +131,7 @@ fn a_transaction_timeout_longer_than_the_broker_allows_names_both_settings() -> 
 
 #[test]
 fn an_existing_changelog_with_too_few_partitions_is_refused_by_name() -> anyhow::Result<()> {
-    let broker = Broker::start_on(
-        BrokerKind::Kafka,
-        &[("lines", 2), ("counts", 2)],
-        &BrokerOptions::default(),
-    )?;
+    let broker = Broker::kafka(&[("lines", 2), ("counts", 2)], &[])?;
     // The counting step reads two partitions and needs a changelog partition
     // for each; this one, made by hand, has one.
     broker.create_topics(
