@@ -53,7 +53,8 @@ test-kafka *filter: build
 
 # Apache Kafka (the version tests/kafka/pom.xml pins, fetched by Maven on first use) as one KRaft
 # node on loopback: prints its bootstrap address, runs until Ctrl-C, keeps its data and log in
-# target/kafka/data. E.g. `just kafka --port 9092`; `--help` lists the flags.
+# target/kafka/data. E.g. `just kafka --port 9092`; `just kafka --brokers 3` for a 3-node cluster
+# (replication factor 3, min.insync.replicas 2); `--help` lists the flags.
 kafka *args:
     tests/kafka/kafka.sh {{ args }}
 
@@ -62,6 +63,16 @@ kafka *args:
 crash *args: build
     python3 -c "import confluent_kafka" 2>/dev/null || pip3 install --quiet confluent-kafka
     python3 tests/harness/crash.py --eddy "$CARGO_TARGET_DIR/debug/eddy" {{ args }}
+
+# Failover on Apache Kafka: two daemons, one SIGKILLed mid-stream and restarted at once; prints the
+# seconds from each restart to its partitions' first committed output (docs/performance.md).
+failover *args: build
+    just crash --broker kafka --scenario failover --kills 5 --records 40000 --feed-seconds 90 {{ args }}
+
+# Broker faults on a 3-node Apache Kafka cluster: exactly-once word count while the leaders of its
+# topics are SIGKILLed, then a rolling restart; prints the stall per fault (docs/performance.md).
+fault-brokers *args: build
+    just crash --broker kafka --brokers 3 --scenario brokers --pipeline word-count --records 40000 --feed-seconds 240 {{ args }}
 
 # Formatting and lints, as CI checks them.
 lint:

@@ -51,6 +51,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("could not create {}", dir.display()))?;
     }
+    let daemon_id = daemon_id(&config.data_dir)?;
     let mut topics = topics;
     for t in &config.topics {
         topics.push(t.parse().map_err(|e: String| anyhow::anyhow!(e))?);
@@ -80,6 +81,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         brokers: brokers.clone(),
         session_timeout: config.session_timeout,
         max_record_bytes: config.limits.max_record_bytes,
+        daemon_id: Some(daemon_id.clone()),
     };
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let runtime = TaskRuntime::new(RuntimeOptions {
@@ -105,7 +107,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let listener = control::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let identity = DaemonIdentity {
-        id: daemon_id(&config.data_dir)?,
+        id: daemon_id,
         url: advertised_url(&config.advertise, addr),
     };
     {

@@ -9,6 +9,14 @@ Scenarios:
   zombie  two daemons; one is SIGSTOPped past its session timeout so its
           partitions move, then SIGCONTed: none of its late writes may show
   scale   one daemon, a second and a third join mid-stream, one is killed
+  failover two daemons; one is SIGKILLed mid-stream and restarted at once,
+          --kills times: the stall of its partitions, from the restart to
+          their first committed output, is printed per kill
+  brokers Apache Kafka as a cluster (--brokers 3): the leader of the input's,
+          the output's, the repartition topic's and the changelog's first
+          partition is SIGKILLed in turn mid-stream (and restarted once its
+          partitions moved), then every broker is restarted one by one; the
+          stall of committed progress per fault is printed
 
 Pipelines: uppercase (every input's upper-cased value once) and word-count
 (split-words -> count: every word's counts 1..n once, and the state equal to
@@ -35,7 +43,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -164,6 +172,7 @@ class Harness:
         self.pipeline = self.run_id
         self.workload = Workload(args.pipeline, args.records, args.seed)
         self.daemons = []
+        self.nodes = {}
         self.fed = 0
         self.feed_error = None
 
@@ -172,6 +181,8 @@ class Harness:
     def start_broker(self):
         if self.args.bootstrap:
             return self.args.bootstrap
+        if self.args.broker == "kafka" and self.args.brokers > 1:
+            return self.start_cluster()
         if self.args.broker == "kafka":
             # The script and its JVM in a session of their own, stopped together.
             script = os.path.join(ROOT, "tests", "kafka", "kafka.sh")
@@ -188,9 +199,55 @@ class Harness:
         log(f"eddy dev-broker at {bootstrap} (pid {self.broker.pid})")
         return bootstrap
 
+    def start_cluster(self):
+        """Apache Kafka as --brokers KRaft nodes, each started by
+        tests/kafka/kafka.sh --node I so one can be killed and restarted."""
+        self.kafka_data = os.path.join(self.work, "kafka")
+        plan = subprocess.run(["bash", self.kafka_script(), "--brokers", str(self.args.brokers),
+                               "--port", "0", "--data", self.kafka_data, "--plan"],
+                              capture_output=True, text=True, check=True)
+        bootstrap = plan.stdout.strip()
+        for node in range(1, self.args.brokers + 1):
+            self.nodes[node] = self.start_node(node, wait=False)
+        for node, proc in self.nodes.items():
+            first_line(proc, 180, ":")
+        log(f"Apache Kafka, {self.args.brokers} nodes, at {bootstrap} (logs {self.kafka_data})")
+        return bootstrap
+
+    def kafka_script(self):
+        return os.path.join(ROOT, "tests", "kafka", "kafka.sh")
+
+    def start_node(self, node, wait=True):
+        proc = subprocess.Popen(["bash", self.kafka_script(), "--data", self.kafka_data,
+                                 "--node", str(node)],
+                                stdout=subprocess.PIPE, text=True, start_new_session=True)
+        if wait:
+            first_line(proc, 180, ":")
+        return proc
+
+    def node_pid(self, node):
+        with open(os.path.join(self.kafka_data, f"node-{node}", "pid")) as f:
+            return int(f.read().strip())
+
+    def stop_node(self, node, sig):
+        """Sends `sig` to node's JVM and waits for its script to end."""
+        os.kill(self.node_pid(node), sig)
+        self.nodes[node].wait(120)
+
+    def leader(self, topic, partition=0):
+        md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(topic, timeout=10)
+        return md.topics[topic].partitions[partition].leader
+
+    def fully_replicated(self):
+        """Whether every partition of every topic has all its replicas in sync."""
+        md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(timeout=10)
+        return all(len(p.isrs) == len(p.replicas) and p.leader >= 0
+                   for t in md.topics.values() for p in t.partitions.values())
+
     def create_topics(self):
         admin = AdminClient({"bootstrap.servers": self.brokers})
-        topics = [NewTopic(t, self.args.partitions, 1) for t in (self.input, self.output)]
+        replicas = min(self.args.brokers, 3) if self.args.broker == "kafka" else 1
+        topics = [NewTopic(t, self.args.partitions, replicas) for t in (self.input, self.output)]
         for topic, future in admin.create_topics(topics).items():
             future.result(30)
 
@@ -216,12 +273,26 @@ class Harness:
 
     def committed(self):
         """Inputs the pipeline's first step committed (its consumer group)."""
-        consumer = Consumer({"bootstrap.servers": self.brokers, "group.id": f"eddy.{self.pipeline}"})
+        return sum(self.committed_per_partition().values())
+
+    def committed_per_partition(self):
+        """The first step's committed input offset per partition; a commit
+        is a transaction's, so an offset moving means output committed."""
+        if not hasattr(self, "_offsets"):
+            # One client, kept: a new one per look would cost a connection.
+            self._offsets = Consumer({"bootstrap.servers": self.brokers,
+                                      "group.id": f"eddy.{self.pipeline}"})
+        parts = [TopicPartition(self.input, p) for p in range(self.args.partitions)]
         try:
-            parts = [TopicPartition(self.input, p) for p in range(self.args.partitions)]
-            return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
-        finally:
-            consumer.close()
+            self._last = {tp.partition: max(tp.offset, 0)
+                          for tp in self._offsets.committed(parts, timeout=10)}
+        except KafkaException as e:
+            # The group's coordinator may be the broker just killed: what
+            # was seen last stands until it answers again.
+            log(f"reading the committed offsets failed ({e}); using the last seen")
+            if not hasattr(self, "_last"):
+                raise
+        return dict(self._last)
 
     def read_output(self, want):
         """Every committed output record, read with read_committed."""
@@ -304,8 +375,61 @@ class Harness:
 
     def owned(self, daemon):
         """How many input partitions of the first step `daemon` runs now."""
+        return len(self.owned_partitions(daemon))
+
+    def owned_partitions(self, daemon):
+        """The input partitions of the first step `daemon` runs now."""
         status = json.loads(daemon.eddy("pipeline", "get", self.pipeline, "-o", "json"))
-        return sum(1 for p in status["partitions"] if p["step"] == 0 and p["assigned"])
+        return sorted(p.get("partition", 0) for p in status["partitions"]
+                      if p["step"] == 0 and p["assigned"])
+
+    def scenario_failover(self):
+        """Two daemons; one is SIGKILLed mid-stream and restarted at once.
+        With static group membership its partitions wait for it (the other
+        daemon keeps its own), so the stall is the restart's own cost: from
+        the new process's start to the first transaction committed on each
+        of its partitions."""
+        first, victim = self.add_daemon(), self.add_daemon()
+        self.deploy(first)
+        wait_for("both daemons running tasks", 120,
+                 lambda: self.owned(first) > 0 and self.owned(victim) > 0, 0.5)
+        total = len(self.workload.inputs)
+        firsts, alls, moved = [], [], []
+        for k in range(1, self.args.kills + 1):
+            parts = self.owned_partitions(victim)
+            before = self.committed()
+            wait_for("progress before a kill", 180, lambda: self.committed() > before)
+            time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
+            at = self.committed_per_partition()
+            victim.kill()
+            if sum(at.values()) >= total:
+                raise SystemExit(f"every input was processed before kill {k}: feed the input "
+                                 f"for longer (--feed-seconds) or kill fewer times (--kills)")
+            log(f"kill {k}: SIGKILL daemon {victim.index} (partitions {parts}) with "
+                f"{sum(at.values())}/{total} inputs committed")
+            restarted_at = time.monotonic()
+            victim.start()
+            pending, first_at = set(parts), None
+            def progressed():
+                nonlocal first_at
+                now = self.committed_per_partition()
+                done = {p for p in pending if now[p] > at[p]}
+                if done and first_at is None:
+                    first_at = time.monotonic()
+                pending.difference_update(done)
+                return not pending
+            wait_for("the restarted daemon's partitions to commit again", 300, progressed, 0.05)
+            firsts.append(first_at - restarted_at)
+            alls.append(time.monotonic() - restarted_at)
+            now_owned = self.owned_partitions(victim)
+            moved.append(now_owned != parts)
+            log(f"kill {k}: first committed output {firsts[-1]:.2f}s after the restart, on every "
+                f"partition of the restarted daemon after {alls[-1]:.2f}s; its partitions "
+                f"{'moved to ' + str(now_owned) if moved[-1] else 'came back unchanged'}")
+        return {"kills": self.args.kills, "recoveries": firsts,
+                "restart_to_first_output_s": [round(s, 2) for s in firsts],
+                "restart_to_all_partitions_s": [round(s, 2) for s in alls],
+                "partitions_moved": sum(moved)}
 
     def scenario_zombie(self):
         """A daemon stalled past its session timeout (SIGSTOP) loses its
@@ -370,6 +494,53 @@ class Harness:
         return {"kills": 1, "recoveries": [self.recovered(at, killed_at)], "daemons": 3,
                 "partitions_moved_s": round(moved, 1)}
 
+    def scenario_brokers(self):
+        """Exactly-once through broker faults: each of the leaders of the
+        pipeline's topics SIGKILLed mid-stream, then a rolling restart."""
+        if self.args.broker != "kafka" or self.args.brokers < 3:
+            raise SystemExit("the brokers scenario needs --broker kafka --brokers 3")
+        daemon = self.add_daemon()
+        self.deploy(daemon)
+        prefix = f"eddy.{self.pipeline}"
+        last = "step-1" if self.args.pipeline == "word-count" else "step-0"
+        topics = {"input": self.input, "output": self.output,
+                  f"{last} changelog": f"{prefix}.{last}.changelog"}
+        if self.args.pipeline == "word-count":
+            topics["repartition"] = f"{prefix}.step-1.repartition"
+        wait_for("the pipeline's topics", 120,
+                 lambda: all(self.leader(t) >= 0 for t in topics.values()), 0.5)
+        faults = []
+
+        def fault(name, node, sig):
+            before = self.committed()
+            wait_for(f"progress before {name}", 180, lambda: self.committed() > before)
+            time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
+            at = self.committed()
+            if at >= len(self.workload.inputs):
+                raise SystemExit(f"every input was processed before {name}: feed the input "
+                                 "for longer (--feed-seconds)")
+            hit = time.monotonic()
+            self.stop_node(node, sig)
+            log(f"{name}: {signal.Signals(sig).name} broker {node} with {at} inputs committed")
+            if sig == signal.SIGKILL:
+                # Restarted once its partitions have new leaders elsewhere.
+                stall = self.recovered(at, hit)
+                self.nodes[node] = self.start_node(node)
+            else:
+                self.nodes[node] = self.start_node(node)
+                stall = self.recovered(at, hit)
+            wait_for(f"broker {node} back in sync", 300, self.fully_replicated, 1)
+            log(f"{name}: committed progress stalled {stall:.1f}s")
+            faults.append({"fault": name, "broker": node, "stall_s": round(stall, 1)})
+
+        for what, topic in topics.items():
+            node = self.leader(topic)
+            fault(f"SIGKILL the leader of {what} partition 0", node, signal.SIGKILL)
+        for node in sorted(self.nodes):
+            fault(f"restart broker {node}", node, signal.SIGTERM)
+        return {"kills": len(faults), "recoveries": [f["stall_s"] for f in faults],
+                "brokers": self.args.brokers, "faults": faults}
+
     def run(self):
         self.brokers = self.start_broker()
         self.create_topics()
@@ -430,9 +601,17 @@ class Harness:
         return 1 if broken else 0
 
     def close(self):
+        if hasattr(self, "_offsets"):
+            self._offsets.close()
         for d in self.daemons:
             d.signal(signal.SIGCONT)
             d.kill()
+        for proc in self.nodes.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
         if self.broker:
             if self.args.broker == "kafka":
                 try:
@@ -447,7 +626,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    parser.add_argument("--scenario", choices=["kill", "zombie", "scale"], default="kill")
+    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers"], default="kill")
     parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
     parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
                         default="exactly-once")
@@ -464,6 +643,8 @@ def main():
     parser.add_argument("--session-timeout", type=int, default=6)
     parser.add_argument("--broker", choices=["dev", "kafka"], default="dev",
                         help="eddy dev-broker, or Apache Kafka from tests/kafka/kafka.sh")
+    parser.add_argument("--brokers", type=int, default=1,
+                        help="with --broker kafka: a cluster of this many nodes (3 for brokers)")
     parser.add_argument("--bootstrap", help="an external Kafka instead of starting a broker")
     parser.add_argument("--eddy", default=os.path.join(target, "debug", "eddy"))
     parser.add_argument("--plugins", default=os.path.join(ROOT, "target", "plugins",

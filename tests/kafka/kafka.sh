@@ -5,13 +5,22 @@
 # SIGTERM stop it cleanly; its log stays in DATA/kafka.log).
 #
 #   tests/kafka/kafka.sh [--port N] [--data DIR] [--heap SIZE] [--config KEY=VALUE]...
+#   tests/kafka/kafka.sh --brokers 3 [--port N] [--data DIR] [--plan | --node I] ...
 #   tests/kafka/kafka.sh --fetch
 #
-#   --port N            the client port (default 9092; 0 picks a free one)
+#   --port N            the client port (default 9092; 0 picks a free one);
+#                       a cluster's nodes take N, N+1, ...
 #   --data DIR          the data folder, formatted on first use and kept
 #                       (default target/kafka/data in this checkout)
-#   --heap SIZE         the JVM heap (default 512m)
+#   --heap SIZE         the JVM heap per node (default 512m)
 #   --config KEY=VALUE  a broker setting added to server.properties (repeatable)
+#   --brokers N         a cluster of N KRaft nodes (broker+controller each, a
+#                       quorum of N), replication factor N (3 at most) and
+#                       min.insync.replicas 2; each node in DATA/node-I
+#   --plan              a cluster's ports and id, fixed in DATA/cluster.env on
+#                       first use: print the bootstrap address and exit
+#   --node I            run node I of the cluster alone (to restart one
+#                       node); its pid is in DATA/node-I/pid
 #   --fetch             only fetch Apache Kafka (as setup does), then exit
 #
 # Everything is fetched by Maven into ~/.m2 on first use; nothing else is
@@ -25,6 +34,9 @@ data="$repo/target/kafka/data"
 heap=512m
 extra=()
 fetch_only=false
+brokers=1
+node=
+plan_only=false
 while [ $# -gt 0 ]; do
     case $1 in
     --port) port=$2; shift 2 ;;
@@ -32,7 +44,10 @@ while [ $# -gt 0 ]; do
     --heap) heap=$2; shift 2 ;;
     --config) extra+=("$2"); shift 2 ;;
     --fetch) fetch_only=true; shift ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --brokers) brokers=$2; shift 2 ;;
+    --node) node=$2; shift 2 ;;
+    --plan) plan_only=true; shift ;;
+    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kafka.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -73,11 +88,157 @@ fi
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-[ "$port" = 0 ] && port=$(free_port)
-controller_port=$(free_port)
+java_opts=(-Xms"$heap" -Xmx"$heap" -XX:+UseSerialGC -Djava.awt.headless=true
+    -Dorg.slf4j.simpleLogger.showDateTime=true -cp "$classpath")
 
+case $brokers in
+[1-9]) ;;
+*) echo "kafka.sh: --brokers takes 1 to 9, not '$brokers'" >&2; exit 2 ;;
+esac
 mkdir -p "$data"
 data=$(cd "$data" && pwd)
+
+# Starts the JVM for the properties file $1 logging to $2, writes its pid to
+# $3, waits until the server says it started in this start's part of the
+# log (the log accumulates across restarts), prints $4, and waits for the
+# JVM; SIGINT or SIGTERM stop it cleanly.
+run_server() {
+    local config=$1 log=$2 pidfile=$3 address=$4 seen pid
+    seen=$(grep -c 'Kafka Server started' "$log" 2>/dev/null || true)
+    java "${java_opts[@]}" kafka.Kafka "$config" >>"$log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$pidfile"
+    trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; exit 0' INT TERM
+    for _ in $(seq 1 1200); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "kafka.sh: Apache Kafka exited during start; see $log" >&2
+            tail -20 "$log" >&2
+            exit 1
+        fi
+        if [ "$(grep -c 'Kafka Server started' "$log" || true)" -gt "$seen" ]; then
+            echo "$address"
+            wait "$pid"
+            exit $?
+        fi
+        sleep 0.1
+    done
+    echo "kafka.sh: Apache Kafka did not start within 120 s; see $log" >&2
+    kill -TERM "$pid" 2>/dev/null || true
+    exit 1
+}
+
+# Formats a node's log folder once, with the cluster id $2.
+format_once() {
+    local config=$1 cluster_id=$2 dir=$3 log=$4
+    [ -f "$dir/meta.properties" ] && return 0
+    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >>"$log" 2>&1 || {
+        echo "kafka.sh: formatting $dir failed; see $log" >&2
+        tail -20 "$log" >&2
+        exit 1
+    }
+}
+
+if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
+    # A cluster: its ports and id are fixed on first use, so a node
+    # restarted alone finds the others where they were.
+    plan="$data/cluster.env"
+    if [ ! -f "$plan" ]; then
+        client_ports=() controller_ports=()
+        for i in $(seq 1 "$brokers"); do
+            if [ "$port" = 0 ]; then client_ports+=("$(free_port)"); else client_ports+=($((port + i - 1))); fi
+            controller_ports+=("$(free_port)")
+        done
+        cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$data/kafka.log")
+        tmp=$(mktemp "$data/cluster.env.XXXXXX")
+        printf 'BROKERS=%s\nCLUSTER_ID=%s\nCLIENT_PORTS="%s"\nCONTROLLER_PORTS="%s"\n' \
+            "$brokers" "$cluster_id" "${client_ports[*]}" "${controller_ports[*]}" >"$tmp"
+        mv -n "$tmp" "$plan"
+        rm -f "$tmp"
+    fi
+    # shellcheck disable=SC1090
+    source "$plan"
+    read -r -a client_ports <<<"$CLIENT_PORTS"
+    read -r -a controller_ports <<<"$CONTROLLER_PORTS"
+    bootstrap=
+    voters=
+    for i in $(seq 1 "$BROKERS"); do
+        bootstrap+="${bootstrap:+,}127.0.0.1:${client_ports[i - 1]}"
+        voters+="${voters:+,}$i@127.0.0.1:${controller_ports[i - 1]}"
+    done
+    if $plan_only; then
+        echo "$bootstrap"
+        exit 0
+    fi
+    if [ -z "$node" ]; then
+        # Every node, each by this script in --node mode; stopped together.
+        children=()
+        outputs=()
+        node_args=(--data "$data" --heap "$heap")
+        for setting in "${extra[@]+"${extra[@]}"}"; do
+            node_args+=(--config "$setting")
+        done
+        for i in $(seq 1 "$BROKERS"); do
+            out="$data/node-$i.started"
+            : >"$out"
+            "$0" "${node_args[@]}" --node "$i" >"$out" &
+            children+=($!)
+            outputs+=("$out")
+        done
+        trap 'kill -TERM "${children[@]}" 2>/dev/null || true; wait; exit 0' INT TERM
+        for i in "${!children[@]}"; do
+            while [ ! -s "${outputs[i]}" ]; do
+                kill -0 "${children[i]}" 2>/dev/null || { echo "kafka.sh: node $((i + 1)) failed to start" >&2; kill -TERM "${children[@]}" 2>/dev/null; exit 1; }
+                sleep 0.1
+            done
+        done
+        echo "$bootstrap"
+        wait
+        exit 0
+    fi
+    case $node in
+    [1-9]) [ "$node" -le "$BROKERS" ] || { echo "kafka.sh: the cluster has $BROKERS nodes, no node $node" >&2; exit 2; } ;;
+    *) echo "kafka.sh: --node takes a node number, not '$node'" >&2; exit 2 ;;
+    esac
+    dir="$data/node-$node"
+    mkdir -p "$dir"
+    replicas=$((BROKERS < 3 ? BROKERS : 3))
+    min_isr=$((replicas < 2 ? replicas : 2))
+    client_port=${client_ports[node - 1]}
+    cat >"$dir/server.properties" <<PROPERTIES
+process.roles=broker,controller
+node.id=$node
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$client_port,CONTROLLER://127.0.0.1:${controller_ports[node - 1]}
+advertised.listeners=PLAINTEXT://127.0.0.1:$client_port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/logs
+num.partitions=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+transaction.state.log.num.partitions=8
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+unclean.leader.election.enable=false
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
+log.retention.check.interval.ms=1000
+log.cleaner.backoff.ms=1000
+PROPERTIES
+    for setting in "${extra[@]+"${extra[@]}"}"; do
+        echo "$setting" >>"$dir/server.properties"
+    done
+    format_once "$dir/server.properties" "$CLUSTER_ID" "$dir/logs" "$dir/kafka.log"
+    run_server "$dir/server.properties" "$dir/kafka.log" "$dir/pid" "127.0.0.1:$client_port"
+fi
+
+[ "$port" = 0 ] && port=$(free_port)
+controller_port=$(free_port)
 config="$data/server.properties"
 # Written on every start (ports may change); the log folder is kept.
 cat >"$config" <<PROPERTIES
@@ -105,43 +266,8 @@ for setting in "${extra[@]+"${extra[@]}"}"; do
     echo "$setting" >>"$config"
 done
 
-java_opts=(-Xms"$heap" -Xmx"$heap" -XX:+UseSerialGC -Djava.awt.headless=true
-    -Dorg.slf4j.simpleLogger.showDateTime=true -cp "$classpath")
 log="$data/kafka.log"
 if [ ! -f "$data/logs/meta.properties" ]; then
-    cluster_id=$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$log")
-    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >>"$log" 2>&1 || {
-        echo "kafka.sh: formatting $data/logs failed; see $log" >&2
-        tail -20 "$log" >&2
-        exit 1
-    }
+    format_once "$config" "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$log")" "$data/logs" "$log"
 fi
-
-# Started when the server says so in this start's part of the log (the
-# log accumulates across restarts).
-seen=$(grep -c 'Kafka Server started' "$log" 2>/dev/null || true)
-java "${java_opts[@]}" kafka.Kafka "$config" >>"$log" 2>&1 &
-pid=$!
-stop() {
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    exit 0
-}
-trap stop INT TERM
-
-for _ in $(seq 1 1200); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "kafka.sh: Apache Kafka exited during start; see $log" >&2
-        tail -20 "$log" >&2
-        exit 1
-    fi
-    if [ "$(grep -c 'Kafka Server started' "$log" || true)" -gt "$seen" ]; then
-        echo "127.0.0.1:$port"
-        wait "$pid"
-        exit $?
-    fi
-    sleep 0.1
-done
-echo "kafka.sh: Apache Kafka did not start within 120 s; see $log" >&2
-kill -TERM "$pid" 2>/dev/null || true
-exit 1
+run_server "$config" "$log" "$data/pid" "127.0.0.1:$port"

@@ -35,6 +35,9 @@ pub struct KafkaSettings {
     /// Largest record producers accept; eddy checks guest outputs against
     /// it first, so a record too large fails with the guest's error.
     pub max_record_bytes: u64,
+    /// This daemon's id, which makes its consumers static group members
+    /// ([`KafkaSettings::group_member`]); `None` for clients of no daemon.
+    pub daemon_id: Option<String>,
 }
 
 impl KafkaSettings {
@@ -45,6 +48,7 @@ impl KafkaSettings {
             brokers: brokers.into(),
             session_timeout: Duration::from_secs(30),
             max_record_bytes: 1_000_000,
+            daemon_id: None,
         }
     }
 
@@ -77,6 +81,26 @@ impl KafkaSettings {
             // Bounds the records prefetched per partition: a task that falls
             // behind holds at most this much in memory.
             .set("queued.max.messages.kbytes", "8192");
+        config
+    }
+
+    /// A consumer that joins `group` (see [`KafkaSettings::consumer`]) as a
+    /// static member: its `group.instance.id` is the group's name and the
+    /// daemon id, so it is unique per consumer and the same after a
+    /// restart. A daemon killed and restarted within the session timeout
+    /// then takes its partitions back at once, without a rebalance, where a
+    /// dynamic member's would stay with the dead member until the timeout.
+    ///
+    /// This holds for the classic group protocol, librdkafka's default,
+    /// which eddy keeps: under KIP-848 (`group.protocol=consumer`) Apache
+    /// Kafka refuses a member rejoining under its instance id
+    /// (UNRELEASED_INSTANCE_ID) until the broker-side session timeout (45 s
+    /// at least by default) has passed.
+    pub fn group_member(&self, group: &str) -> ClientConfig {
+        let mut config = self.consumer(group);
+        if let Some(daemon) = &self.daemon_id {
+            config.set("group.instance.id", group_instance_id(group, daemon));
+        }
         config
     }
 
@@ -136,5 +160,40 @@ impl KafkaSettings {
         let mut config = self.base();
         config.set("allow.auto.create.topics", "false");
         config
+    }
+}
+
+/// `GROUP.DAEMON` in the characters and length Kafka accepts for an
+/// instance id (those of a topic name, at most 249).
+fn group_instance_id(group: &str, daemon: &str) -> String {
+    let id: String = format!("{group}.{daemon}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // The daemon id, the part that makes it unique, is kept whole.
+    if id.len() <= 249 {
+        return id;
+    }
+    let keep = 249 - daemon.len().min(200) - 1;
+    format!("{}.{}", &id[..keep], &daemon[..daemon.len().min(200)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_instance_id;
+
+    #[test]
+    fn instance_ids_are_legal_and_keep_the_daemon_id() {
+        assert_eq!(group_instance_id("eddy.wc", "ab12"), "eddy.wc.ab12");
+        assert_eq!(group_instance_id("eddy/w c", "ab12"), "eddy_w_c.ab12");
+        let long = group_instance_id(&"g".repeat(400), "0123456789abcdef");
+        assert_eq!(long.len(), 249);
+        assert!(long.ends_with(".0123456789abcdef"));
     }
 }

@@ -6,7 +6,7 @@
 use super::error::ManagerError;
 use super::lock;
 use super::names::InternalNames;
-use super::runner::{PipelineRunner, RunnerStatus};
+use super::runner::{GroupExit, PipelineRunner, RunnerStatus};
 use super::spec::{ErrorPolicy, Guarantee, PipelineSpec};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
@@ -102,7 +102,13 @@ impl LocalPipelines {
             }
         };
         if let Some(old) = old {
-            old.stop();
+            // Started again below unless paused: staying a member gives the
+            // new version the same partitions without a rebalance.
+            old.stop(if stored.paused {
+                GroupExit::Leave
+            } else {
+                GroupExit::Stay
+            });
         }
         if let Err(e) = self.specs.save(&stored) {
             tracing::warn!(pipeline = %name, error = %e, "could not keep a copy of the spec in the data directory");
@@ -134,7 +140,7 @@ impl LocalPipelines {
     pub(super) fn remove(&self, name: &str) {
         let entry = self.lock().remove(name);
         if let Some(runner) = entry.and_then(|e| e.runner) {
-            runner.stop();
+            runner.stop(GroupExit::Leave);
         }
         if let Err(e) = self.specs.remove(name) {
             tracing::warn!(pipeline = %name, error = %e, "could not remove the spec's copy");
@@ -191,7 +197,9 @@ impl LocalPipelines {
         )?)
     }
 
-    /// Stops every pipeline here, in parallel (each task commits).
+    /// Stops every pipeline here, in parallel (each task commits), as the
+    /// daemon shuts down: its consumers stay group members, so a restart
+    /// within the session timeout moves no partition.
     pub(super) fn stop_all(&self) {
         let runners: Vec<PipelineRunner> = self
             .lock()
@@ -200,7 +208,7 @@ impl LocalPipelines {
             .collect();
         let threads: Vec<_> = runners
             .into_iter()
-            .map(|r| std::thread::spawn(move || r.stop()))
+            .map(|r| std::thread::spawn(move || r.stop(GroupExit::Stay)))
             .collect();
         for t in threads {
             let _ = t.join();

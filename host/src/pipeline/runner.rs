@@ -6,6 +6,13 @@
 //! the consumer subscribes, so each task pulls from its partition at its own
 //! pace. On revoke, tasks finish their batch and commit before the partition
 //! is handed over.
+//!
+//! Each consumer is a static member of its group (`group.instance.id`, see
+//! [`KafkaSettings::group_member`]): a daemon killed and restarted within the
+//! session timeout gets its partitions back without a rebalance. Only a
+//! pipeline paused or deleted here leaves the group at once
+//! ([`GroupExit::Leave`]); a daemon shutting down stays a member, as a
+//! restart is the usual reason.
 
 use super::lock;
 use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
@@ -194,6 +201,18 @@ impl ConsumerContext for RebalanceHandler {
     }
 }
 
+/// What a stopping pipeline does with its consumers' group membership.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupExit {
+    /// Leave the group: the partitions move to the other daemons at once.
+    /// For a pipeline paused or deleted here.
+    Leave,
+    /// Stay a member until the session times out: the same daemon started
+    /// again within it (a restart, a deploy, a pipeline replaced by its new
+    /// version) gets the same partitions back without a rebalance.
+    Stay,
+}
+
 /// A pipeline running on this daemon: one runner per step.
 pub struct PipelineRunner {
     steps: Vec<StepRunner>,
@@ -220,9 +239,9 @@ impl PipelineRunner {
     }
 
     /// Stops every step, first to last, each task finishing its batch.
-    pub fn stop(self) {
+    pub fn stop(self, exit: GroupExit) {
         for step in self.steps {
-            step.stop();
+            step.stop(exit);
         }
     }
 }
@@ -230,8 +249,27 @@ impl PipelineRunner {
 /// One step of a pipeline running on this daemon.
 struct StepRunner {
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<StopFlags>,
     poller: Option<JoinHandle<()>>,
+}
+
+/// Tells the poll thread to stop, and how.
+#[derive(Default)]
+struct StopFlags {
+    stop: AtomicBool,
+    leave: AtomicBool,
+}
+
+impl StopFlags {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, exit: GroupExit) {
+        self.leave
+            .store(exit == GroupExit::Leave, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// What a running pipeline reports about itself.
@@ -341,8 +379,8 @@ impl StepRunner {
             statuses: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
         });
-        let config = kafka.consumer(&shared.plan.group);
-        let stop = Arc::new(AtomicBool::new(false));
+        let config = kafka.group_member(&shared.plan.group);
+        let stop = Arc::new(StopFlags::default());
         let poller = {
             let shared = shared.clone();
             let stop = stop.clone();
@@ -358,9 +396,9 @@ impl StepRunner {
     }
 
     /// Stops every task (each finishes its batch and commits), leaves the
-    /// consumer group and flushes the producer.
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// consumer group or stays in it (`exit`) and flushes the producer.
+    fn stop(mut self, exit: GroupExit) {
+        self.stop.set(exit);
         if let Some(poller) = self.poller.take()
             && poller.join().is_err()
         {
@@ -371,7 +409,7 @@ impl StepRunner {
 
 impl Drop for StepRunner {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set(GroupExit::Stay);
         if let Some(poller) = self.poller.take() {
             let _ = poller.join();
         }
@@ -385,13 +423,13 @@ fn serve_consumer(
     kafka: &KafkaSettings,
     metadata: &KafkaMetadata,
     config: &ClientConfig,
-    stop: &AtomicBool,
+    stop: &StopFlags,
 ) {
     let name = shared.plan.settings.pipeline.clone();
     let mut inputs = Vec::new();
     for topic in &shared.plan.inputs {
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if stop.stopping() {
                 return;
             }
             match metadata.partition_count(topic) {
@@ -411,7 +449,7 @@ fn serve_consumer(
     // The changelog has one partition per input partition.
     let changelog = InternalTopic::changelog(&shared.plan.changelog, inputs.len());
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.stopping() {
             return;
         }
         match crate::kafka::ensure_topic(kafka, metadata, &changelog) {
@@ -457,13 +495,21 @@ fn serve_consumer(
     }
     shared.set_error(None);
     tracing::info!(pipeline = %name, group = %shared.plan.group, "consumer subscribed");
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.stopping() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Ok(message)) => {
                 use rdkafka::Message as _;
                 tracing::warn!(pipeline = %name, topic = message.topic(), partition = message.partition(),
                     "message on the main queue (partition not split); it will be redelivered after a restart");
+            }
+            Some(Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code))) => {
+                // The consumer is unusable: most likely another consumer
+                // joined the group under this one's instance id.
+                let message = fenced_member_message(&shared.plan.group, code);
+                tracing::error!(pipeline = %name, "{message}");
+                shared.set_error(Some(message));
+                break;
             }
             Some(Err(e)) => {
                 tracing::warn!(pipeline = %name, error = %e, "consumer error");
@@ -472,10 +518,14 @@ fn serve_consumer(
         }
     }
     // Tasks finish their batches and commit; then the queues (which hold
-    // the consumer) are dropped so the consumer closes and leaves the group.
+    // the consumer) are dropped so the consumer closes. Unsubscribing first
+    // leaves the group; a static member closed without it stays one until
+    // its session times out.
     shared.stop_tasks(None);
     lock(&shared.queues).clear();
-    consumer.unsubscribe();
+    if stop.leave.load(Ordering::Relaxed) {
+        consumer.unsubscribe();
+    }
     drop(consumer);
     if let Err(e) =
         rdkafka::producer::Producer::flush(shared.plan.producer.rdkafka(), Duration::from_secs(10))
@@ -483,4 +533,20 @@ fn serve_consumer(
         tracing::warn!(pipeline = %name, error = %e, "producer flush failed");
     }
     tracing::info!(pipeline = %name, "pipeline stopped on this daemon");
+}
+
+/// What a fatal consumer error means for a static member, and what to do.
+fn fenced_member_message(group: &str, code: rdkafka::types::RDKafkaErrorCode) -> String {
+    if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
+        format!(
+            "another consumer joined group {group} under this daemon's instance id, so this one \
+             was fenced and stopped consuming: two daemons are running with the same daemon id \
+             (a copied --data-dir?). Give each daemon its own data directory, then restart this one"
+        )
+    } else {
+        format!(
+            "the consumer of group {group} failed fatally ({code}) and stopped consuming; \
+             restart the daemon"
+        )
+    }
 }

@@ -11,6 +11,7 @@ mod control_plane;
 mod delivery;
 mod embedded;
 mod exactly_once;
+mod failover;
 mod hostile;
 mod misconfigured;
 mod plugins;

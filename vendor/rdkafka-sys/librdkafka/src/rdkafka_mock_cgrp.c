@@ -569,6 +569,26 @@ rd_kafka_resp_err_t rd_kafka_mock_cgrp_classic_member_add(
 
         /* Find member */
         member = rd_kafka_mock_cgrp_classic_member_find(mcgrp, MemberId);
+        if (!member && RD_KAFKAP_STR_LEN(GroupInstanceId)) {
+                /* eddy patch 18: a static member (KIP-345) joining without
+                 * a member id replaces the member of the same
+                 * group.instance.id, as Apache Kafka does, instead of
+                 * joining beside it until that one's session times out. */
+                rd_kafka_mock_cgrp_classic_member_t *old, *tmp;
+                TAILQ_FOREACH_SAFE(old, &mcgrp->members, link, tmp) {
+                        if (old->group_instance_id &&
+                            !rd_kafkap_str_cmp_str(GroupInstanceId,
+                                                   old->group_instance_id)) {
+                                rd_kafka_dbg(mcgrp->cluster->rk, MOCK, "MOCK",
+                                             "Static member %s replaced in "
+                                             "group %s",
+                                             old->group_instance_id,
+                                             mcgrp->id);
+                                rd_kafka_mock_cgrp_classic_member_destroy(
+                                    mcgrp, old);
+                        }
+                }
+        }
         if (!member) {
                 /* Not found, add member */
                 member = rd_calloc(1, sizeof(*member));
