@@ -466,6 +466,62 @@ fn serve_consumer(
         }
     }
     *lock(&shared.inputs) = inputs.clone();
+    let mut fatal_in_a_row = 0u32;
+    while !stop.stopping() {
+        let started = std::time::Instant::now();
+        match serve_one_consumer(shared, config, &inputs, stop) {
+            ConsumerEnd::Stopped => break,
+            ConsumerEnd::NotStarted => return,
+            ConsumerEnd::Fatal => {
+                // A new consumer replaces the fenced member. When this
+                // member fenced itself (its session lost while the group
+                // coordinator moved, its rejoin then fencing its own late
+                // commit), that is the whole remedy; two daemons sharing
+                // one id fence each other in turn, slowly, with the error
+                // shown in the pipeline's status.
+                if started.elapsed() > Duration::from_secs(60) {
+                    fatal_in_a_row = 0;
+                }
+                fatal_in_a_row += 1;
+                let wait = (Duration::from_millis(500) * 2u32.pow(fatal_in_a_row.min(8)))
+                    .min(kafka.session_timeout.max(Duration::from_secs(1)));
+                tracing::info!(pipeline = %name, group = %shared.plan.group, retry_in = ?wait,
+                    "rejoining the group with a new consumer");
+                let until = std::time::Instant::now() + wait;
+                while !stop.stopping() && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+    if let Err(e) =
+        rdkafka::producer::Producer::flush(shared.plan.producer.rdkafka(), Duration::from_secs(10))
+    {
+        tracing::warn!(pipeline = %name, error = %e, "producer flush failed");
+    }
+    tracing::info!(pipeline = %name, "pipeline stopped on this daemon");
+}
+
+/// How one consumer of a step ended.
+enum ConsumerEnd {
+    /// Told to stop.
+    Stopped,
+    /// It could not be created or subscribe (the error is in the status).
+    NotStarted,
+    /// It failed fatally (fenced) and must be replaced by a new one.
+    Fatal,
+}
+
+/// Creates the step's consumer, splits each input partition's queue off,
+/// subscribes, and serves it until told to stop or it fails fatally; then
+/// stops the tasks it fed.
+fn serve_one_consumer(
+    shared: &Arc<Shared>,
+    config: &ClientConfig,
+    inputs: &[TopicPartition],
+    stop: &StopFlags,
+) -> ConsumerEnd {
+    let name = &shared.plan.settings.pipeline;
     let handler = RebalanceHandler {
         shared: Arc::downgrade(shared),
     };
@@ -473,11 +529,11 @@ fn serve_consumer(
         Ok(c) => Arc::new(c),
         Err(e) => {
             shared.set_error(Some(format!("could not create the consumer: {e}")));
-            return;
+            return ConsumerEnd::NotStarted;
         }
     };
     *lock(&shared.consumer) = Arc::downgrade(&consumer);
-    for tp in &inputs {
+    for tp in inputs {
         shared.status(tp);
         match FetchQueue::split(&consumer, &tp.0, tp.1) {
             Some(queue) => {
@@ -491,10 +547,11 @@ fn serve_consumer(
     let topics: Vec<&str> = shared.plan.inputs.iter().map(String::as_str).collect();
     if let Err(e) = consumer.subscribe(&topics) {
         shared.set_error(Some(format!("could not subscribe: {e}")));
-        return;
+        return ConsumerEnd::NotStarted;
     }
     shared.set_error(None);
     tracing::info!(pipeline = %name, group = %shared.plan.group, "consumer subscribed");
+    let mut end = ConsumerEnd::Stopped;
     while !stop.stopping() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
@@ -504,11 +561,10 @@ fn serve_consumer(
                     "message on the main queue (partition not split); it will be redelivered after a restart");
             }
             Some(Err(rdkafka::error::KafkaError::MessageConsumptionFatal(code))) => {
-                // The consumer is unusable: most likely another consumer
-                // joined the group under this one's instance id.
                 let message = fenced_member_message(&shared.plan.group, code);
                 tracing::error!(pipeline = %name, "{message}");
                 shared.set_error(Some(message));
+                end = ConsumerEnd::Fatal;
                 break;
             }
             Some(Err(e)) => {
@@ -523,30 +579,23 @@ fn serve_consumer(
     // its session times out.
     shared.stop_tasks(None);
     lock(&shared.queues).clear();
-    if stop.leave.load(Ordering::Relaxed) {
+    if matches!(end, ConsumerEnd::Stopped) && stop.leave.load(Ordering::Relaxed) {
         consumer.unsubscribe();
     }
     drop(consumer);
-    if let Err(e) =
-        rdkafka::producer::Producer::flush(shared.plan.producer.rdkafka(), Duration::from_secs(10))
-    {
-        tracing::warn!(pipeline = %name, error = %e, "producer flush failed");
-    }
-    tracing::info!(pipeline = %name, "pipeline stopped on this daemon");
+    end
 }
 
 /// What a fatal consumer error means for a static member, and what to do.
 fn fenced_member_message(group: &str, code: rdkafka::types::RDKafkaErrorCode) -> String {
     if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
         format!(
-            "another consumer joined group {group} under this daemon's instance id, so this one \
-             was fenced and stopped consuming: two daemons are running with the same daemon id \
-             (a copied --data-dir?). Give each daemon its own data directory, then restart this one"
+            "the consumer of group {group} was fenced by another with this daemon's instance id; \
+             a new consumer rejoins. Once, after the group's coordinator moved, this is the \
+             daemon fencing its own late commit; again and again, two daemons run with one \
+             daemon id (a copied --data-dir?): give each its own data directory"
         )
     } else {
-        format!(
-            "the consumer of group {group} failed fatally ({code}) and stopped consuming; \
-             restart the daemon"
-        )
+        format!("the consumer of group {group} failed fatally ({code}); a new consumer rejoins")
     }
 }
