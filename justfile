@@ -70,9 +70,10 @@ failover *args: build
     just crash --broker kafka --scenario failover --kills 5 --records 40000 --feed-seconds 90 {{ args }}
 
 # Broker faults on a 3-node Apache Kafka cluster: exactly-once word count while the leaders of its
-# topics are SIGKILLed, then a rolling restart; prints the stall per fault (docs/performance.md).
+# topics are SIGKILLed, then a rolling restart, then writes refused (NOT_ENOUGH_REPLICAS) for 90 s;
+# prints the stall per fault (docs/performance.md).
 fault-brokers *args: build
-    just crash --broker kafka --brokers 3 --scenario brokers --pipeline word-count --records 40000 --feed-seconds 240 {{ args }}
+    just crash --broker kafka --brokers 3 --scenario brokers --pipeline word-count --records 40000 --feed-seconds 420 {{ args }}
 
 # Formatting and lints, as CI checks them.
 lint:

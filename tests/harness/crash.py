@@ -543,8 +543,60 @@ class Harness:
             fault(f"SIGKILL the leader of {what} partition 0", node, signal.SIGKILL)
         for node in sorted(self.nodes):
             fault(f"restart broker {node}", node, signal.SIGTERM)
+        faults.append(self.refuse_writes(daemon, [t for t in topics.values() if t != self.input]))
         return {"kills": len(faults), "recoveries": [f["stall_s"] for f in faults],
                 "brokers": self.args.brokers, "faults": faults}
+
+    def refuse_writes(self, daemon, topics):
+        """One broker down and min.insync.replicas=3 on `topics`: every write
+        of the pipeline answered NOT_ENOUGH_REPLICAS for --refuse-seconds.
+        The pipeline must say why in its status, commit nothing meanwhile,
+        and resume once the setting is back."""
+        from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                           ResourceType)
+        admin = AdminClient({"bootstrap.servers": self.brokers})
+
+        def set_min_isr(value):
+            op = AlterConfigOpType.SET if value else AlterConfigOpType.DELETE
+            resources = [ConfigResource(ResourceType.TOPIC, t, incremental_configs=[
+                ConfigEntry("min.insync.replicas", str(value or ""),
+                            incremental_operation=op)]) for t in topics]
+            for future in admin.incremental_alter_configs(resources).values():
+                future.result(30)
+
+        node = max(self.nodes)
+        self.stop_node(node, signal.SIGKILL)
+        wait_for(f"broker {node} out of the in-sync replicas", 120,
+                 lambda: not self.fully_replicated(), 1)
+        set_min_isr(3)
+        refused_at = time.monotonic()
+        log(f"writes refused: broker {node} down, min.insync.replicas=3 on {len(topics)} topics")
+
+        def why():
+            status = json.loads(daemon.eddy_maybe("pipeline", "get", self.pipeline, "-o", "json")
+                                or "{}")
+            errors = [p.get("lastError", p.get("last_error", ""))
+                      for p in status.get("partitions", [])]
+            return next((e for e in errors if "min.insync.replicas" in e), None)
+
+        reason = wait_for("the status to say why nothing commits", 300, why, 1)
+        log(f"the pipeline's status says: {reason[:160]}...")
+        held = self.committed()
+        remaining = refused_at + self.args.refuse_seconds - time.monotonic()
+        time.sleep(max(0.0, remaining))
+        at = self.committed()
+        if at != held:
+            raise SystemExit(f"inputs were committed while every write was refused: {held} -> {at}")
+        set_min_isr(None)
+        restored = time.monotonic()
+        log(f"min.insync.replicas restored after {restored - refused_at:.0f}s "
+            f"with {at} inputs committed")
+        stall = self.recovered(at, restored)
+        self.nodes[node] = self.start_node(node)
+        wait_for(f"broker {node} back in sync", 300, self.fully_replicated, 1)
+        log(f"refused writes: committed progress resumed {stall:.1f}s after the setting was restored")
+        return {"fault": f"NOT_ENOUGH_REPLICAS for {restored - refused_at:.0f}s", "broker": node,
+                "stall_s": round(stall, 1), "status_said_why": True}
 
     def run(self):
         self.brokers = self.start_broker()
@@ -667,6 +719,8 @@ def main():
                         help="eddy dev-broker, or Apache Kafka from tests/kafka/kafka.sh")
     parser.add_argument("--brokers", type=int, default=1,
                         help="with --broker kafka: a cluster of this many nodes (3 for brokers)")
+    parser.add_argument("--refuse-seconds", type=float, default=90,
+                        help="brokers scenario: how long writes are refused (NOT_ENOUGH_REPLICAS)")
     parser.add_argument("--bootstrap", help="an external Kafka instead of starting a broker")
     parser.add_argument("--eddy", default=os.path.join(target, "debug", "eddy"))
     parser.add_argument("--plugins", default=os.path.join(ROOT, "target", "plugins",

@@ -116,8 +116,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts a daemon on `data_dir` with a short session timeout, as fault
-    /// tests need, plus `extra` flags and `env` variables.
+    /// Starts a daemon on `data_dir` with a short session timeout (6 s, as
+    /// fault tests need, unless `extra` sets `--session-timeout`), plus
+    /// `extra` flags and `env` variables.
     pub fn start(
         brokers: &str,
         data_dir: &Path,
@@ -148,14 +149,15 @@ impl Daemon {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis()
         ));
+        // Short by default, as fault tests need; `extra` may set its own.
+        let session_timeout: &[&str] = if extra.contains(&"--session-timeout") {
+            &[]
+        } else {
+            &["--session-timeout", "6s"]
+        };
         let mut child = Command::new(eddy_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--session-timeout",
-                "6s",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(session_timeout)
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
