@@ -138,6 +138,44 @@ format_once() {
     }
 }
 
+# Writes a KRaft node's properties: FILE NODE_ID VOTERS CLIENT_PORT
+# CONTROLLER_PORT LOG_DIR REPLICAS, then any --config settings. A cluster
+# (REPLICAS > 1) keeps writes on two in-sync replicas and notices a dead
+# broker within 3 s.
+write_properties() {
+    local file=$1 id=$2 voters=$3 client=$4 controller=$5 logs=$6 replicas=$7
+    local min_isr=$((replicas < 2 ? replicas : 2))
+    cat >"$file" <<PROPERTIES
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$client
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$logs
+num.partitions=1
+default.replication.factor=$replicas
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replicas
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+transaction.state.log.num.partitions=8
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+log.retention.check.interval.ms=1000
+log.cleaner.backoff.ms=1000
+PROPERTIES
+    if [ "$replicas" -gt 1 ]; then
+        printf '%s\n' broker.heartbeat.interval.ms=500 broker.session.timeout.ms=3000 >>"$file"
+    fi
+    for setting in "${extra[@]+"${extra[@]}"}"; do
+        echo "$setting" >>"$file"
+    done
+}
+
 if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
     # A cluster: its ports and id are fixed on first use, so a node
     # restarted alone finds the others where they were.
@@ -202,37 +240,9 @@ if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
     dir="$data/node-$node"
     mkdir -p "$dir"
     replicas=$((BROKERS < 3 ? BROKERS : 3))
-    min_isr=$((replicas < 2 ? replicas : 2))
     client_port=${client_ports[node - 1]}
-    cat >"$dir/server.properties" <<PROPERTIES
-process.roles=broker,controller
-node.id=$node
-controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$client_port,CONTROLLER://127.0.0.1:${controller_ports[node - 1]}
-advertised.listeners=PLAINTEXT://127.0.0.1:$client_port
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs=$dir/logs
-num.partitions=1
-default.replication.factor=$replicas
-min.insync.replicas=$min_isr
-offsets.topic.replication.factor=$replicas
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=$replicas
-transaction.state.log.min.isr=$min_isr
-transaction.state.log.num.partitions=8
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-unclean.leader.election.enable=false
-broker.heartbeat.interval.ms=500
-broker.session.timeout.ms=3000
-log.retention.check.interval.ms=1000
-log.cleaner.backoff.ms=1000
-PROPERTIES
-    for setting in "${extra[@]+"${extra[@]}"}"; do
-        echo "$setting" >>"$dir/server.properties"
-    done
+    write_properties "$dir/server.properties" "$node" "$voters" "$client_port" \
+        "${controller_ports[node - 1]}" "$dir/logs" "$replicas"
     format_once "$dir/server.properties" "$CLUSTER_ID" "$dir/logs" "$dir/kafka.log"
     run_server "$dir/server.properties" "$dir/kafka.log" "$dir/pid" "127.0.0.1:$client_port"
 fi
@@ -241,30 +251,7 @@ fi
 controller_port=$(free_port)
 config="$data/server.properties"
 # Written on every start (ports may change); the log folder is kept.
-cat >"$config" <<PROPERTIES
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs=$data/logs
-num.partitions=1
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=8
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
-log.retention.check.interval.ms=1000
-log.cleaner.backoff.ms=1000
-PROPERTIES
-for setting in "${extra[@]+"${extra[@]}"}"; do
-    echo "$setting" >>"$config"
-done
+write_properties "$config" 1 "1@127.0.0.1:$controller_port" "$port" "$controller_port" "$data/logs" 1
 
 log="$data/kafka.log"
 if [ ! -f "$data/logs/meta.properties" ]; then
