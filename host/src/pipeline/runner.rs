@@ -262,13 +262,15 @@ struct StopFlags {
 
 impl StopFlags {
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        // Acquire pairs with `set`'s Release: whoever sees the stop sees
+        // how to leave.
+        self.stop.load(Ordering::Acquire)
     }
 
     fn set(&self, exit: GroupExit) {
         self.leave
             .store(exit == GroupExit::Leave, Ordering::Relaxed);
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
     }
 }
 
