@@ -113,17 +113,20 @@ class Daemon:
         if self.proc:
             self.proc.wait()
 
+    def run_eddy(self, *argv):
+        return subprocess.run([self.args.eddy, *argv, "--server", self.server],
+                              capture_output=True, text=True)
+
     def eddy(self, *argv):
-        result = subprocess.run([self.args.eddy, *argv, "--server", self.server],
-                                capture_output=True, text=True)
+        """stdout of `eddy ARGV`; the harness stops if it fails."""
+        result = self.run_eddy(*argv)
         if result.returncode != 0:
             raise SystemExit(f"eddy {' '.join(argv)} failed: {result.stderr.strip()}")
         return result.stdout
 
     def eddy_maybe(self, *argv):
         """stdout of `eddy ARGV`, or None (the error logged) if it failed."""
-        result = subprocess.run([self.args.eddy, *argv, "--server", self.server],
-                                capture_output=True, text=True)
+        result = self.run_eddy(*argv)
         if result.returncode != 0:
             log(f"eddy {' '.join(argv)}: {result.stderr.strip()}")
             return None
@@ -360,14 +363,20 @@ class Harness:
         if before >= total:
             raise SystemExit(f"every input was processed before kill {kills}: feed the input "
                              f"for longer (--feed-seconds) or kill fewer times (--kills)")
-        wait_for("progress before a kill", 180, lambda: self.committed() > before)
-        time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
-        at = self.committed()
+        at = sum(self.mid_stream("a kill").values())
         daemon.kill()
         if not 0 < at < total:
             raise SystemExit(f"kill {kills} did not land mid-stream: {at} of {total} committed")
         log(f"kill {kills}: SIGKILL daemon {daemon.index} with {at}/{total} inputs committed")
         return at
+
+    def mid_stream(self, fault):
+        """Waits for progress, then a random moment before `fault`; the
+        committed input offset per partition at that moment."""
+        before = self.committed()
+        wait_for(f"progress before {fault}", 180, lambda: self.committed() > before)
+        time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
+        return self.committed_per_partition()
 
     def recovered(self, at, killed_at):
         """Seconds from a kill until the committed progress passes `at`."""
@@ -411,10 +420,7 @@ class Harness:
         firsts, alls, moved = [], [], []
         for k in range(1, self.args.kills + 1):
             parts = self.owned_partitions(victim)
-            before = self.committed()
-            wait_for("progress before a kill", 180, lambda: self.committed() > before)
-            time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
-            at = self.committed_per_partition()
+            at = self.mid_stream("a kill")
             victim.kill()
             if sum(at.values()) >= total:
                 raise SystemExit(f"every input was processed before kill {k}: feed the input "
@@ -526,10 +532,7 @@ class Harness:
         faults = []
 
         def fault(name, node, sig):
-            before = self.committed()
-            wait_for(f"progress before {name}", 180, lambda: self.committed() > before)
-            time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
-            at = self.committed()
+            at = sum(self.mid_stream(name).values())
             if at >= len(self.workload.inputs):
                 raise SystemExit(f"every input was processed before {name}: feed the input "
                                  "for longer (--feed-seconds)")
