@@ -38,7 +38,8 @@ kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
 
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins) on
 # `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
-# harness's kill, zombie and scale scenarios on Apache Kafka.
+# harness's kill, zombie and scale scenarios on Apache Kafka, and a short broker-fault run on a
+# 3-node cluster (one leader SIGKILLed, then writes refused for 75 s).
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ kafka_e2e }} 2>&1 | tee -a "$CARGO_TARGET_DIR/test-output.txt"
@@ -46,6 +47,7 @@ test: build
     just crash --broker kafka --scenario kill --kills 3 --records 20000 --feed-seconds 30
     just crash --broker kafka --scenario zombie --records 20000 --feed-seconds 30
     just crash --broker kafka --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
+    just crash --broker kafka --brokers 3 --scenario brokers --short --pipeline word-count --records 20000 --feed-seconds 120 --refuse-seconds 75
 
 # The e2e suite (or the tests FILTER names) on Apache Kafka alone, e.g. `just test-kafka state::`.
 test-kafka *filter: build

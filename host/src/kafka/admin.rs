@@ -126,39 +126,9 @@ fn check_partitions(topic: &InternalTopic, actual: i32) -> Result<(), TopicError
 /// A broker that cannot describe configs (the development broker, which
 /// neither compacts nor deletes by age) is taken at its word.
 fn check_policy(kafka: &KafkaSettings, topic: &InternalTopic) -> Result<(), TopicError> {
-    let admin = admin(kafka)?;
-    let described = futures::executor::block_on(
-        admin.describe_configs([&ResourceSpecifier::Topic(&topic.name)], &options()),
-    );
-    let unsupported = |code: &RDKafkaErrorCode| {
-        matches!(
-            code,
-            RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature
-        )
+    let Some(actual) = topic_config(kafka, &topic.name, "cleanup.policy")? else {
+        return Ok(());
     };
-    let resource = match described {
-        Ok(mut results) if !results.is_empty() => results.swap_remove(0),
-        Ok(_) => return Ok(()),
-        Err(KafkaError::AdminOp(code)) if unsupported(&code) => {
-            tracing::debug!(topic = %topic.name, "the broker does not describe topic configs; cleanup.policy not checked");
-            return Ok(());
-        }
-        Err(e) => return Err(TopicError::Unreachable(format!("{}: {e}", kafka.brokers))),
-    };
-    let resource = match resource {
-        Ok(resource) => resource,
-        Err(code) if unsupported(&code) => return Ok(()),
-        Err(code) => {
-            return Err(TopicError::CreateFailed {
-                topic: topic.name.clone(),
-                error: format!("could not read its configuration: {code}"),
-            });
-        }
-    };
-    let actual = resource
-        .get("cleanup.policy")
-        .and_then(|entry| entry.value.clone())
-        .unwrap_or_default();
     let policies: Vec<&str> = actual.split(',').map(str::trim).collect();
     if policies == [topic.cleanup_policy()] {
         Ok(())
@@ -168,6 +138,48 @@ fn check_policy(kafka: &KafkaSettings, topic: &InternalTopic) -> Result<(), Topi
             expected: topic.cleanup_policy(),
             actual,
         })
+    }
+}
+
+/// The value of `topic`'s configuration `key` as the broker applies it (the
+/// topic's own setting or the broker's default); `None` from a broker that
+/// does not describe configs (the development broker).
+pub(super) fn topic_config(
+    kafka: &KafkaSettings,
+    topic: &str,
+    key: &str,
+) -> Result<Option<String>, TopicError> {
+    let admin = admin(kafka)?;
+    let described = futures::executor::block_on(
+        admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options()),
+    );
+    let unsupported = |code: &RDKafkaErrorCode| {
+        matches!(
+            code,
+            RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature
+        )
+    };
+    let resource = match described {
+        Ok(mut results) if !results.is_empty() => results.swap_remove(0),
+        Ok(_) => return Ok(None),
+        Err(KafkaError::AdminOp(code)) if unsupported(&code) => {
+            tracing::debug!(topic, key, "the broker does not describe topic configs");
+            return Ok(None);
+        }
+        Err(e) => return Err(TopicError::Unreachable(format!("{}: {e}", kafka.brokers))),
+    };
+    match resource {
+        Ok(resource) => Ok(Some(
+            resource
+                .get(key)
+                .and_then(|entry| entry.value.clone())
+                .unwrap_or_default(),
+        )),
+        Err(code) if unsupported(&code) => Ok(None),
+        Err(code) => Err(TopicError::CreateFailed {
+            topic: topic.to_owned(),
+            error: format!("could not read its configuration: {code}"),
+        }),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Kafka I/O: client settings shared by every consumer and producer eddy
 //! creates, a partition's fetched records taken a batch at a time, records
 //! produced with their acknowledgements counted per commit, the embedded
-//! broker, and topic metadata.
+//! broker, topic metadata, and why the cluster refuses writes.
 
 mod admin;
 mod advice;
@@ -10,6 +10,7 @@ mod delivery_thread;
 mod fetch;
 mod partitioner;
 mod produce;
+mod replicas;
 mod topics;
 mod within;
 
@@ -19,6 +20,7 @@ pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
 pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::murmur2_partition;
 pub use produce::{AckState, Acks, Deliveries, Outgoing, OutgoingHeaders, Producer, Topic};
+pub use replicas::{RefusedTopic, explain_refusal, refused_writes};
 pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
 pub(crate) use within::{Unanswered, call_within};
 

@@ -30,7 +30,7 @@ use std::ffi::{CString, c_void};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a send waits before trying again when the producer's queue is
 /// full (backpressure).
@@ -362,18 +362,52 @@ impl Acks {
     /// failed; the highest offset acknowledged (-1 for none), or the first
     /// failure. Each record settles within the producer's message timeout.
     pub fn wait(&self) -> KafkaResult<i64> {
+        self.wait_until(None);
         let state = &self.0;
-        let mut failed = state.failed.lock().unwrap_or_else(PoisonError::into_inner);
-        while state.outstanding.load(Ordering::Acquire) > 0 {
-            failed = state
-                .settled
-                .wait(failed)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        match failed.take() {
+        match state
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             Some(error) => Err(error),
             None => Ok(state.highest.load(Ordering::Acquire)),
         }
+    }
+
+    /// [`Acks::wait`], calling `on_stall` once if records are still
+    /// unacknowledged after `after`: a producer retries a refused write
+    /// silently for its whole message timeout, and the caller can find out
+    /// why meanwhile.
+    pub fn wait_noting_stall(&self, after: Duration, on_stall: impl FnOnce()) -> KafkaResult<i64> {
+        if !self.wait_until(Instant::now().checked_add(after)) {
+            on_stall();
+        }
+        self.wait()
+    }
+
+    /// Waits until every delivery settled, or until `deadline`; whether
+    /// they all settled.
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let state = &self.0;
+        let mut failed = state.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.outstanding.load(Ordering::Acquire) > 0 {
+            failed = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                None => state
+                    .settled
+                    .wait(failed)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(left) if left.is_zero() => return false,
+                Some(left) => {
+                    state
+                        .settled
+                        .wait_timeout(failed, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+        true
     }
 }
 
@@ -397,5 +431,43 @@ impl ProducerContext<NoCustomPartitioner> for Deliveries {
             }
         }
         acks.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_wait_is_noted_and_still_waits_for_the_deliveries() {
+        let acks = Acks::default();
+        acks.0.outstanding.fetch_add(1, Ordering::AcqRel);
+        // The delivery settles only once the stall was noted.
+        let (noted_tx, noted_rx) = std::sync::mpsc::channel();
+        let settler = {
+            let state = Arc::clone(&acks.0);
+            std::thread::spawn(move || {
+                noted_rx.recv().expect("the stall was never noted");
+                state.highest.fetch_max(41, Ordering::AcqRel);
+                state.settle();
+            })
+        };
+        let highest = acks.wait_noting_stall(Duration::from_millis(20), || {
+            noted_tx.send(()).expect("the settling thread is gone");
+        });
+        settler.join().expect("the settling thread panicked");
+        assert_eq!(highest.ok(), Some(41));
+    }
+
+    #[test]
+    fn a_prompt_delivery_is_not_noted() {
+        let acks = Acks::default();
+        let mut noted = false;
+        assert_eq!(
+            acks.wait_noting_stall(Duration::from_secs(10), || noted = true)
+                .ok(),
+            Some(-1)
+        );
+        assert!(!noted);
     }
 }

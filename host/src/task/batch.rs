@@ -145,9 +145,23 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// Commits what is open (see `commit`) and tells the group how far the
-    /// input now reaches.
+    /// input now reaches. A commit Kafka keeps waiting because it refuses
+    /// the writes shows why in the task's status while it waits, and the
+    /// status clears once the commit goes through.
     pub(super) fn commit_open(&mut self, guest: &mut TaskGuest) -> Result<(), Fault> {
-        if let Some(offset) = self.commits.commit(&mut guest.services().state)? {
+        let (plan, status, label) = (&self.plan, &self.status, &self.label);
+        let mut waited_on_refusal = false;
+        let committed = self.commits.commit(&mut guest.services().state, || {
+            if let Some(refusal) = plan.refused_writes() {
+                tracing::warn!(task = &**label, refusal, "a commit waits on Kafka");
+                status.fail(format!("waiting to commit: {refusal}"));
+                waited_on_refusal = true;
+            }
+        })?;
+        if waited_on_refusal {
+            status.clear_failure();
+        }
+        if let Some(offset) = committed {
             self.offsets.reached(offset);
         }
         Ok(())

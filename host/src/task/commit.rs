@@ -17,6 +17,11 @@ use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, TaskState, WriteBat
 use rdkafka::error::KafkaError;
 use std::time::{Duration, Instant};
 
+/// How long a commit waits for Kafka's acknowledgements before it asks
+/// why (see `Commits::commit`): well past a healthy cluster's latency,
+/// well within the producer's message timeout.
+pub(super) const STALL_AFTER: Duration = Duration::from_secs(10);
+
 /// A task's side of the commit protocol: its producer, its changelog, how
 /// far its committed state reaches, and what is produced but not committed.
 pub(super) struct Commits {
@@ -157,14 +162,20 @@ impl Commits {
     /// checkpoint to the changelog, waits until everything is acknowledged,
     /// commits the transaction, then writes the mutations and the checkpoint
     /// to the local store in one write. The input offset the state now
-    /// reaches, if it moved.
-    pub(super) fn commit(&mut self, state: &mut TaskState) -> Result<Option<i64>, Fault> {
+    /// reaches, if it moved. `on_stall` is called once if Kafka has not
+    /// acknowledged everything after [`STALL_AFTER`].
+    pub(super) fn commit(
+        &mut self,
+        state: &mut TaskState,
+        on_stall: impl FnOnce(),
+    ) -> Result<Option<i64>, Fault> {
         let Some(open) = self.open.take() else {
             return Ok(None);
         };
         let producer = self.producer()?;
         let mut batch = state.take_pending();
-        let position = match self.deliver(producer, &open.acks, &batch, &open.checkpoint) {
+        let delivered = self.deliver(producer, &open.acks, &batch, &open.checkpoint, on_stall);
+        let position = match delivered {
             Ok(position) => position,
             Err(fault) => {
                 producer.abort();
@@ -200,16 +211,23 @@ impl Commits {
         outputs: &Acks,
         batch: &WriteBatch,
         checkpoint: &Checkpoint,
+        on_stall: impl FnOnce(),
     ) -> Result<i64, Fault> {
         let logged = Acks::default();
         self.changelog
             .send_batch(producer, batch, checkpoint, &logged)
             .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
+        let mut on_stall = Some(on_stall);
+        let mut note = || {
+            if let Some(on_stall) = on_stall.take() {
+                on_stall();
+            }
+        };
         outputs
-            .wait()
+            .wait_noting_stall(STALL_AFTER, &mut note)
             .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
         let checkpoint_offset = logged
-            .wait()
+            .wait_noting_stall(STALL_AFTER, &mut note)
             .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
         producer.commit().map_err(Fault::Txn)?;
         Ok(checkpoint_offset + 1)

@@ -36,6 +36,18 @@ pub(super) enum Fault {
 }
 
 impl Fault {
+    /// Kafka's error, when Kafka refused or never acknowledged a write, or
+    /// could not finish a transaction: the faults a partition short of
+    /// in-sync replicas shows up as.
+    pub(super) fn write_error(&self) -> Option<&KafkaError> {
+        match self {
+            Self::Produce(e)
+            | Self::Changelog(e)
+            | Self::Txn(TxnError::Failed(e) | TxnError::NoCoordinator(e)) => Some(e),
+            _ => None,
+        }
+    }
+
     /// A bug in eddy, not in the guest or Kafka: the batch is replayed.
     pub(super) fn internal(what: &str) -> Self {
         Self::Consume(format!("internal error: {what}"))

@@ -163,7 +163,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     fn fail(&self, fault: &Fault, retry: &mut Retry) {
-        let error = fault.to_string();
+        let error = self.explain(fault);
         let mut wait = retry.failed(Instant::now());
         if matches!(fault, Fault::Txn(TxnError::Fenced(_))) {
             // A fenced task is usually a zombie whose partition moved while
@@ -184,6 +184,20 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         self.status.fail(error);
         self.status.retry_at(failures, next_retry_at);
         self.input.pause();
+    }
+
+    /// The task's error as its status shows it. A failed write is
+    /// explained by the cluster's state when Kafka refuses writes to a
+    /// partition the task writes: the producer's own error is then only a
+    /// timeout, or a transaction the broker could not finish aborting.
+    fn explain(&self, fault: &Fault) -> String {
+        let Some(kafka_error) = fault.write_error() else {
+            return fault.to_string();
+        };
+        match self.plan.refused_writes() {
+            Some(refusal) => format!("{refusal}. The producer's error: {kafka_error}"),
+            None => fault.to_string(),
+        }
     }
 
     fn healed(&self, retry: &mut Retry) {

@@ -49,6 +49,25 @@ pub struct TaskPlan {
     pub group: String,
 }
 
+impl TaskPlan {
+    /// Every topic the step's tasks write to.
+    pub fn written_topics(&self) -> Vec<&str> {
+        let mut topics = vec![self.output.as_str(), self.changelog.as_str()];
+        topics.extend(self.named_outputs.values().map(String::as_str));
+        topics.extend(self.dead_letter.as_deref());
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+
+    /// Why Kafka refuses the tasks' writes, if it does, as their status
+    /// says it (see [`crate::kafka::refused_writes`]).
+    pub fn refused_writes(&self) -> Option<String> {
+        let refused = crate::kafka::refused_writes(&self.kafka, &self.written_topics());
+        (!refused.is_empty()).then(|| crate::kafka::explain_refusal(&refused))
+    }
+}
+
 /// A partition assigned to this daemon, as its task takes it over.
 pub struct Assignment<C: ConsumerContext + 'static> {
     /// The input topic.
