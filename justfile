@@ -38,8 +38,9 @@ kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
 
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins) on
 # `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
-# harness's kill, zombie and scale scenarios on Apache Kafka, and a short broker-fault run on a
-# 3-node cluster (one leader SIGKILLed, then writes refused for 75 s).
+# harness's kill, zombie and scale scenarios on Apache Kafka, a short broker-fault run on a
+# 3-node cluster (one leader SIGKILLed, then writes refused for 75 s), and a network partition
+# (a daemon's link down for 20 s; needs root for `ip netns`).
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ kafka_e2e }} 2>&1 | tee -a "$CARGO_TARGET_DIR/test-output.txt"
@@ -48,6 +49,7 @@ test: build
     just crash --broker kafka --scenario zombie --records 20000 --feed-seconds 30
     just crash --broker kafka --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
     just crash --broker kafka --brokers 3 --scenario brokers --short --pipeline word-count --records 20000 --feed-seconds 120 --refuse-seconds 75
+    just crash --broker kafka --scenario partition --pipeline word-count --records 20000 --feed-seconds 60
 
 # The e2e suite (or the tests FILTER names) on Apache Kafka alone, e.g. `just test-kafka state::`.
 test-kafka *filter: build
@@ -76,6 +78,12 @@ failover *args: build
 # prints the stall per fault (docs/performance.md).
 fault-brokers *args: build
     just crash --broker kafka --brokers 3 --scenario brokers --pipeline word-count --records 40000 --feed-seconds 420 {{ args }}
+
+# A network partition on Apache Kafka: broker and two daemons as hosts of their own (network
+# namespaces; needs root), one daemon's link down for --cut-seconds (20) mid-stream, then back;
+# prints how soon the other took its partitions and how soon it rejoined (docs/performance.md).
+fault-partition *args: build
+    just crash --broker kafka --scenario partition --pipeline word-count --records 40000 --feed-seconds 120 --cut-seconds 30 {{ args }}
 
 # Formatting and lints, as CI checks them.
 lint:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
 # the wasm32-wasip2 target, `just`, libclang (RocksDB's bindings are
-# generated with it), Java and Maven if absent, and Apache Kafka for the
-# tests (through Maven). Safe to run again.
+# generated with it), Java and Maven if absent, iproute2 if absent, and
+# Apache Kafka for the tests (through Maven). Safe to run again.
 set -euo pipefail
 
 # libclang itself (libclang.so.1, libclang-14.so.1), not LLVM's C++ library
@@ -45,6 +45,18 @@ if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ] || ! command 
         $sudo apt-get update -qq && $sudo apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
     else
         echo "setup: install Java 17 or newer and Maven (Apache Kafka runs in the tests)" >&2
+        exit 1
+    fi
+fi
+# The network-partition test puts the broker and daemons in network
+# namespaces (`ip netns`, veth pairs, a bridge): iproute2, and root.
+if ! command -v ip >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq iproute2 >/dev/null
+    else
+        echo "setup: install iproute2 (the ip command) for the network-partition test" >&2
         exit 1
     fi
 fi

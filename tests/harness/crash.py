@@ -46,6 +46,8 @@ from collections import Counter, defaultdict
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from netns import Network
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Seconds after writes are refused during which a commit already under way
 # may still land (see Harness.refuse_writes).
@@ -66,6 +68,13 @@ def wait_for(what, timeout, check, interval=0.1):
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def fenced_lines(daemon):
+    """The lines of `daemon`'s log saying one of its producers or group
+    members was fenced."""
+    with open(daemon.log_path, errors="replace") as f:
+        return [line.strip() for line in f if "fenced" in line.lower()]
 
 
 def first_line(proc, timeout, match):
@@ -89,8 +98,11 @@ def first_line(proc, timeout, match):
 class Daemon:
     """`eddy serve` in its own process, with its own data directory."""
 
-    def __init__(self, args, work, index, brokers):
+    def __init__(self, args, work, index, brokers, host=None):
+        """`host`: (command prefix, address) of a host of its own (see
+        netns.py); the daemon runs on loopback without one."""
         self.args, self.index, self.brokers = args, index, brokers
+        self.prefix, self.address = host or ([], "127.0.0.1")
         self.data = os.path.join(work, f"daemon-{index}")
         self.log_path = os.path.join(work, f"daemon-{index}.log")
         self.proc = None
@@ -99,7 +111,8 @@ class Daemon:
     def start(self):
         with open(self.log_path, "a") as log_file:
             self.proc = subprocess.Popen(
-                [self.args.eddy, "serve", "--listen", "127.0.0.1:0", "--brokers", self.brokers,
+                [*self.prefix, self.args.eddy, "serve", "--listen", f"{self.address}:0",
+                 "--brokers", self.brokers,
                  "--data-dir", self.data, "--session-timeout", f"{self.args.session_timeout}s"],
                 stdout=subprocess.PIPE, stderr=log_file, text=True,
                 env={**os.environ, "RUST_LOG": "info,librdkafka=warn,rdkafka=warn"})
@@ -188,6 +201,7 @@ class Harness:
         self.workload = Workload(args.pipeline, args.records, args.seed)
         self.daemons = []
         self.nodes = {}
+        self.network = None
         self.fed = 0
         self.feed_error = None
 
@@ -202,7 +216,14 @@ class Harness:
             # The script and its JVM in a session of their own, stopped together.
             script = os.path.join(ROOT, "tests", "kafka", "kafka.sh")
             data = os.path.join(self.work, "kafka")
-            self.broker = subprocess.Popen(["bash", script, "--port", "0", "--data", data],
+            prefix, host = [], "127.0.0.1"
+            if self.args.scenario == "partition":
+                # Broker and daemons as hosts of their own (see netns.py).
+                self.network = Network()
+                host = self.network.add_host("kafka")
+                prefix = self.network.run_in("kafka")
+            self.broker = subprocess.Popen([*prefix, "bash", script, "--port", "0", "--host", host,
+                                            "--data", data],
                                            stdout=subprocess.PIPE, text=True,
                                            start_new_session=True)
             bootstrap = first_line(self.broker, 180, ":")
@@ -342,7 +363,12 @@ class Harness:
     # --- daemons -----------------------------------------------------------
 
     def add_daemon(self):
-        daemon = Daemon(self.args, self.work, len(self.daemons), self.brokers)
+        index = len(self.daemons)
+        host = None
+        if self.network:
+            address = self.network.add_host(f"d{index}")
+            host = (self.network.run_in(f"d{index}"), address)
+        daemon = Daemon(self.args, self.work, index, self.brokers, host)
         daemon.start()
         self.daemons.append(daemon)
         return daemon
@@ -403,9 +429,14 @@ class Harness:
         """How many input partitions of the first step `daemon` runs now."""
         return len(self.owned_partitions(daemon))
 
-    def owned_partitions(self, daemon):
-        """The input partitions of the first step `daemon` runs now."""
-        status = json.loads(daemon.eddy("pipeline", "get", self.pipeline, "-o", "json"))
+    def owned_partitions(self, daemon, maybe=False):
+        """The input partitions of the first step `daemon` runs now; with
+        `maybe`, none when the daemon cannot be asked."""
+        argv = ("pipeline", "get", self.pipeline, "-o", "json")
+        answer = daemon.eddy_maybe(*argv) if maybe else daemon.eddy(*argv)
+        if answer is None:
+            return []
+        status = json.loads(answer)
         return sorted(p.get("partition", 0) for p in status["partitions"]
                       if p["step"] == 0 and p["assigned"])
 
@@ -516,6 +547,61 @@ class Harness:
         moved = time.monotonic() - killed_at
         return {"kills": 1, "recoveries": [self.recovered(at, killed_at)], "daemons": 3,
                 "partitions_moved_s": round(moved, 1)}
+
+    def scenario_partition(self):
+        """Two daemons, each a host of its own beside the broker's: one's
+        link is taken down mid-stream for --cut-seconds (more than its
+        session timeout), then brought back. The other daemon must take
+        every partition and carry on from the changelog; the cut one's
+        writes must be fenced; on return it must rejoin without fencing the
+        new owner back."""
+        if self.network is None:
+            raise SystemExit("the partition scenario needs --broker kafka (one broker)")
+        if self.args.cut_seconds <= self.args.session_timeout:
+            raise SystemExit("--cut-seconds must exceed --session-timeout")
+        kept, cut = self.add_daemon(), self.add_daemon()
+        self.deploy(kept)
+        # The other daemon learns of the pipeline from the registry.
+        wait_for("both daemons running tasks", 120,
+                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, cut)), 0.5)
+        moved = self.owned_partitions(cut)
+        at = sum(self.mid_stream("the cut").values())
+        if at >= len(self.workload.inputs):
+            raise SystemExit("every input was processed before the cut: feed for longer")
+        host = f"d{cut.index}"
+        self.network.cut(host)
+        cut_at = time.monotonic()
+        log(f"link of daemon {cut.index} down with {at} inputs committed; "
+            f"it ran partitions {moved}")
+        wait_for(f"daemon {kept.index} to own every partition", 120,
+                 lambda: self.owned(kept) == self.args.partitions, 0.5)
+        taken = time.monotonic() - cut_at
+        stall = self.recovered(at, cut_at)
+        log(f"daemon {kept.index} took the partitions {taken:.1f}s after the cut; "
+            f"committed progress stalled {stall:.1f}s")
+        # The fault lasts --cut-seconds: holding the link down is the test.
+        time.sleep(max(0.0, cut_at + self.args.cut_seconds - time.monotonic()))
+        kept_fenced = fenced_lines(kept)
+        self.network.heal(host)
+        healed_at = time.monotonic()
+        log(f"link of daemon {cut.index} up after {healed_at - cut_at:.0f}s")
+        wait_for(f"daemon {cut.index} to run partitions again", 180,
+                 lambda: self.owned_partitions(cut, maybe=True), 1)
+        rejoined = time.monotonic() - healed_at
+        log(f"daemon {cut.index} rejoined {rejoined:.1f}s after the link came back: partitions "
+            f"{self.owned_partitions(kept)} and {self.owned_partitions(cut)}")
+        before = self.committed()
+        if before < len(self.workload.inputs):
+            wait_for("progress after the return", 180, lambda: self.committed() > before)
+        fenced_back = fenced_lines(kept)[len(kept_fenced):]
+        if fenced_back:
+            raise SystemExit(f"the returning daemon fenced daemon {kept.index}: {fenced_back[:3]}")
+        cut_fenced = fenced_lines(cut)
+        log(f"daemon {cut.index} logged {len(cut_fenced)} fencings of its own writes after the "
+            f"cut, daemon {kept.index} none after the return")
+        return {"kills": 1, "recoveries": [stall], "partitions_taken_s": round(taken, 1),
+                "rejoined_s": round(rejoined, 1), "cut_daemon_fenced": len(cut_fenced),
+                "moved_partitions": moved}
 
     def scenario_brokers(self):
         """Exactly-once through broker faults: each of the leaders of the
@@ -726,13 +812,15 @@ class Harness:
                     pass
             self.broker.kill()
             self.broker.wait()
+        if self.network:
+            self.network.close()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers"], default="kill")
+    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers", "partition"], default="kill")
     parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
     parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
                         default="exactly-once")
@@ -751,6 +839,8 @@ def main():
                         help="eddy dev-broker, or Apache Kafka from tests/kafka/kafka.sh")
     parser.add_argument("--brokers", type=int, default=1,
                         help="with --broker kafka: a cluster of this many nodes (3 for brokers)")
+    parser.add_argument("--cut-seconds", type=float, default=20,
+                        help="partition scenario: how long the daemon's link stays down")
     parser.add_argument("--short", action="store_true",
                         help="brokers scenario: one leader SIGKILLed (its topic chosen by the "
                              "seed) and no rolling restart before the refusal, as CI runs it")

@@ -4,12 +4,14 @@
 # address as the first line of stdout, and runs until stopped (Ctrl-C or
 # SIGTERM stop it cleanly; its log stays in DATA/kafka.log).
 #
-#   tests/kafka/kafka.sh [--port N] [--data DIR] [--heap SIZE] [--config KEY=VALUE]...
+#   tests/kafka/kafka.sh [--port N] [--host ADDR] [--data DIR] [--heap SIZE] [--config KEY=VALUE]...
 #   tests/kafka/kafka.sh --brokers 3 [--port N] [--data DIR] [--plan | --node I] ...
 #   tests/kafka/kafka.sh --fetch
 #
 #   --port N            the client port (default 9092; 0 picks a free one);
 #                       a cluster's nodes take N, N+1, ...
+#   --host ADDR         the address to listen on and advertise (default
+#                       127.0.0.1; another for a broker in a network namespace)
 #   --data DIR          the data folder, formatted on first use and kept
 #                       (default target/kafka/data in this checkout)
 #   --heap SIZE         the JVM heap per node (default 512m)
@@ -30,6 +32,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 port=9092
+host=127.0.0.1
 data="$repo/target/kafka/data"
 heap=512m
 extra=()
@@ -40,6 +43,7 @@ plan_only=false
 while [ $# -gt 0 ]; do
     case $1 in
     --port) port=$2; shift 2 ;;
+    --host) host=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --heap) heap=$2; shift 2 ;;
     --config) extra+=("$2"); shift 2 ;;
@@ -86,7 +90,7 @@ if $fetch_only; then
 fi
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 -c 'import socket, sys; s = socket.socket(); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "$host"
 }
 java_opts=(-Xms"$heap" -Xmx"$heap" -XX:+UseSerialGC -Djava.awt.headless=true
     -Dorg.slf4j.simpleLogger.showDateTime=true -cp "$classpath")
@@ -149,8 +153,8 @@ write_properties() {
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$client,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$client
+listeners=PLAINTEXT://$host:$client,CONTROLLER://$host:$controller
+advertised.listeners=PLAINTEXT://$host:$client
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
@@ -200,8 +204,8 @@ if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
     bootstrap=
     voters=
     for i in $(seq 1 "$BROKERS"); do
-        bootstrap+="${bootstrap:+,}127.0.0.1:${client_ports[i - 1]}"
-        voters+="${voters:+,}$i@127.0.0.1:${controller_ports[i - 1]}"
+        bootstrap+="${bootstrap:+,}$host:${client_ports[i - 1]}"
+        voters+="${voters:+,}$i@$host:${controller_ports[i - 1]}"
     done
     if $plan_only; then
         echo "$bootstrap"
@@ -211,7 +215,7 @@ if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
         # Every node, each by this script in --node mode; stopped together.
         children=()
         outputs=()
-        node_args=(--data "$data" --heap "$heap")
+        node_args=(--data "$data" --heap "$heap" --host "$host")
         for setting in "${extra[@]+"${extra[@]}"}"; do
             node_args+=(--config "$setting")
         done
@@ -244,17 +248,17 @@ if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
     write_properties "$dir/server.properties" "$node" "$voters" "$client_port" \
         "${controller_ports[node - 1]}" "$dir/logs" "$replicas"
     format_once "$dir/server.properties" "$CLUSTER_ID" "$dir/logs" "$dir/kafka.log"
-    run_server "$dir/server.properties" "$dir/kafka.log" "$dir/pid" "127.0.0.1:$client_port"
+    run_server "$dir/server.properties" "$dir/kafka.log" "$dir/pid" "$host:$client_port"
 fi
 
 [ "$port" = 0 ] && port=$(free_port)
 controller_port=$(free_port)
 config="$data/server.properties"
 # Written on every start (ports may change); the log folder is kept.
-write_properties "$config" 1 "1@127.0.0.1:$controller_port" "$port" "$controller_port" "$data/logs" 1
+write_properties "$config" 1 "1@$host:$controller_port" "$port" "$controller_port" "$data/logs" 1
 
 log="$data/kafka.log"
 if [ ! -f "$data/logs/meta.properties" ]; then
     format_once "$config" "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$log")" "$data/logs" "$log"
 fi
-run_server "$config" "$log" "$data/pid" "127.0.0.1:$port"
+run_server "$config" "$log" "$data/pid" "$host:$port"
