@@ -70,6 +70,21 @@ def wait_for(what, timeout, check, interval=0.1):
         time.sleep(interval)
 
 
+def restored_after(daemon, since, step):
+    """The changelog records each task of `step` replayed in the restores
+    `daemon` logged after the Unix time `since`."""
+    import datetime
+    replayed = []
+    with open(daemon.log_path, errors="replace") as f:
+        for line in f:
+            if "state restored" not in line or f"/{step}/" not in line:
+                continue
+            at = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00"))
+            if at.timestamp() >= since:
+                replayed.append(int(line.split("replayed=", 1)[1].split()[0]))
+    return replayed
+
+
 def fenced_lines(daemon):
     """The lines of `daemon`'s log saying one of its producers or group
     members was fenced."""
@@ -152,15 +167,19 @@ class Daemon:
 class Workload:
     """The input records and what the output must be."""
 
-    def __init__(self, kind, records, seed):
+    def __init__(self, kind, records, seed, keys=300):
         self.kind = kind
         rng = random.Random(seed)
         if kind == "uppercase":
             self.inputs = [(f"k{i % 1000}", f"record-{i:07d}") for i in range(records)]
         else:
-            vocabulary = [f"w{n:03d}" for n in range(300)]
-            self.inputs = [(None, " ".join(rng.choice(vocabulary) for _ in range(4)))
-                           for _ in range(records)]
+            # Words of `keys` distinct keys: the first lines name every one
+            # (four per line), the rest are drawn at random.
+            vocabulary = [f"w{n:03d}" for n in range(keys)]
+            naming = [" ".join(vocabulary[i:i + 4]) for i in range(0, keys, 4)]
+            self.inputs = [(None, line) for line in naming[:records]]
+            self.inputs += [(None, " ".join(rng.choice(vocabulary) for _ in range(4)))
+                            for _ in range(records - len(self.inputs))]
             self.reference = Counter(w for _, line in self.inputs for w in line.split())
 
     def modules(self, plugins):
@@ -198,7 +217,7 @@ class Harness:
         self.run_id = f"crash-{args.seed}-{int(time.time())}"
         self.input, self.output = f"{self.run_id}-in", f"{self.run_id}-out"
         self.pipeline = self.run_id
-        self.workload = Workload(args.pipeline, args.records, args.seed)
+        self.workload = Workload(args.pipeline, args.records, args.seed, args.keys)
         self.daemons = []
         self.nodes = {}
         self.network = None
@@ -314,17 +333,22 @@ class Harness:
         """Inputs the pipeline's first step committed (its consumer group)."""
         return sum(self.committed_per_partition().values())
 
-    def committed_per_partition(self):
-        """The first step's committed input offset per partition; a commit
-        is a transaction's, so an offset moving means output committed."""
+    def committed_per_partition(self, group=None, topic=None):
+        """The committed input offset per partition of the first step (or
+        of `group` on `topic`); a commit is a transaction's, so an offset
+        moving means output committed."""
+        group = group or f"eddy.{self.pipeline}"
         if not hasattr(self, "_offsets"):
-            # One client, kept: a new one per look would cost a connection.
-            self._offsets = Consumer({"bootstrap.servers": self.brokers,
-                                      "group.id": f"eddy.{self.pipeline}"})
-        parts = [TopicPartition(self.input, p) for p in range(self.args.partitions)]
+            self._offsets = {}
+        if group not in self._offsets:
+            # One client per group, kept: a new one per look would cost a
+            # connection.
+            self._offsets[group] = Consumer({"bootstrap.servers": self.brokers,
+                                             "group.id": group})
+        parts = [TopicPartition(topic or self.input, p) for p in range(self.args.partitions)]
         try:
             self._last = {tp.partition: max(tp.offset, 0)
-                          for tp in self._offsets.committed(parts, timeout=10)}
+                          for tp in self._offsets[group].committed(parts, timeout=10)}
         except KafkaException as e:
             # The group's coordinator may be the broker just killed: what
             # was seen last stands until it answers again.
@@ -378,6 +402,8 @@ class Harness:
                 "--guarantee", self.args.guarantee, "--max-batch", str(self.args.max_batch)]
         if self.args.commit_interval:
             argv += ["--commit-interval", self.args.commit_interval]
+        if self.args.standby_replicas:
+            argv += ["--standby-replicas", str(self.args.standby_replicas)]
         for module in self.workload.modules(self.args.plugins):
             argv += ["--module", module]
         # A daemon on a cluster that just started may not have read the
@@ -429,16 +455,16 @@ class Harness:
         """How many input partitions of the first step `daemon` runs now."""
         return len(self.owned_partitions(daemon))
 
-    def owned_partitions(self, daemon, maybe=False):
-        """The input partitions of the first step `daemon` runs now; with
-        `maybe`, none when the daemon cannot be asked."""
+    def owned_partitions(self, daemon, maybe=False, step=0):
+        """The input partitions of `step` `daemon` runs now; with `maybe`,
+        none when the daemon cannot be asked."""
         argv = ("pipeline", "get", self.pipeline, "-o", "json")
         answer = daemon.eddy_maybe(*argv) if maybe else daemon.eddy(*argv)
         if answer is None:
             return []
         status = json.loads(answer)
         return sorted(p.get("partition", 0) for p in status["partitions"]
-                      if p["step"] == 0 and p["assigned"])
+                      if p["step"] == step and p["assigned"])
 
     def scenario_failover(self):
         """Two daemons; one is SIGKILLed mid-stream and restarted at once.
@@ -602,6 +628,47 @@ class Harness:
         return {"kills": 1, "recoveries": [stall], "partitions_taken_s": round(taken, 1),
                 "rejoined_s": round(rejoined, 1), "cut_daemon_fenced": len(cut_fenced),
                 "moved_partitions": moved}
+
+    def scenario_standby(self):
+        """Two daemons running word count; once the stateful step's state
+        holds every key, one is SIGKILLed mid-stream and not restarted. The
+        other takes its partitions and restores their state: from the
+        changelog's start, or with --standby-replicas 1 from its warm copy.
+        Printed: the changelog records it replayed and the seconds from the
+        kill until the stateful step committed on every moved partition."""
+        if self.args.pipeline != "word-count":
+            raise SystemExit("the standby scenario needs --pipeline word-count")
+        kept, victim = self.add_daemon(), self.add_daemon()
+        self.deploy(kept)
+        wait_for("both daemons running tasks", 120,
+                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, victim)), 0.5)
+        stateful = (f"eddy.{self.pipeline}.step-1", f"eddy.{self.pipeline}.step-1.repartition")
+        moved = self.owned_partitions(victim, step=1)
+        naming = -(-self.args.keys // 4)
+        wait_for("every key in the state", 600,
+                 lambda: self.committed() >= naming + len(self.workload.inputs) // 10, 1)
+        at = self.committed_per_partition(*stateful)
+        killed_at, killed_wall = time.monotonic(), time.time()
+        victim.kill()
+        log(f"SIGKILL daemon {victim.index} (no restart); it ran step-1 partitions {moved}")
+
+        def moved_committed():
+            now = self.committed_per_partition(*stateful)
+            return all(now[p] > at[p] for p in moved)
+
+        wait_for("the moved partitions to commit", 600, moved_committed, 0.2)
+        serving = time.monotonic() - killed_at
+        replayed = restored_after(kept, killed_wall, "step-1")
+        log(f"the moved partitions committed {serving:.1f}s after the kill; "
+            f"{sum(replayed)} changelog records replayed ({replayed})")
+        # A warm copy lags its changelog by what was in flight at the kill,
+        # never by a share of the state.
+        if self.args.standby_replicas and sum(replayed) > self.args.keys // 10:
+            raise SystemExit(f"with standby replicas the restore replayed {sum(replayed)} "
+                             f"records, as if no copy were warm")
+        return {"kills": 1, "recoveries": [serving], "keys": self.args.keys,
+                "standby_replicas": self.args.standby_replicas,
+                "replayed": sum(replayed), "moved_partitions": moved}
 
     def scenario_brokers(self):
         """Exactly-once through broker faults: each of the leaders of the
@@ -793,8 +860,8 @@ class Harness:
         return 1 if broken else 0
 
     def close(self):
-        if hasattr(self, "_offsets"):
-            self._offsets.close()
+        for consumer in getattr(self, "_offsets", {}).values():
+            consumer.close()
         for d in self.daemons:
             d.signal(signal.SIGCONT)
             d.kill()
@@ -820,7 +887,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers", "partition"], default="kill")
+    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers", "partition",
+                                 "standby"], default="kill")
     parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
     parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
                         default="exactly-once")
@@ -839,6 +907,10 @@ def main():
                         help="eddy dev-broker, or Apache Kafka from tests/kafka/kafka.sh")
     parser.add_argument("--brokers", type=int, default=1,
                         help="with --broker kafka: a cluster of this many nodes (3 for brokers)")
+    parser.add_argument("--keys", type=int, default=300,
+                        help="word-count: distinct words, so the state holds this many keys")
+    parser.add_argument("--standby-replicas", type=int, default=0,
+                        help="deploy with this many standby replicas")
     parser.add_argument("--cut-seconds", type=float, default=20,
                         help="partition scenario: how long the daemon's link stays down")
     parser.add_argument("--short", action="store_true",

@@ -244,6 +244,11 @@ pub(crate) struct CreateArgs {
     /// aborts it, e.g. 60s (the default).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub(crate) transaction_timeout: Option<Duration>,
+    /// How many daemons besides each partition's owner keep a warm copy of
+    /// its state (following its changelog), so a partition whose owner
+    /// died restores in seconds on a daemon that has one (default 0).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) standby_replicas: u32,
     /// What happens to a record the guest fails on: stop the task (fail),
     /// drop it (skip), or send it to the topic NAME.dlq (dead-letter).
     #[arg(long = "on-error", value_enum, default_value = "fail")]

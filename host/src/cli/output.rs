@@ -53,6 +53,7 @@ fn pipeline_json(p: &v1::Pipeline) -> Value {
         "on_error": on_error(&spec),
         "commit_interval_ms": spec.commit_interval_ms,
         "transaction_timeout_ms": spec.transaction_timeout_ms,
+        "standby_replicas": spec.standby_replicas,
         "created_at_ms": p.created_at_ms,
         "partitions": p.partitions.iter().map(|s| json!({
             "topic": s.topic,

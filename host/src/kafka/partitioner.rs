@@ -4,12 +4,14 @@
 
 /// The partition of `partitions` a record with `key` goes to.
 pub fn murmur2_partition(key: &[u8], partitions: i32) -> i32 {
-    let hash = murmur2(key) & 0x7fff_ffff;
+    let hash = murmur2_hash(key) & 0x7fff_ffff;
     // Both are non-negative and fit in i32.
     (hash % partitions.max(1) as u32) as i32
 }
 
-fn murmur2(data: &[u8]) -> u32 {
+/// Kafka's murmur2 hash of `data`: stable across processes, versions and
+/// machines, so daemons that hash the same bytes agree.
+pub fn murmur2_hash(data: &[u8]) -> u32 {
     const SEED: u32 = 0x9747_b28c;
     const M: u32 = 0x5bd1_e995;
     const R: u32 = 24;
@@ -47,18 +49,21 @@ mod tests {
     #[test]
     fn matches_the_java_client() {
         // Values from Kafka's own UtilsTest.testMurmur2.
-        assert_eq!(murmur2(b"21") as i32, -973_932_308);
-        assert_eq!(murmur2(b"foobar") as i32, -790_332_482);
-        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985_981_536);
+        assert_eq!(murmur2_hash(b"21") as i32, -973_932_308);
+        assert_eq!(murmur2_hash(b"foobar") as i32, -790_332_482);
         assert_eq!(
-            murmur2(b"a-little-bit-longer-string") as i32,
+            murmur2_hash(b"a-little-bit-long-string") as i32,
+            -985_981_536
+        );
+        assert_eq!(
+            murmur2_hash(b"a-little-bit-longer-string") as i32,
             -1_486_304_829
         );
         assert_eq!(
-            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            murmur2_hash(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
             -58_897_971
         );
-        assert_eq!(murmur2(b"abc") as i32, 479_470_107);
+        assert_eq!(murmur2_hash(b"abc") as i32, 479_470_107);
         assert!((0..3).contains(&murmur2_partition(b"hello", 3)));
     }
 }

@@ -223,6 +223,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// The ids of the daemons the registry lists, this one included.
+    pub(super) fn daemon_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.peers).keys().cloned().collect();
+        if let Some(me) = lock(&self.identity).as_ref()
+            && !ids.contains(&me.id)
+        {
+            ids.push(me.id.clone());
+        }
+        ids
+    }
+
     /// The other daemons' control-plane addresses, as the registry has them.
     pub(super) fn peers(&self) -> Vec<String> {
         let me = lock(&self.identity).as_ref().map(|i| i.id.clone());

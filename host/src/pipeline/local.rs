@@ -12,7 +12,7 @@ use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
 use crate::kafka::{KafkaMetadata, KafkaSettings, Producer};
 use crate::modules::ModuleStore;
-use crate::task::{TaskPlan, TaskRuntime};
+use crate::task::{DaemonList, TaskPlan, TaskRuntime};
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,6 +41,8 @@ pub(super) struct Resources {
     pub(super) metadata: Arc<KafkaMetadata>,
     /// The daemon's prefix for groups and internal topics.
     pub(super) group_prefix: String,
+    /// The daemons the registry lists, among which standby copies are placed.
+    pub(super) daemons: DaemonList,
 }
 
 /// The pipelines this daemon has applied.
@@ -194,6 +196,7 @@ impl LocalPipelines {
             plans,
             &resources.kafka,
             &resources.metadata,
+            &resources.daemons,
         )?)
     }
 

@@ -27,7 +27,7 @@ use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings};
 use crate::modules::ModuleStore;
 use crate::state::StateMemory;
-use crate::task::TaskRuntime;
+use crate::task::{DaemonList, TaskRuntime};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -82,17 +82,28 @@ impl PipelineManager {
         let metadata = Arc::new(KafkaMetadata::new(&kafka)?);
         let registry = Registry::new(&kafka, format!("{}registry", options.group_prefix))
             .context("could not set up the pipeline registry")?;
+        let cluster = Arc::new(Cluster::new(registry, modules.clone(), runtime.clone()));
+        let daemons: DaemonList = {
+            let cluster = Arc::downgrade(&cluster);
+            Arc::new(move || {
+                cluster
+                    .upgrade()
+                    .map(|c| c.daemon_ids())
+                    .unwrap_or_default()
+            })
+        };
         let resources = Resources {
             runtime: runtime.clone(),
             modules: modules.clone(),
             kafka: kafka.clone(),
             metadata: metadata.clone(),
             group_prefix: options.group_prefix.clone(),
+            daemons,
         };
         let stores = StateStores::new(options.state_dir, options.state_memory);
         Ok(Self {
             local: LocalPipelines::new(resources, stores, specs),
-            cluster: Arc::new(Cluster::new(registry, modules.clone(), runtime.clone())),
+            cluster,
             runtime,
             modules,
             kafka,

@@ -17,7 +17,9 @@
 use super::lock;
 use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
 use crate::task::threads::{self, TaskThread};
-use crate::task::{Assignment, PartitionTask, TaskExit, TaskPlan, TaskStatus};
+use crate::task::{
+    Assignment, DaemonList, PartitionTask, Standbys, TaskExit, TaskPlan, TaskStatus,
+};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
@@ -46,6 +48,9 @@ struct Shared {
     tasks: Mutex<HashMap<TopicPartition, TaskHandle>>,
     statuses: Mutex<BTreeMap<TopicPartition, Arc<TaskStatus>>>,
     error: Mutex<Option<String>>,
+    /// Warm copies of the state of partitions other daemons own, for a
+    /// pipeline with standby replicas.
+    standbys: Option<Standbys>,
 }
 
 impl Shared {
@@ -70,11 +75,7 @@ impl Shared {
             self.status(&tp).fail(message);
             return;
         };
-        let Some(changelog_partition) = lock(&self.inputs)
-            .iter()
-            .position(|t| *t == tp)
-            .and_then(|i| i32::try_from(i).ok())
-        else {
+        let Some(changelog_partition) = self.changelog_partition(&tp) else {
             self.status(&tp).fail(format!(
                 "partition {}/{} is not an input of this step",
                 tp.0, tp.1
@@ -100,6 +101,9 @@ impl Shared {
             self.status(&tp),
             stop.clone(),
         );
+        if let Some(standbys) = &self.standbys {
+            standbys.claim(changelog_partition);
+        }
         let name = format!("task-{}-{}", tp.0, tp.1);
         match threads::spawn(name, move || task.run()) {
             Ok(thread) => {
@@ -128,7 +132,13 @@ impl Shared {
             handle.stop.store(true, Ordering::Relaxed);
         }
         for (tp, handle) in handles {
-            match handle.thread.join() {
+            let joined = handle.thread.join();
+            if let Some(standbys) = &self.standbys
+                && let Some(partition) = self.changelog_partition(&tp)
+            {
+                standbys.release(partition);
+            }
+            match joined {
                 Ok(exit) => {
                     lock(&self.queues).insert(tp, exit.queue);
                 }
@@ -139,6 +149,15 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The changelog partition of input partition `tp`: its place among
+    /// the step's input partitions.
+    fn changelog_partition(&self, tp: &TopicPartition) -> Option<i32> {
+        lock(&self.inputs)
+            .iter()
+            .position(|t| t == tp)
+            .and_then(|i| i32::try_from(i).ok())
     }
 
     fn set_error(&self, error: Option<String>) {
@@ -224,10 +243,11 @@ impl PipelineRunner {
         plans: Vec<Arc<TaskPlan>>,
         kafka: &KafkaSettings,
         metadata: &Arc<KafkaMetadata>,
+        daemons: &DaemonList,
     ) -> anyhow::Result<Self> {
         let steps = plans
             .into_iter()
-            .map(|plan| StepRunner::start(plan, kafka.clone(), metadata.clone()))
+            .map(|plan| StepRunner::start(plan, kafka.clone(), metadata.clone(), daemons))
             .collect::<anyhow::Result<_>>()?;
         Ok(Self { steps })
     }
@@ -371,8 +391,18 @@ impl StepRunner {
         plan: Arc<TaskPlan>,
         kafka: KafkaSettings,
         metadata: Arc<KafkaMetadata>,
+        daemons: &DaemonList,
     ) -> anyhow::Result<Self> {
+        // Copies are placed among daemons by id: a client of no daemon
+        // keeps none.
+        let standbys = match &kafka.daemon_id {
+            Some(me) if plan.settings.standby_replicas > 0 => {
+                Some(Standbys::start(plan.clone(), me.clone(), daemons.clone())?)
+            }
+            _ => None,
+        };
         let shared = Arc::new(Shared {
+            standbys,
             plan,
             consumer: Mutex::new(Weak::new()),
             queues: Mutex::new(HashMap::new()),
@@ -406,6 +436,9 @@ impl StepRunner {
         {
             tracing::error!(pipeline = %self.shared.plan.settings.pipeline, "poll thread panicked");
         }
+        if let Some(standbys) = &self.shared.standbys {
+            standbys.stop();
+        }
     }
 }
 
@@ -414,6 +447,9 @@ impl Drop for StepRunner {
         self.stop.set(GroupExit::Stay);
         if let Some(poller) = self.poller.take() {
             let _ = poller.join();
+        }
+        if let Some(standbys) = &self.shared.standbys {
+            standbys.stop();
         }
     }
 }
@@ -468,6 +504,9 @@ fn serve_consumer(
         }
     }
     *lock(&shared.inputs) = inputs.clone();
+    if let Some(standbys) = &shared.standbys {
+        standbys.set_partitions(i32::try_from(inputs.len()).unwrap_or(i32::MAX));
+    }
     let mut fatal_in_a_row = 0u32;
     while !stop.stopping() {
         let started = std::time::Instant::now();

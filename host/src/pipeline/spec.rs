@@ -98,6 +98,10 @@ pub struct PipelineSpec {
     /// How long a transaction may stay open (exactly-once).
     #[serde(default = "default_transaction_timeout", with = "humantime_serde")]
     pub transaction_timeout: Duration,
+    /// How many daemons besides each partition's owner keep its state warm
+    /// by following its changelog (see `task::standby`).
+    #[serde(default)]
+    pub standby_replicas: u32,
 }
 
 /// What is wrong with a spec.
@@ -127,6 +131,7 @@ impl PipelineSpec {
             batch_linger: limits.batch_linger,
             commit_interval: self.commit_interval,
             transaction_timeout: self.transaction_timeout,
+            standby_replicas: self.standby_replicas,
             config,
         }
     }

@@ -39,6 +39,8 @@ pub struct SpecRequest {
     pub commit_interval: Option<Duration>,
     /// How long a transaction may stay open.
     pub transaction_timeout: Option<Duration>,
+    /// Daemons besides each partition's owner that keep its state warm.
+    pub standby_replicas: u32,
 }
 
 /// Limits asked for; `None` takes the daemon's ceiling.
@@ -64,6 +66,8 @@ fn invalid(message: impl Into<String>) -> SpecError {
 
 /// Most steps in one pipeline.
 const MAX_STEPS: usize = 16;
+/// Most standby copies of a pipeline's state per partition.
+const MAX_STANDBY_REPLICAS: u32 = 8;
 /// Checks a pipeline name: it names files, consumer groups and topics.
 fn check_name(name: &str) -> Result<(), SpecError> {
     if let Some((_, n)) = name.rsplit_once(".step-")
@@ -190,6 +194,12 @@ impl PipelineSpec {
                  ({transaction_timeout:?}), or transactions would time out before they commit"
             )));
         }
+        if spec.standby_replicas > MAX_STANDBY_REPLICAS {
+            return Err(invalid(format!(
+                "standby-replicas must be at most {MAX_STANDBY_REPLICAS}: each standby is a \
+                 full copy of the pipeline's state on another daemon"
+            )));
+        }
         Ok(Self {
             name: spec.name,
             steps,
@@ -203,6 +213,7 @@ impl PipelineSpec {
             limits,
             commit_interval,
             transaction_timeout,
+            standby_replicas: spec.standby_replicas,
         })
     }
 }

@@ -61,6 +61,44 @@ pub struct Restored {
     pub repaired: usize,
 }
 
+/// Applies changelog records to a task's store as they are read: a
+/// batch's entries wait for the checkpoint that closes it, so a batch cut
+/// short by a crash is never half-applied. Restores and standby copies
+/// (see `standby`) apply the changelog this way.
+#[derive(Default)]
+pub(super) struct Replay {
+    pending: WriteBatch,
+}
+
+impl Replay {
+    /// Takes the record at changelog offset `next - 1`. A checkpoint
+    /// applies the batch it closes, with the changelog position `next`,
+    /// and is returned.
+    pub(super) fn record(
+        &mut self,
+        state: &mut TaskState,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        next: i64,
+    ) -> Result<Option<Option<Checkpoint>>, StateError> {
+        if key != CHECKPOINT_KEY {
+            self.pending.insert(key.to_vec(), value);
+            return Ok(None);
+        }
+        let checkpoint = value.as_deref().and_then(Checkpoint::decode);
+        self.pending.insert(CHECKPOINT_KEY.to_vec(), value);
+        self.pending
+            .insert(POSITION_KEY.to_vec(), Some(next.to_be_bytes().to_vec()));
+        state.apply(std::mem::take(&mut self.pending))?;
+        Ok(Some(checkpoint))
+    }
+
+    /// The entries of a batch whose checkpoint never came.
+    pub(super) fn into_cut_off(self) -> WriteBatch {
+        self.pending
+    }
+}
+
 impl Changelog {
     /// Sends a batch's entries and then its checkpoint, counted in `acks`;
     /// the caller waits for them. The checkpoint goes last, so once all are
@@ -135,7 +173,7 @@ impl Changelog {
         }
         status.restore_started(from, high);
         let mut restored = Restored::default();
-        let mut pending = WriteBatch::new();
+        let mut replay = Replay::default();
         if from < high {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(from))
@@ -155,20 +193,15 @@ impl Changelog {
                         restored.replayed += 1;
                         let Some(key) = message.key() else { continue };
                         let value = message.payload().map(<[u8]>::to_vec);
-                        if key == CHECKPOINT_KEY {
-                            checkpoint = value.as_deref().and_then(Checkpoint::decode);
-                            pending.insert(CHECKPOINT_KEY.to_vec(), value);
-                            pending
-                                .insert(POSITION_KEY.to_vec(), Some(next.to_be_bytes().to_vec()));
-                            state.apply(std::mem::take(&mut pending))?;
-                        } else {
-                            pending.insert(key.to_vec(), value);
+                        if let Some(applied) = replay.record(state, key, value, next)? {
+                            checkpoint = applied;
                         }
                         status.restore_progress(next, restored.replayed);
                     }
                 }
             }
         }
+        let pending = replay.into_cut_off();
         if !pending.is_empty() {
             restored.repaired = pending.len();
             self.repair(producer, state, pending, checkpoint.unwrap_or_default())?;

@@ -36,6 +36,7 @@ mod producer;
 mod retry;
 mod services;
 mod settings;
+mod standby;
 mod status;
 pub(crate) mod threads;
 
@@ -44,4 +45,5 @@ pub(crate) use partition::PartitionTask;
 pub use plan::{Assignment, TaskExit, TaskGuest, TaskModule, TaskPlan, TaskRuntime};
 pub use services::TaskServices;
 pub use settings::{ErrorPolicy, StartFrom, TaskSettings};
+pub use standby::{DaemonList, Standbys, placed_here};
 pub use status::{CallTimes, RestoreProgress, TaskStatus};

@@ -58,6 +58,8 @@ pub struct TaskSettings {
     pub commit_interval: Duration,
     /// How long a transaction may stay open.
     pub transaction_timeout: Duration,
+    /// How many daemons besides a partition's owner keep its state warm.
+    pub standby_replicas: u32,
     /// The pipeline's configuration, as guests see it.
     pub config: Arc<BTreeMap<String, String>>,
 }
