@@ -39,8 +39,9 @@ kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins) on
 # `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
 # harness's kill, zombie and scale scenarios on Apache Kafka, a short broker-fault run on a
-# 3-node cluster (one leader SIGKILLed, then writes refused for 75 s), and a network partition
-# (a daemon's link down for 20 s; needs root for `ip netns`).
+# 3-node cluster (one leader SIGKILLed, then writes refused for 75 s), a network partition (a
+# daemon's link down for 20 s; needs root for `ip netns`), and a daemon lost for good with a
+# standby replica of its state.
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ kafka_e2e }} 2>&1 | tee -a "$CARGO_TARGET_DIR/test-output.txt"
@@ -50,6 +51,7 @@ test: build
     just crash --broker kafka --scenario scale --pipeline word-count --records 20000 --feed-seconds 40
     just crash --broker kafka --brokers 3 --scenario brokers --short --pipeline word-count --records 20000 --feed-seconds 120 --refuse-seconds 75
     just crash --broker kafka --scenario partition --pipeline word-count --records 20000 --feed-seconds 60
+    just crash --broker kafka --scenario standby --pipeline word-count --keys 20000 --records 30000 --feed-seconds 40 --standby-replicas 1
 
 # The e2e suite (or the tests FILTER names) on Apache Kafka alone, e.g. `just test-kafka state::`.
 test-kafka *filter: build
@@ -84,6 +86,13 @@ fault-brokers *args: build
 # prints how soon the other took its partitions and how soon it rejoined (docs/performance.md).
 fault-partition *args: build
     just crash --broker kafka --scenario partition --pipeline word-count --records 40000 --feed-seconds 120 --cut-seconds 30 {{ args }}
+
+# Standby replicas on Apache Kafka: word count with 1,000,000 keys of state on two daemons, one
+# SIGKILLed and not restarted, without and then with `--standby-replicas 1`; prints the changelog
+# records replayed and the seconds until the moved partitions committed (docs/performance.md).
+fault-standby *args: build
+    just crash --broker kafka --scenario standby --pipeline word-count --keys 1000000 --records 300000 --feed-seconds 150 {{ args }}
+    just crash --broker kafka --scenario standby --pipeline word-count --keys 1000000 --records 300000 --feed-seconds 150 --standby-replicas 1 {{ args }}
 
 # Formatting and lints, as CI checks them.
 lint:
