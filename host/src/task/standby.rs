@@ -312,13 +312,10 @@ impl Follower {
             );
         }
         if self.consumer.is_none() {
-            self.consumer = Some(
-                self.plan
-                    .kafka
-                    .restore_consumer()
-                    .create()
-                    .map_err(|e| e.to_string())?,
-            );
+            let mut config = self.plan.kafka.restore_consumer();
+            // Long-lived, unlike a restore: what it prefetches stays small.
+            config.set("queued.max.messages.kbytes", "8192");
+            self.consumer = Some(config.create().map_err(|e| e.to_string())?);
         }
         if let Some(consumer) = &self.consumer {
             consumer.assign(&tpl).map_err(|e| e.to_string())?;
