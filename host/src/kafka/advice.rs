@@ -23,6 +23,13 @@ pub fn advice(error: &KafkaError) -> &'static str {
              (transaction.max.timeout.ms, 15 minutes by default): re-create the pipeline with \
              a shorter --transaction-timeout, or raise the broker setting"
         }
+        Some(RDKafkaErrorCode::InvalidTimestamp) => {
+            "; the broker refuses records timestamped too far from its own clock \
+             (log.message.timestamp.after.max.ms, one hour by default, and \
+             log.message.timestamp.before.max.ms). Records eddy writes itself (changelog, \
+             checkpoints, timer outputs) carry this daemon's clock, so it is likely wrong: set \
+             it right (NTP). The task retries; nothing is committed meanwhile, so nothing is lost"
+        }
         Some(RDKafkaErrorCode::PolicyViolation) => {
             "; the cluster's topic policy refused the request: ask its operators which \
              topic settings it allows"
@@ -39,6 +46,8 @@ mod tests {
     fn refusals_name_the_setting_and_others_add_nothing() {
         let replicas = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
         assert!(advice(&replicas).contains("min.insync.replicas"));
+        let clock = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp);
+        assert!(advice(&clock).contains("clock"));
         let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTransactionTimeout);
         assert!(advice(&timeout).contains("transaction.max.timeout.ms"));
         assert_eq!(

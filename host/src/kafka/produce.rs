@@ -375,15 +375,52 @@ impl Acks {
         }
     }
 
-    /// [`Acks::wait`], calling `on_stall` once if records are still
-    /// unacknowledged after `after`: a producer retries a refused write
-    /// silently for its whole message timeout, and the caller can find out
-    /// why meanwhile.
-    pub fn wait_noting_stall(&self, after: Duration, on_stall: impl FnOnce()) -> KafkaResult<i64> {
-        if !self.wait_until(Instant::now().checked_add(after)) {
-            on_stall();
+    /// Waits until every record sent with any of `all` was acknowledged,
+    /// or until one failed: the first failure ends the wait at once, with
+    /// the index of its acks. (A transaction with a failed record can
+    /// never commit, and librdkafka sends none of its other records, which
+    /// would otherwise be waited on for their whole message timeout.)
+    /// Calls `on_stall` once if records are still unacknowledged after
+    /// `stall_after`: a producer retries a refused write silently, and the
+    /// caller can find out why meanwhile. The highest offset acknowledged
+    /// per acks (-1 for none).
+    pub fn wait_all(
+        all: &[&Acks],
+        stall_after: Duration,
+        on_stall: impl FnOnce(),
+    ) -> Result<Vec<i64>, (usize, KafkaError)> {
+        /// How soon a failure of one acks is noticed while waiting on another.
+        const LOOK: Duration = Duration::from_millis(100);
+        let started = Instant::now();
+        let mut on_stall = Some(on_stall);
+        loop {
+            for (index, acks) in all.iter().enumerate() {
+                let failed = acks
+                    .0
+                    .failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some(error) = failed {
+                    return Err((index, error));
+                }
+            }
+            let Some(unsettled) = all
+                .iter()
+                .find(|acks| acks.0.outstanding.load(Ordering::Acquire) > 0)
+            else {
+                return Ok(all
+                    .iter()
+                    .map(|acks| acks.0.highest.load(Ordering::Acquire))
+                    .collect());
+            };
+            if started.elapsed() >= stall_after
+                && let Some(on_stall) = on_stall.take()
+            {
+                on_stall();
+            }
+            unsettled.wait_until(Instant::now().checked_add(LOOK));
         }
-        self.wait()
     }
 
     /// Waits until every delivery settled, or until `deadline`; whether
@@ -452,11 +489,11 @@ mod tests {
                 state.settle();
             })
         };
-        let highest = acks.wait_noting_stall(Duration::from_millis(20), || {
+        let highest = Acks::wait_all(&[&acks], Duration::from_millis(20), || {
             noted_tx.send(()).expect("the settling thread is gone");
         });
         settler.join().expect("the settling thread panicked");
-        assert_eq!(highest.ok(), Some(41));
+        assert_eq!(highest.ok(), Some(vec![41]));
     }
 
     #[test]
@@ -464,10 +501,28 @@ mod tests {
         let acks = Acks::default();
         let mut noted = false;
         assert_eq!(
-            acks.wait_noting_stall(Duration::from_secs(10), || noted = true)
-                .ok(),
-            Some(-1)
+            Acks::wait_all(&[&acks], Duration::from_secs(10), || noted = true).ok(),
+            Some(vec![-1])
         );
         assert!(!noted);
+    }
+
+    #[test]
+    fn a_failure_ends_the_wait_while_other_records_are_outstanding() {
+        let stuck = Acks::default();
+        stuck.0.outstanding.fetch_add(1, Ordering::AcqRel);
+        let failed = Acks::default();
+        failed.0.outstanding.fetch_add(1, Ordering::AcqRel);
+        *failed.0.failed.lock().expect("poisoned") = Some(KafkaError::MessageProduction(
+            RDKafkaErrorCode::InvalidTimestamp,
+        ));
+        failed.0.settle();
+        match Acks::wait_all(&[&stuck, &failed], Duration::from_secs(10), || {}) {
+            Err((1, e)) => assert_eq!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::InvalidTimestamp)
+            ),
+            other => panic!("expected the second acks' failure, got {other:?}"),
+        }
     }
 }

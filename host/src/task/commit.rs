@@ -217,18 +217,23 @@ impl Commits {
         self.changelog
             .send_batch(producer, batch, checkpoint, &logged)
             .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
-        let mut on_stall = Some(on_stall);
-        let mut note = || {
-            if let Some(on_stall) = on_stall.take() {
-                on_stall();
-            }
-        };
-        outputs
-            .wait_noting_stall(STALL_AFTER, &mut note)
-            .map_err(|e| produce_fault(producer, e, Fault::Produce))?;
-        let checkpoint_offset = logged
-            .wait_noting_stall(STALL_AFTER, &mut note)
-            .map_err(|e| produce_fault(producer, e, Fault::Changelog))?;
+        let offsets =
+            Acks::wait_all(&[outputs, &logged], STALL_AFTER, on_stall).map_err(|(index, e)| {
+                if !producer.is_transactional() {
+                    // Nothing aborts these records: let them all land (or
+                    // fail) before the task restarts, so none of this batch
+                    // arrives in the changelog after the next one's.
+                    let _ = outputs.wait();
+                    let _ = logged.wait();
+                }
+                let fault: fn(KafkaError) -> Fault = if index == 0 {
+                    Fault::Produce
+                } else {
+                    Fault::Changelog
+                };
+                produce_fault(producer, e, fault)
+            })?;
+        let checkpoint_offset = offsets.get(1).copied().unwrap_or(-1);
         producer.commit().map_err(Fault::Txn)?;
         Ok(checkpoint_offset + 1)
     }

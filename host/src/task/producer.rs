@@ -152,6 +152,11 @@ impl TaskProducer {
         Ok(this)
     }
 
+    /// Whether each commit is a Kafka transaction.
+    pub(super) fn is_transactional(&self) -> bool {
+        self.transactional
+    }
+
     /// The topics this producer sends to.
     pub(super) fn topics(&self) -> &TaskTopics {
         &self.topics
