@@ -81,6 +81,12 @@ failover *args: build
 fault-brokers *args: build
     just crash --broker kafka --brokers 3 --scenario brokers --pipeline word-count --records 40000 --feed-seconds 420 {{ args }}
 
+# A flapping daemon on Apache Kafka: two daemons, one SIGKILLed 6 times and restarted after a random
+# outage of up to twice the 12 s session; fails if a restart within the session cost the other daemon
+# a rebalance; prints each outage, the revocations it caused and the stall (docs/performance.md).
+fault-flap *args: build
+    just crash --broker kafka --scenario flap --pipeline word-count --kills 6 --session-timeout 12 --records 40000 --feed-seconds 200 {{ args }}
+
 # A network partition on Apache Kafka: broker and two daemons as hosts of their own (network
 # namespaces; needs root), one daemon's link down for --cut-seconds (20) mid-stream, then back;
 # prints how soon the other took its partitions and how soon it rejoined (docs/performance.md).

@@ -85,6 +85,12 @@ def restored_after(daemon, since, step):
     return replayed
 
 
+def revocations(daemon):
+    """How many times `daemon` logged partitions revoked from it."""
+    with open(daemon.log_path, errors="replace") as f:
+        return sum(1 for line in f if "partitions revoked" in line)
+
+
 def fenced_lines(daemon):
     """The lines of `daemon`'s log saying one of its producers or group
     members was fenced."""
@@ -333,10 +339,13 @@ class Harness:
         """Inputs the pipeline's first step committed (its consumer group)."""
         return sum(self.committed_per_partition().values())
 
-    def committed_per_partition(self, group=None, topic=None):
+    def committed_per_partition(self, group=None, topic=None, partitions=None):
         """The committed input offset per partition of the first step (or
-        of `group` on `topic`); a commit is a transaction's, so an offset
-        moving means output committed."""
+        of `group` on `topic`; of `partitions`, all if None); a commit is a
+        transaction's, so an offset moving means output committed. (Kafka
+        answers a partition with a transaction open on its offset only
+        once that transaction ends, so a dead daemon's open transaction
+        holds up a look that includes its partitions.)"""
         group = group or f"eddy.{self.pipeline}"
         if not hasattr(self, "_offsets"):
             self._offsets = {}
@@ -345,10 +354,13 @@ class Harness:
             # connection.
             self._offsets[group] = Consumer({"bootstrap.servers": self.brokers,
                                              "group.id": group})
-        parts = [TopicPartition(topic or self.input, p) for p in range(self.args.partitions)]
+        wanted = range(self.args.partitions) if partitions is None else partitions
+        parts = [TopicPartition(topic or self.input, p) for p in wanted]
         try:
             self._last = {tp.partition: max(tp.offset, 0)
                           for tp in self._offsets[group].committed(parts, timeout=10)}
+            if partitions is not None:
+                return dict(self._last)
         except KafkaException as e:
             # The group's coordinator may be the broker just killed: what
             # was seen last stands until it answers again.
@@ -510,6 +522,52 @@ class Harness:
                 "restart_to_first_output_s": [round(s, 2) for s in firsts],
                 "restart_to_all_partitions_s": [round(s, 2) for s in alls],
                 "partitions_moved": sum(moved)}
+
+    def scenario_flap(self):
+        """A flapping daemon: two daemons, one SIGKILLed --kills times and
+        restarted after a random outage of up to twice the session timeout.
+        A restart within the session must cost the other daemon no
+        rebalance (static membership); a longer outage moves the partitions
+        and back. Nothing may be lost or doubled throughout."""
+        kept, flapper = self.add_daemon(), self.add_daemon()
+        self.deploy(kept)
+        wait_for("both daemons running tasks", 120,
+                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, flapper)), 0.5)
+        total, session = len(self.workload.inputs), self.args.session_timeout
+        flaps = []
+        for k in range(1, self.args.kills + 1):
+            at = sum(self.mid_stream("a flap").values())
+            if at >= total:
+                raise SystemExit(f"every input was processed before flap {k}: feed for longer")
+            revoked = revocations(kept)
+            own = self.owned_partitions(kept)
+            before = self.committed_per_partition(partitions=own)
+            outage = self.rng.uniform(0, 2 * session)
+            flapper.kill()
+            killed_at = time.monotonic()
+            # The other daemon's own partitions go on while this one is down.
+            wait_for(f"daemon {kept.index} committing on its own partitions", 120,
+                     lambda: any(n > before[p] for p, n in
+                                 self.committed_per_partition(partitions=own).items()), 0.2)
+            kept_going = time.monotonic() - killed_at
+            time.sleep(max(0.0, killed_at + outage - time.monotonic()))  # the outage is the fault
+            flapper.start()
+            wait_for(f"daemon {flapper.index} running partitions again", 300,
+                     lambda: self.owned_partitions(flapper, maybe=True), 0.5)
+            recovered = self.recovered(at, killed_at)
+            rebalanced = revocations(kept) - revoked
+            log(f"flap {k}: down {outage:.1f}s (session {session}s): daemon {kept.index} "
+                f"committed on its own partitions {kept_going:.1f}s after the kill and saw "
+                f"{rebalanced} revocations; every partition committed {recovered:.1f}s after it")
+            # Well within the session the group must not notice the restart.
+            if outage + 3 < session and rebalanced:
+                raise SystemExit(f"a restart after {outage:.1f}s, within the {session}s session, "
+                                 f"cost daemon {kept.index} {rebalanced} revocations")
+            flaps.append({"outage_s": round(outage, 1), "revocations": rebalanced,
+                          "kept_committing_s": round(kept_going, 1),
+                          "stall_s": round(recovered, 1)})
+        return {"kills": self.args.kills, "recoveries": [f["stall_s"] for f in flaps],
+                "flaps": flaps}
 
     def scenario_zombie(self):
         """A daemon stalled past its session timeout (SIGSTOP) loses its
@@ -887,8 +945,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "brokers", "partition",
-                                 "standby"], default="kill")
+    parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "flap", "brokers",
+                                 "partition", "standby"], default="kill")
     parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
     parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
                         default="exactly-once")
