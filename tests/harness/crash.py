@@ -356,18 +356,22 @@ class Harness:
                                              "group.id": group})
         wanted = range(self.args.partitions) if partitions is None else partitions
         parts = [TopicPartition(topic or self.input, p) for p in wanted]
+        if partitions is not None:
+            # A look at some partitions: no last-seen fallback.
+            return {tp.partition: max(tp.offset, 0)
+                    for tp in self._offsets[group].committed(parts, timeout=10)}
+        if not hasattr(self, "_last"):
+            self._last = {}
         try:
-            self._last = {tp.partition: max(tp.offset, 0)
-                          for tp in self._offsets[group].committed(parts, timeout=10)}
-            if partitions is not None:
-                return dict(self._last)
+            self._last[group] = {tp.partition: max(tp.offset, 0)
+                                 for tp in self._offsets[group].committed(parts, timeout=10)}
         except KafkaException as e:
             # The group's coordinator may be the broker just killed: what
             # was seen last stands until it answers again.
             log(f"reading the committed offsets failed ({e}); using the last seen")
-            if not hasattr(self, "_last"):
+            if group not in self._last:
                 raise
-        return dict(self._last)
+        return dict(self._last[group])
 
     def read_output(self, want):
         """Every committed output record, read with read_committed."""
