@@ -20,7 +20,7 @@ pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
 pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::{murmur2_hash, murmur2_partition};
 pub use produce::{AckState, Acks, Deliveries, Outgoing, OutgoingHeaders, Producer, Topic};
-pub use replicas::{RefusedTopic, explain_refusal, refused_writes};
+pub use replicas::refused_writes;
 pub use topics::{KafkaMetadata, TopicError, TopicSpec, group_offsets, group_offsets_with};
 pub(crate) use within::{Unanswered, call_within};
 

@@ -20,18 +20,17 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A topic some of whose partitions take no `acks=all` writes.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RefusedTopic {
-    /// The topic.
-    pub topic: String,
+struct RefusedTopic {
+    topic: String,
     /// Partitions without a leader.
-    pub leaderless: Vec<i32>,
+    leaderless: Vec<i32>,
     /// Partitions with fewer replicas in sync than `min_insync`, with the
     /// number in sync.
-    pub short: Vec<(i32, usize)>,
+    short: Vec<(i32, usize)>,
     /// The topic's replication factor.
-    pub replicas: usize,
+    replicas: usize,
     /// The topic's `min.insync.replicas`, when the broker says.
-    pub min_insync: Option<usize>,
+    min_insync: Option<usize>,
 }
 
 impl fmt::Display for RefusedTopic {
@@ -67,10 +66,17 @@ impl fmt::Display for RefusedTopic {
     }
 }
 
-/// The written topics Kafka refuses writes to now, each with the reason;
-/// empty when every partition takes writes, or when the cluster cannot be
+/// Why Kafka refuses writes to `topics` now, as a task's status says it:
+/// which partitions, why, what to change, and that waiting loses nothing.
+/// `None` when every partition takes writes, or when the cluster cannot be
 /// asked (the caller then has only the producer's error to show).
-pub fn refused_writes(kafka: &KafkaSettings, topics: &[&str]) -> Vec<RefusedTopic> {
+pub fn refused_writes(kafka: &KafkaSettings, topics: &[&str]) -> Option<String> {
+    let refused = refused_topics(kafka, topics);
+    (!refused.is_empty()).then(|| explain_refusal(&refused))
+}
+
+/// The topics of `topics` Kafka refuses writes to now, each with the reason.
+fn refused_topics(kafka: &KafkaSettings, topics: &[&str]) -> Vec<RefusedTopic> {
     let client: BaseConsumer = match kafka.metadata_client().create() {
         Ok(client) => client,
         Err(e) => {
@@ -139,9 +145,8 @@ pub fn refused_writes(kafka: &KafkaSettings, topics: &[&str]) -> Vec<RefusedTopi
     refused
 }
 
-/// The sentence a task's status shows for `refused` (non-empty): what
-/// Kafka refuses, what to change, and that waiting loses nothing.
-pub fn explain_refusal(refused: &[RefusedTopic]) -> String {
+/// The sentence a task's status shows for `refused` (non-empty).
+fn explain_refusal(refused: &[RefusedTopic]) -> String {
     let what: Vec<String> = refused.iter().map(ToString::to_string).collect();
     let mut advice = String::new();
     if refused.iter().any(|t| !t.short.is_empty()) {

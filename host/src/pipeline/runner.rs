@@ -436,9 +436,7 @@ impl StepRunner {
         {
             tracing::error!(pipeline = %self.shared.plan.settings.pipeline, "poll thread panicked");
         }
-        if let Some(standbys) = &self.shared.standbys {
-            standbys.stop();
-        }
+        // `Drop` stops the standby copies, after this.
     }
 }
 
@@ -448,6 +446,8 @@ impl Drop for StepRunner {
         if let Some(poller) = self.poller.take() {
             let _ = poller.join();
         }
+        // Here, not with `Shared`: a status handle may keep that alive,
+        // and the copies must stop with the runner.
         if let Some(standbys) = &self.shared.standbys {
             standbys.stop();
         }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// How long a commit waits for Kafka's acknowledgements before it asks
 /// why (see `Commits::commit`): well past a healthy cluster's latency,
 /// well within the producer's message timeout.
-pub(super) const STALL_AFTER: Duration = Duration::from_secs(10);
+const STALL_AFTER: Duration = Duration::from_secs(10);
 
 /// A task's side of the commit protocol: its producer, its changelog, how
 /// far its committed state reaches, and what is produced but not committed.

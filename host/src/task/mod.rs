@@ -45,5 +45,5 @@ pub(crate) use partition::PartitionTask;
 pub use plan::{Assignment, TaskExit, TaskGuest, TaskModule, TaskPlan, TaskRuntime};
 pub use services::TaskServices;
 pub use settings::{ErrorPolicy, StartFrom, TaskSettings};
-pub use standby::{DaemonList, Standbys, placed_here};
+pub use standby::{DaemonList, Standbys};
 pub use status::{CallTimes, RestoreProgress, TaskStatus};

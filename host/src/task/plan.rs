@@ -63,8 +63,7 @@ impl TaskPlan {
     /// Why Kafka refuses the tasks' writes, if it does, as their status
     /// says it (see [`crate::kafka::refused_writes`]).
     pub fn refused_writes(&self) -> Option<String> {
-        let refused = crate::kafka::refused_writes(&self.kafka, &self.written_topics());
-        (!refused.is_empty()).then(|| crate::kafka::explain_refusal(&refused))
+        crate::kafka::refused_writes(&self.kafka, &self.written_topics())
     }
 }
 

@@ -140,7 +140,7 @@ impl Shared {
 /// among the `replicas + 1` daemons ranking first for it (the owner may be
 /// one of them). Ranks by a hash of daemon and partition, so every daemon
 /// agrees without asking the others.
-pub fn placed_here(me: &str, daemons: &[String], step: u32, partition: i32, replicas: u32) -> bool {
+fn placed_here(me: &str, daemons: &[String], step: u32, partition: i32, replicas: u32) -> bool {
     let score = |daemon: &str| {
         let mut key = Vec::with_capacity(daemon.len() + 9);
         key.extend_from_slice(daemon.as_bytes());
