@@ -426,6 +426,15 @@ class Harness:
         # registry yet: it answers UNAVAILABLE and keeps trying.
         wait_for("the pipeline deployed", 120, lambda: daemon.eddy_maybe(*argv) is not None, 1)
 
+    def two_daemons_running(self):
+        """Two daemons, the pipeline deployed through the first, once each
+        runs tasks (the second learns of the pipeline from the registry)."""
+        daemons = self.add_daemon(), self.add_daemon()
+        self.deploy(daemons[0])
+        wait_for("both daemons running tasks", 120,
+                 lambda: all(self.owned_partitions(d, maybe=True) for d in daemons), 0.5)
+        return daemons
+
     def kill_mid_stream(self, daemon, kills):
         """Waits for progress, then a random moment, then SIGKILLs `daemon`
         and checks the kill landed mid-stream; the progress at the kill."""
@@ -488,10 +497,7 @@ class Harness:
         daemon keeps its own), so the stall is the restart's own cost: from
         the new process's start to the first transaction committed on each
         of its partitions."""
-        first, victim = self.add_daemon(), self.add_daemon()
-        self.deploy(first)
-        wait_for("both daemons running tasks", 120,
-                 lambda: self.owned(first) > 0 and self.owned(victim) > 0, 0.5)
+        first, victim = self.two_daemons_running()
         total = len(self.workload.inputs)
         firsts, alls, moved = [], [], []
         for k in range(1, self.args.kills + 1):
@@ -533,10 +539,7 @@ class Harness:
         A restart within the session must cost the other daemon no
         rebalance (static membership); a longer outage moves the partitions
         and back. Nothing may be lost or doubled throughout."""
-        kept, flapper = self.add_daemon(), self.add_daemon()
-        self.deploy(kept)
-        wait_for("both daemons running tasks", 120,
-                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, flapper)), 0.5)
+        kept, flapper = self.two_daemons_running()
         total, session = len(self.workload.inputs), self.args.session_timeout
         flaps = []
         for k in range(1, self.args.kills + 1):
@@ -581,10 +584,7 @@ class Harness:
             # Long transactions: the stalled daemon almost surely holds an
             # open one, which must never become visible.
             self.args.commit_interval = "2s"
-        first, second = self.add_daemon(), self.add_daemon()
-        self.deploy(first)
-        wait_for("both daemons running tasks", 120,
-                 lambda: self.owned(first) > 0 and self.owned(second) > 0, 0.5)
+        first, second = self.two_daemons_running()
         before = self.committed()
         wait_for("progress before the stall", 120, lambda: self.committed() > before)
         time.sleep(self.rng.uniform(0.1, self.args.max_kill_delay))
@@ -647,11 +647,7 @@ class Harness:
             raise SystemExit("the partition scenario needs --broker kafka (one broker)")
         if self.args.cut_seconds <= self.args.session_timeout:
             raise SystemExit("--cut-seconds must exceed --session-timeout")
-        kept, cut = self.add_daemon(), self.add_daemon()
-        self.deploy(kept)
-        # The other daemon learns of the pipeline from the registry.
-        wait_for("both daemons running tasks", 120,
-                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, cut)), 0.5)
+        kept, cut = self.two_daemons_running()
         moved = self.owned_partitions(cut)
         at = sum(self.mid_stream("the cut").values())
         if at >= len(self.workload.inputs):
@@ -700,10 +696,7 @@ class Harness:
         kill until the stateful step committed on every moved partition."""
         if self.args.pipeline != "word-count":
             raise SystemExit("the standby scenario needs --pipeline word-count")
-        kept, victim = self.add_daemon(), self.add_daemon()
-        self.deploy(kept)
-        wait_for("both daemons running tasks", 120,
-                 lambda: all(self.owned_partitions(d, maybe=True) for d in (kept, victim)), 0.5)
+        kept, victim = self.two_daemons_running()
         stateful = (f"eddy.{self.pipeline}.step-1", f"eddy.{self.pipeline}.step-1.repartition")
         moved = self.owned_partitions(victim, step=1)
         naming = -(-self.args.keys // 4)
