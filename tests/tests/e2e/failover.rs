@@ -19,6 +19,11 @@ fn owned(daemon: &Daemon) -> anyhow::Result<BTreeSet<i32>> {
         .collect())
 }
 
+/// How many times a daemon's `log` shows a rebalance of its partitions.
+fn rebalances(log: &str) -> usize {
+    log.matches("partitions revoked").count() + log.matches("partitions assigned").count()
+}
+
 fn batch(from: usize, count: usize) -> Vec<Rec> {
     (from..from + count)
         .map(|i| Rec::value(format!("r{i:05}")).keyed(format!("k{i}")))
@@ -43,17 +48,6 @@ fn a_daemon_killed_and_restarted_gets_its_partitions_back_and_the_other_never_st
         "out",
         &["--guarantee", "exactly-once"],
     )?;
-    let (mine, theirs) = wait_for(
-        "both daemons to run tasks",
-        Duration::from_secs(120),
-        || {
-            let (a_owns, b_owns) = (owned(&a)?, owned(&b)?);
-            Ok(
-                (!a_owns.is_empty() && !b_owns.is_empty() && a_owns.len() + b_owns.len() == 4)
-                    .then_some((a_owns, b_owns)),
-            )
-        },
-    )?;
     produce(brokers, "in", &batch(0, 200))?;
     let out = consume(
         brokers,
@@ -63,7 +57,32 @@ fn a_daemon_killed_and_restarted_gets_its_partitions_back_and_the_other_never_st
         Duration::ZERO,
     )?;
     anyhow::ensure!(out.len() >= 200, "only {} of 200 out", out.len());
-    let a_log_before = a.log().len();
+    // The group may still be settling (the first daemon alone, then both):
+    // the assignment is taken once the two daemons split the four
+    // partitions between them and neither logged a rebalance between two
+    // looks that agree.
+    let mut last_look = None;
+    let (mine, theirs, a_log_before) = wait_for(
+        "the two daemons to settle on a split of the four partitions",
+        Duration::from_secs(120),
+        || {
+            let a_log = a.log();
+            let look = (
+                owned(&a)?,
+                owned(&b)?,
+                rebalances(&a_log),
+                rebalances(&b.log()),
+            );
+            let (a_owns, b_owns) = (&look.0, &look.1);
+            let split = !a_owns.is_empty()
+                && !b_owns.is_empty()
+                && a_owns.is_disjoint(b_owns)
+                && a_owns.union(b_owns).count() == 4;
+            let settled = split && last_look.as_ref() == Some(&look);
+            last_look = Some(look.clone());
+            Ok(settled.then(|| (look.0, look.1, a_log.len())))
+        },
+    )?;
 
     b.kill();
     b = Daemon::start(brokers, dir_b.path(), &session, &[])?;
@@ -87,7 +106,12 @@ fn a_daemon_killed_and_restarted_gets_its_partitions_back_and_the_other_never_st
         !since_the_kill.contains("partitions revoked"),
         "the other daemon saw a rebalance while its peer restarted:\n{since_the_kill}"
     );
-    assert_eq!(owned(&a)?, mine, "the other daemon kept its partitions");
+    assert_eq!(
+        owned(&a)?,
+        mine,
+        "the other daemon kept its partitions; its log:\n{}",
+        a.log()
+    );
     assert_eq!(
         owned(&b)?,
         theirs,
