@@ -80,7 +80,7 @@ fn a_daemon_killed_and_restarted_gets_its_partitions_back_and_the_other_never_st
                 && a_owns.union(b_owns).count() == 4;
             let settled = split && last_look.as_ref() == Some(&look);
             last_look = Some(look.clone());
-            Ok(settled.then(|| (look.0, look.1, a_log.len())))
+            Ok(settled.then_some((look.0, look.1, a_log.len())))
         },
     )?;
 
