@@ -40,8 +40,8 @@ kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
 # `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
 # harness's kill, zombie and scale scenarios on Apache Kafka, a short broker-fault run on a
 # 3-node cluster (one leader SIGKILLed, then writes refused for 75 s), a network partition (a
-# daemon's link down for 20 s; needs root for `ip netns`), and a daemon lost for good with a
-# standby replica of its state.
+# daemon's link down for 20 s; needs root for `ip netns`), a daemon lost for good with a
+# standby replica of its state, and a daemon whose clock jumps 2 h forward and back.
 test: build
     EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --workspace --locked 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
     EDDY_TEST_BROKER=kafka EDDY_BIN="$CARGO_TARGET_DIR/debug/eddy" cargo test --locked -p eddy-tests --test e2e -- {{ kafka_e2e }} 2>&1 | tee -a "$CARGO_TARGET_DIR/test-output.txt"
@@ -52,6 +52,7 @@ test: build
     just crash --broker kafka --brokers 3 --scenario brokers --short --pipeline word-count --records 20000 --feed-seconds 120 --refuse-seconds 75
     just crash --broker kafka --scenario partition --pipeline word-count --records 20000 --feed-seconds 60
     just crash --broker kafka --scenario standby --pipeline word-count --keys 20000 --records 30000 --feed-seconds 40 --standby-replicas 1
+    just crash --broker kafka --scenario clock --pipeline word-count --records 20000 --feed-seconds 50
 
 # The e2e suite (or the tests FILTER names) on Apache Kafka alone, e.g. `just test-kafka state::`.
 test-kafka *filter: build
@@ -92,6 +93,12 @@ fault-flap *args: build
 # prints how soon the other took its partitions and how soon it rejoined (docs/performance.md).
 fault-partition *args: build
     just crash --broker kafka --scenario partition --pipeline word-count --records 40000 --feed-seconds 120 --cut-seconds 30 {{ args }}
+
+# A daemon whose wall clock jumps, on Apache Kafka: two daemons running word count, one's clock a day
+# ahead, then a day behind, then true (an LD_PRELOAD library; needs a C compiler), each for 30 s;
+# prints how soon its partitions committed after each jump (docs/performance.md).
+fault-clock *args: build
+    just crash --broker kafka --scenario clock --pipeline word-count --records 40000 --feed-seconds 150 --clock-jump 86400 --clock-hold 30 {{ args }}
 
 # Standby replicas on Apache Kafka: word count with 1,000,000 keys of state on two daemons, one
 # SIGKILLed and not restarted, without and then with `--standby-replicas 1`; prints the changelog

@@ -17,6 +17,16 @@ Scenarios:
           partition is SIGKILLed in turn mid-stream (and restarted once its
           partitions moved), then every broker is restarted one by one; the
           stall of committed progress per fault is printed
+  partition two daemons and the broker as hosts of their own (netns.py):
+          one daemon's link is cut past its session timeout, then healed
+  standby two daemons, one SIGKILLed for good: the records the other
+          replays to take over its state, with and without standbys
+  flap    two daemons, one restarted again and again within its session
+  clock   two daemons; the wall clock of one jumps mid-stream forward by
+          --clock-jump seconds, back by twice that, then to the true time,
+          each held --clock-hold seconds (an LD_PRELOAD library,
+          clockshift.c): the stall of its partitions after each jump is
+          printed
 
 Pipelines: uppercase (every input's upper-cased value once) and word-count
 (split-words -> count: every word's counts 1..n once, and the state equal to
@@ -119,10 +129,12 @@ def first_line(proc, timeout, match):
 class Daemon:
     """`eddy serve` in its own process, with its own data directory."""
 
-    def __init__(self, args, work, index, brokers, host=None):
+    def __init__(self, args, work, index, brokers, host=None, env=None):
         """`host`: (command prefix, address) of a host of its own (see
-        netns.py); the daemon runs on loopback without one."""
+        netns.py); the daemon runs on loopback without one. `env`: more
+        environment for its process."""
         self.args, self.index, self.brokers = args, index, brokers
+        self.env = env or {}
         self.prefix, self.address = host or ([], "127.0.0.1")
         self.data = os.path.join(work, f"daemon-{index}")
         self.log_path = os.path.join(work, f"daemon-{index}.log")
@@ -136,7 +148,7 @@ class Daemon:
                  "--brokers", self.brokers,
                  "--data-dir", self.data, "--session-timeout", f"{self.args.session_timeout}s"],
                 stdout=subprocess.PIPE, stderr=log_file, text=True,
-                env={**os.environ, "RUST_LOG": "info,librdkafka=warn,rdkafka=warn"})
+                env={**os.environ, "RUST_LOG": "info,librdkafka=warn,rdkafka=warn", **self.env})
         line = first_line(self.proc, 60, "control plane listening on ")
         self.server = line.split("control plane listening on ", 1)[1]
         log(f"daemon {self.index} serving at {self.server} (pid {self.proc.pid})")
@@ -402,13 +414,13 @@ class Harness:
 
     # --- daemons -----------------------------------------------------------
 
-    def add_daemon(self):
+    def add_daemon(self, env=None):
         index = len(self.daemons)
         host = None
         if self.network:
             address = self.network.add_host(f"d{index}")
             host = (self.network.run_in(f"d{index}"), address)
-        daemon = Daemon(self.args, self.work, index, self.brokers, host)
+        daemon = Daemon(self.args, self.work, index, self.brokers, host, env)
         daemon.start()
         self.daemons.append(daemon)
         return daemon
@@ -426,10 +438,11 @@ class Harness:
         # registry yet: it answers UNAVAILABLE and keeps trying.
         wait_for("the pipeline deployed", 120, lambda: daemon.eddy_maybe(*argv) is not None, 1)
 
-    def two_daemons_running(self):
+    def two_daemons_running(self, second_env=None):
         """Two daemons, the pipeline deployed through the first, once each
-        runs tasks (the second learns of the pipeline from the registry)."""
-        daemons = self.add_daemon(), self.add_daemon()
+        runs tasks (the second, started with `second_env` in its
+        environment, learns of the pipeline from the registry)."""
+        daemons = self.add_daemon(), self.add_daemon(second_env)
         self.deploy(daemons[0])
         wait_for("both daemons running tasks", 120,
                  lambda: all(self.owned_partitions(d, maybe=True) for d in daemons), 0.5)
@@ -687,6 +700,80 @@ class Harness:
                 "rejoined_s": round(rejoined, 1), "cut_daemon_fenced": len(cut_fenced),
                 "moved_partitions": moved}
 
+    def scenario_clock(self):
+        """Two daemons; the second's wall clock jumps mid-stream: forward by
+        --clock-jump seconds, back by twice that, then to the true time,
+        each held for --clock-hold seconds.
+        Its monotonic clock does not move, as with a real step of the
+        clock. After each jump every partition it runs must commit again
+        (the seconds that took are printed): the timestamps it writes must
+        stay ones the broker accepts, and nothing may wait on the jumped
+        clock. The run's checks then find nothing lost or doubled and the
+        state exact."""
+        shift_file = os.path.join(self.work, "clock-shift")
+        with open(shift_file, "w") as f:
+            f.write("0\n")
+        env = {"LD_PRELOAD": self.build_clockshift(), "CLOCKSHIFT_FILE": shift_file}
+        first, jumper = self.two_daemons_running(env)
+        jump, total, stalls = self.args.clock_jump, len(self.workload.inputs), []
+        for shift in (jump, -jump, 0):
+            parts = self.owned_partitions(jumper)
+            at = self.mid_stream(f"the jump to {shift:+d}s")
+            if sum(at.values()) >= total:
+                raise SystemExit("every input was processed before a jump: feed for longer "
+                                 "(--feed-seconds)")
+            with open(shift_file + ".new", "w") as f:
+                f.write(f"{shift}\n")
+            os.replace(shift_file + ".new", shift_file)
+            jumped_at = time.monotonic()
+            log(f"daemon {jumper.index}'s clock now {shift:+d}s from true (partitions {parts}) "
+                f"with {sum(at.values())}/{total} inputs committed")
+            wait_for(f"every partition of daemon {jumper.index} to commit after the jump", 120,
+                     lambda: all(n > at[p] for p, n in self.committed_per_partition().items()
+                                 if p in parts), 0.2)
+            stalls.append(time.monotonic() - jumped_at)
+            log(f"committed on partitions {parts} again {stalls[-1]:.1f}s after the jump")
+            if shift > 0:
+                self.registry_write_through(jumper, first)
+            # The jumped clock stays for --clock-hold: running on it is the test.
+            time.sleep(max(0.0, jumped_at + self.args.clock_hold - time.monotonic()))
+        return {"kills": 0, "clock_s": [jump, -jump, 0],
+                "stall_after_jump_s": [round(s, 1) for s in stalls]}
+
+    def registry_write_through(self, writer, reader):
+        """Deploys a second pipeline through `writer` and deletes it again:
+        registry records (its module's chunks, its spec, its deletion)
+        written with `writer`'s clock, each of which `reader` must see."""
+        name, output = f"{self.pipeline}-probe", f"{self.run_id}-probe"
+        admin = AdminClient({"bootstrap.servers": self.brokers})
+        admin.create_topics([NewTopic(output, 1, 1)])[output].result(30)
+        module = os.path.join(self.args.plugins, "uppercase.wasm")
+        writer.eddy("pipeline", "create", name, "--input", self.input, "--output", output,
+                    "--module", module)
+
+        def listed():
+            answer = json.loads(reader.eddy("pipeline", "list", "-o", "json"))
+            return {p["name"] for p in answer}
+
+        wait_for(f"daemon {reader.index} to list the pipeline created through daemon "
+                 f"{writer.index}", 60, lambda: name in listed(), 0.5)
+        writer.eddy("pipeline", "delete", name)
+        wait_for(f"daemon {reader.index} to drop the pipeline deleted through daemon "
+                 f"{writer.index}", 60, lambda: name not in listed(), 0.5)
+        log(f"a pipeline created and deleted through daemon {writer.index} came and went on "
+            f"daemon {reader.index}")
+
+    def build_clockshift(self):
+        """Compiles clockshift.c into the work directory; its path."""
+        library = os.path.join(self.work, "clockshift.so")
+        source = os.path.join(ROOT, "tests", "harness", "clockshift.c")
+        built = subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", library, source, "-ldl"],
+                               capture_output=True, text=True)
+        if built.returncode != 0:
+            raise SystemExit(f"could not compile {source} (the clock scenario needs a C "
+                             f"compiler, cc): {built.stderr.strip()}")
+        return library
+
     def scenario_standby(self):
         """Two daemons running word count; once the stateful step's state
         holds every key, one is SIGKILLed mid-stream and not restarted. The
@@ -943,7 +1030,7 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     parser.add_argument("--scenario", choices=["kill", "zombie", "scale", "failover", "flap", "brokers",
-                                 "partition", "standby"], default="kill")
+                                 "partition", "standby", "clock"], default="kill")
     parser.add_argument("--pipeline", choices=["uppercase", "word-count"], default="uppercase")
     parser.add_argument("--guarantee", choices=["exactly-once", "at-least-once"],
                         default="exactly-once")
@@ -973,6 +1060,11 @@ def main():
                              "seed) and no rolling restart before the refusal, as CI runs it")
     parser.add_argument("--refuse-seconds", type=float, default=90,
                         help="brokers scenario: how long writes are refused (NOT_ENOUGH_REPLICAS)")
+    parser.add_argument("--clock-jump", type=int, default=7200,
+                        help="clock scenario: seconds the daemon's clock jumps forward, then "
+                             "back by twice that")
+    parser.add_argument("--clock-hold", type=float, default=10,
+                        help="clock scenario: seconds each jumped clock is kept")
     parser.add_argument("--bootstrap", help="an external Kafka instead of starting a broker")
     parser.add_argument("--eddy", default=os.path.join(target, "debug", "eddy"))
     parser.add_argument("--plugins", default=os.path.join(ROOT, "target", "plugins",

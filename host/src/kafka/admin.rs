@@ -21,6 +21,12 @@ pub struct InternalTopic {
     pub partitions: i32,
     /// Compacted (changelogs) or deleted by retention (repartition topics).
     pub compacted: bool,
+    /// Whether the broker stamps its records on arrival
+    /// (`message.timestamp.type=LogAppendTime`) rather than taking the
+    /// writer's timestamp: for records whose only timestamp would be the
+    /// writing daemon's wall clock, which the broker refuses once it runs
+    /// more than `log.message.timestamp.after.max.ms` ahead.
+    pub stamped_by_broker: bool,
 }
 
 impl InternalTopic {
@@ -35,6 +41,18 @@ impl InternalTopic {
             name: name.to_owned(),
             partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
             compacted: true,
+            stamped_by_broker: false,
+        }
+    }
+
+    /// The registry: compacted, one partition, stamped by the broker (a
+    /// registry record has no timestamp of its own to carry).
+    pub fn registry(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            partitions: 1,
+            compacted: true,
+            stamped_by_broker: true,
         }
     }
 
@@ -44,6 +62,7 @@ impl InternalTopic {
             name: name.to_owned(),
             partitions,
             compacted: false,
+            stamped_by_broker: false,
         }
     }
 
@@ -53,6 +72,7 @@ impl InternalTopic {
             name: name.to_owned(),
             partitions,
             compacted: false,
+            stamped_by_broker: false,
         }
     }
 }
@@ -84,8 +104,11 @@ pub fn ensure_topic(
         Err(e) => return Err(e),
     }
     let admin = admin(kafka)?;
-    let new = NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(-1))
+    let mut new = NewTopic::new(&topic.name, topic.partitions, TopicReplication::Fixed(-1))
         .set("cleanup.policy", topic.cleanup_policy());
+    if topic.stamped_by_broker {
+        new = new.set("message.timestamp.type", "LogAppendTime");
+    }
     let results = futures::executor::block_on(admin.create_topics([&new], &options()))
         .map_err(|e| TopicError::Unreachable(format!("{}: {e}", kafka.brokers)))?;
     for result in results {

@@ -26,9 +26,11 @@ pub fn advice(error: &KafkaError) -> &'static str {
         Some(RDKafkaErrorCode::InvalidTimestamp) => {
             "; the broker refuses records timestamped too far from its own clock \
              (log.message.timestamp.after.max.ms, one hour by default, and \
-             log.message.timestamp.before.max.ms). Records eddy writes itself (changelog, \
-             checkpoints, timer outputs) carry this daemon's clock, so it is likely wrong: set \
-             it right (NTP). The task retries; nothing is committed meanwhile, so nothing is lost"
+             log.message.timestamp.before.max.ms). Records eddy writes carry their input's \
+             timestamp, except the outputs of wall-clock timers and the records of a registry \
+             topic not created by eddy, which carry this daemon's clock: if that is wrong, set \
+             it right (NTP); if the input's timestamps are, give the written topic the limits \
+             its input has. Nothing is committed meanwhile, so nothing is lost"
         }
         Some(RDKafkaErrorCode::PolicyViolation) => {
             "; the cluster's topic policy refused the request: ask its operators which \

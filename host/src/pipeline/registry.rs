@@ -184,7 +184,9 @@ impl Registry {
 
     /// Writes `key` and waits for the broker; the offset it got.
     fn send(&self, key: &str, value: Option<&[u8]>) -> Result<i64, RegistryError> {
-        self.enqueue(key, value)?.wait().map_err(|e| self.error(e))
+        self.enqueue(key, value)?
+            .wait()
+            .map_err(|e| self.error(format!("{e}{}", kafka::advice(&e))))
     }
 
     /// Hands `key` to the producer; its acks settle once the broker
@@ -286,11 +288,7 @@ impl Registry {
         metadata: &KafkaMetadata,
         mut apply: impl FnMut(Event) + Send + 'static,
     ) -> Result<JoinHandle<()>, RegistryError> {
-        kafka::ensure_topic(
-            &self.kafka,
-            metadata,
-            &InternalTopic::changelog(&self.topic, 1),
-        )?;
+        kafka::ensure_topic(&self.kafka, metadata, &InternalTopic::registry(&self.topic))?;
         let consumer: BaseConsumer = self
             .kafka
             .restore_consumer()

@@ -11,7 +11,7 @@
 
 use super::TaskStatus;
 use super::producer::TaskProducer;
-use crate::kafka::{Acks, KafkaSettings, Outgoing, Topic};
+use crate::kafka::{Acks, KafkaSettings, Outgoing};
 use crate::state::{CHECKPOINT_KEY, Checkpoint, POSITION_KEY, StateError, TaskState, WriteBatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -103,6 +103,13 @@ impl Changelog {
     /// Sends a batch's entries and then its checkpoint, counted in `acks`;
     /// the caller waits for them. The checkpoint goes last, so once all are
     /// acknowledged the highest offset in `acks` is the checkpoint's.
+    ///
+    /// Every record carries the checkpoint's stream time as its timestamp,
+    /// as Kafka Streams stamps a changelog write with the record's: left to
+    /// librdkafka it would be this daemon's wall clock, and a broker refuses
+    /// a batch stamped more than `log.message.timestamp.after.max.ms` (an
+    /// hour by default) ahead of its own clock, so a daemon whose clock ran
+    /// ahead could write no state at all.
     pub(super) fn send_batch(
         &self,
         producer: &TaskProducer,
@@ -111,20 +118,18 @@ impl Changelog {
         acks: &Acks,
     ) -> Result<(), KafkaError> {
         let topic = &producer.topics().changelog;
-        for (key, value) in batch {
-            producer.send(self.record(topic, key, value.as_deref()), acks)?;
-        }
-        let encoded = checkpoint.encode();
-        producer.send(self.record(topic, CHECKPOINT_KEY, Some(&encoded)), acks)
-    }
-
-    fn record<'a>(&self, topic: &'a Topic, key: &'a [u8], value: Option<&'a [u8]>) -> Outgoing<'a> {
-        Outgoing {
+        let record = |key, value| Outgoing {
             partition: Some(self.partition),
             key: Some(key),
             value,
+            timestamp: checkpoint.stream_time,
             ..Outgoing::to(topic)
+        };
+        for (key, value) in batch {
+            producer.send(record(key, value.as_deref()), acks)?;
         }
+        let encoded = checkpoint.encode();
+        producer.send(record(CHECKPOINT_KEY, Some(&encoded)), acks)
     }
 
     fn kafka_error(&self, error: impl std::fmt::Display) -> RestoreError {
