@@ -140,6 +140,10 @@ impl Default for ServeConfig {
 
 /// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
 /// (such as the client's `EDDY_SERVER`) belong to other commands.
+/// The largest module the registry carries to the other daemons, and so
+/// the highest `limits.max-module-bytes`.
+pub const MAX_MODULE_BYTES: u64 = 256 << 20;
+
 const ENV_KEYS: &[&str] = &[
     "data_dir",
     "listen",
@@ -204,6 +208,12 @@ impl ServeConfig {
         anyhow::ensure!(
             self.session_timeout >= Duration::from_secs(1),
             "session-timeout must be at least 1s"
+        );
+        anyhow::ensure!(
+            l.max_module_bytes <= MAX_MODULE_BYTES,
+            "limits.max-module-bytes must be at most {} MiB: the registry carries no larger \
+             module to the other daemons",
+            MAX_MODULE_BYTES >> 20
         );
         Ok(())
     }

@@ -148,10 +148,43 @@ impl ModuleStore {
 
 /// Modules arriving through the registry: their chunks as they come, put
 /// together once their metadata (which follows the last chunk) arrives.
-#[derive(Default)]
+///
+/// Bounded, since anyone who can write to the registry topic can send
+/// chunks that no metadata ever closes: at most [`MAX_PENDING_BYTES`] are
+/// held, the module whose first chunk came first let go to make room.
 pub struct IncomingModules {
-    /// Chunks of modules still arriving, by digest hex and position.
-    chunks: Mutex<BTreeMap<String, BTreeMap<u32, Vec<u8>>>>,
+    pending: Mutex<Pending>,
+    /// Most bytes held at once.
+    cap: usize,
+}
+
+impl Default for IncomingModules {
+    fn default() -> Self {
+        Self::holding_at_most(MAX_PENDING_BYTES)
+    }
+}
+
+/// Most bytes of incoming modules held at once: four times the default
+/// ceiling on uploads.
+pub const MAX_PENDING_BYTES: usize = 256 << 20;
+
+#[derive(Default)]
+struct Pending {
+    /// Chunks of modules still arriving, by digest hex: the order its first
+    /// chunk came in, and its chunks by position.
+    modules: BTreeMap<String, (u64, BTreeMap<u32, Vec<u8>>)>,
+    /// Bytes held in all of them.
+    bytes: usize,
+    /// Counts first chunks, to order them.
+    started: u64,
+}
+
+impl Pending {
+    fn remove(&mut self, hex: &str) -> BTreeMap<u32, Vec<u8>> {
+        let chunks = self.modules.remove(hex).map(|(_, c)| c).unwrap_or_default();
+        self.bytes -= chunks.values().map(Vec::len).sum::<usize>();
+        chunks
+    }
 }
 
 /// Why a module from the registry cannot be used.
@@ -174,9 +207,39 @@ pub enum AssemblyError {
 }
 
 impl IncomingModules {
+    /// Holds at most `cap` bytes of chunks at once.
+    pub fn holding_at_most(cap: usize) -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            cap,
+        }
+    }
+
     /// Keeps chunk `index` of module `hex`.
     pub fn chunk(&self, hex: String, index: u32, bytes: Vec<u8>) {
-        self.lock().entry(hex).or_default().insert(index, bytes);
+        let mut pending = self.lock();
+        while pending.bytes + bytes.len() > self.cap {
+            let Some(oldest) = pending
+                .modules
+                .iter()
+                .min_by_key(|(_, (started, _))| *started)
+                .map(|(hex, _)| hex.clone())
+            else {
+                return;
+            };
+            tracing::warn!(module = %oldest, "letting go of an incoming module's chunks: more module bytes arriving at once than are held");
+            pending.remove(&oldest);
+        }
+        let order = pending.started;
+        pending.started += 1;
+        pending.bytes += bytes.len();
+        let (_, chunks) = pending
+            .modules
+            .entry(hex)
+            .or_insert_with(|| (order, BTreeMap::new()));
+        if let Some(replaced) = chunks.insert(index, bytes) {
+            pending.bytes -= replaced.len();
+        }
     }
 
     /// Module `hex`, from its `chunks` chunks and its metadata, once its
@@ -188,7 +251,7 @@ impl IncomingModules {
         chunks: u32,
         info: &[u8],
     ) -> Result<(Vec<u8>, ModuleInfo), AssemblyError> {
-        let parts = self.lock().remove(hex).unwrap_or_default();
+        let parts = self.lock().remove(hex);
         let digest = format!("sha256:{hex}");
         let info: ModuleInfo = serde_json::from_slice(info)
             .map_err(|e| AssemblyError::Metadata(format!("is unreadable: {e}")))?;
@@ -213,9 +276,9 @@ impl IncomingModules {
         self.lock().remove(hex);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<u32, Vec<u8>>>> {
-        // A panic while holding the lock cannot leave the map inconsistent.
-        self.chunks.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding the lock cannot leave the counts inconsistent.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -279,6 +342,22 @@ mod tests {
             store.resolve("xyz"),
             Err(LookupError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn chunks_no_metadata_closes_are_let_go_oldest_first() {
+        let incoming = IncomingModules::holding_at_most(10);
+        incoming.chunk("a".into(), 0, vec![0; 4]);
+        incoming.chunk("b".into(), 0, vec![0; 4]);
+        incoming.chunk("c".into(), 0, vec![0; 4]);
+        let held = |hex: &str| incoming.lock().modules.contains_key(hex);
+        assert_eq!((held("a"), held("b"), held("c")), (false, true, true));
+        assert_eq!(incoming.lock().bytes, 8);
+        incoming.forget("b");
+        assert_eq!(incoming.lock().bytes, 4);
+        incoming.chunk("d".into(), 0, vec![0; 11]);
+        assert!(!held("d"), "a chunk larger than the cap is not held");
+        assert_eq!(incoming.lock().bytes, 0);
     }
 
     #[test]

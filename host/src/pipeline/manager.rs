@@ -21,7 +21,7 @@ use super::registry::Registry;
 use super::spec::{ErrorPolicy, PipelineSpec, SpecError, StartFrom};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
-use super::validate::SpecRequest;
+use super::validate::{Rules, SpecRequest};
 use super::view::{PipelineView, Viewer};
 use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings};
@@ -187,7 +187,14 @@ impl PipelineManager {
         self.cluster.follow(&self.metadata, move |name, record| {
             if let Some(manager) = manager.upgrade() {
                 match record {
-                    PipelineRecord::Stored(stored) => manager.local.apply(*stored),
+                    PipelineRecord::Stored(stored) => match manager.checked(*stored) {
+                        Ok(stored) => manager.local.apply(stored),
+                        Err(e) => tracing::error!(
+                            pipeline = %name,
+                            error = %e,
+                            "ignoring a pipeline record in the registry that this daemon would refuse as a request"
+                        ),
+                    },
                     PipelineRecord::Deleted => manager.local.remove(name),
                 }
             }
@@ -196,6 +203,13 @@ impl PipelineManager {
             if self.cluster.knows(&stored.spec.name) {
                 continue;
             }
+            let stored = match self.checked(stored) {
+                Ok(stored) => stored,
+                Err(e) => {
+                    tracing::error!(error = %e, "not publishing a pipeline from the data directory that this daemon would refuse as a request");
+                    continue;
+                }
+            };
             tracing::info!(pipeline = %stored.spec.name, "publishing a pipeline the registry does not know from the data directory");
             self.cluster.publish_modules(&stored.spec.steps)?;
             self.cluster.publish(&stored.spec.name, Some(&stored))?;
@@ -203,12 +217,26 @@ impl PipelineManager {
         Ok(())
     }
 
+    /// The rules every spec is checked against here.
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            ceilings: &self.ceilings,
+            group_prefix: &self.group_prefix,
+        }
+    }
+
+    /// A recorded pipeline, its spec checked as a request would be.
+    fn checked(&self, mut stored: StoredPipeline) -> Result<StoredPipeline, SpecError> {
+        stored.spec = stored.spec.revalidate(self.rules())?;
+        Ok(stored)
+    }
+
     /// Validates a new pipeline, checks its topics, records its start
     /// offsets and publishes it (with its modules): every daemon starts it.
     pub fn create(&self, request: SpecRequest) -> Result<PipelineView, ManagerError> {
         let _changing = lock(&self.changing);
         self.check_read()?;
-        let spec = PipelineSpec::validate(request, &self.modules, &self.ceilings)?;
+        let spec = PipelineSpec::validate(request, &self.modules, self.rules())?;
         if self.local.contains(&spec.name) {
             return Err(ManagerError::AlreadyExists(spec.name));
         }

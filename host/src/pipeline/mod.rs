@@ -35,5 +35,5 @@ pub use names::InternalNames;
 pub use query::{LocalAnswer, StateAnswer, StateEntry, StateQuery, StateRead, StateScan};
 pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
 pub use spec::{ErrorPolicy, Guarantee, Limits, PipelineSpec, SpecError, StartFrom};
-pub use validate::{LimitsRequest, SpecRequest};
+pub use validate::{LimitsRequest, Rules, SpecRequest};
 pub use view::{PartitionStatus, PipelineState, PipelineView};

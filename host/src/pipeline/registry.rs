@@ -22,6 +22,7 @@
 //! was deleted republishes its local copy of the spec when it starts.
 
 use super::lock;
+use super::validate::{check_name, is_full_digest};
 use crate::kafka::{
     self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, Producer, Topic, TopicError,
     Unanswered,
@@ -92,35 +93,114 @@ pub(super) enum Event {
     },
 }
 
+/// Most chunks a module's record may count: the largest module a daemon
+/// may accept (`config::MAX_MODULE_BYTES`), cut into chunks.
+const MAX_MODULE_CHUNKS: u32 =
+    (crate::config::MAX_MODULE_BYTES as usize).div_ceil(MODULE_CHUNK_BYTES) as u32;
+
 impl Event {
-    fn parse(key: &str, value: Option<&[u8]>) -> Option<Self> {
+    /// The event a record stands for, once its key names something that
+    /// may exist: the registry is a topic anyone with write access can
+    /// write to, and its keys become file names and URLs, so each is
+    /// checked as a request naming it would be. The error says what is
+    /// wrong with the record.
+    fn parse(key: &str, value: Option<&[u8]>) -> Result<Self, String> {
         let mut parts = key.split('/');
-        match (parts.next()?, parts.next(), parts.next(), parts.next()) {
-            ("pipeline", Some(name), None, None) => Some(Self::Pipeline {
-                name: name.to_owned(),
-                stored: value.map(<[u8]>::to_vec),
-            }),
-            ("daemon", Some(id), None, None) => Some(Self::Daemon {
-                id: id.to_owned(),
-                url: value.and_then(|v| String::from_utf8(v.to_vec()).ok()),
-            }),
-            ("module", Some(hex), Some(index), None) => Some(Self::ModuleChunk {
-                hex: hex.to_owned(),
-                index: index.parse().ok()?,
-                bytes: value?.to_vec(),
-            }),
-            ("module", Some(hex), None, None) => {
-                let value = value?;
-                // The chunk count leads the metadata: `<chunks>\n<json>`.
-                let split = value.iter().position(|b| *b == b'\n')?;
-                Some(Self::Module {
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("pipeline"), Some(name), None, None) => {
+                check_name(name).map_err(|e| e.to_string())?;
+                Ok(Self::Pipeline {
+                    name: name.to_owned(),
+                    stored: value.map(<[u8]>::to_vec),
+                })
+            }
+            (Some("daemon"), Some(id), None, None) => {
+                check_daemon_id(id)?;
+                let url = value
+                    .map(|v| {
+                        std::str::from_utf8(v)
+                            .map_err(|_| "its URL is not UTF-8".to_owned())
+                            .and_then(check_daemon_url)
+                    })
+                    .transpose()?;
+                Ok(Self::Daemon {
+                    id: id.to_owned(),
+                    url,
+                })
+            }
+            (Some("module"), Some(hex), Some(index), None) => {
+                check_module_hex(hex)?;
+                let index = index
+                    .parse()
+                    .ok()
+                    .filter(|i| *i < MAX_MODULE_CHUNKS)
+                    .ok_or_else(|| {
+                        format!("chunk `{index}` is not a number below {MAX_MODULE_CHUNKS}")
+                    })?;
+                let bytes = value.ok_or("a module chunk without bytes")?;
+                if bytes.len() > MODULE_CHUNK_BYTES {
+                    return Err(format!("a module chunk over {MODULE_CHUNK_BYTES} bytes"));
+                }
+                Ok(Self::ModuleChunk {
                     hex: hex.to_owned(),
-                    chunks: std::str::from_utf8(&value[..split]).ok()?.parse().ok()?,
+                    index,
+                    bytes: bytes.to_vec(),
+                })
+            }
+            (Some("module"), Some(hex), None, None) => {
+                check_module_hex(hex)?;
+                let value = value.ok_or("a module record without metadata")?;
+                // The chunk count leads the metadata: `<chunks>\n<json>`.
+                let split = value
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .ok_or("module metadata without its chunk count")?;
+                let chunks = std::str::from_utf8(&value[..split])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| (1..=MAX_MODULE_CHUNKS).contains(n))
+                    .ok_or("module metadata with an unreadable chunk count")?;
+                Ok(Self::Module {
+                    hex: hex.to_owned(),
+                    chunks,
                     info: value[split + 1..].to_vec(),
                 })
             }
-            _ => None,
+            _ => Err("a key this version does not understand".into()),
         }
+    }
+}
+
+/// A daemon id as `daemon_id` makes them: it keys peers and placement.
+fn check_daemon_id(id: &str) -> Result<(), String> {
+    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        Ok(())
+    } else {
+        Err("a daemon id that is not 1-64 letters, digits or '-'".into())
+    }
+}
+
+/// A control-plane URL: `http(s)://host:port`, nothing more.
+fn check_daemon_url(url: &str) -> Result<String, String> {
+    let uri: tonic::transport::Uri = url
+        .parse()
+        .map_err(|e| format!("its URL `{url}` is not a URL: {e}"))?;
+    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some_and(|a| a.port().is_some())
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    if plain {
+        Ok(url.to_owned())
+    } else {
+        Err(format!("its URL `{url}` is not http(s)://host:port"))
+    }
+}
+
+/// A module digest's hex: 64 lower-case hex digits, as it names files.
+fn check_module_hex(hex: &str) -> Result<(), String> {
+    if is_full_digest(&format!("sha256:{hex}")) {
+        Ok(())
+    } else {
+        Err("a module digest that is not 64 lower-case hex digits".into())
     }
 }
 
@@ -338,13 +418,18 @@ impl Registry {
             None => Ok(()),
             Some(Err(e)) => Err(self.error(e)),
             Some(Ok(message)) => {
-                let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                match key.and_then(|k| Event::parse(k, message.payload())) {
-                    Some(event) => apply(event),
-                    None => tracing::warn!(
+                let event = message
+                    .key()
+                    .and_then(|k| std::str::from_utf8(k).ok())
+                    .ok_or_else(|| "a key that is not UTF-8".to_owned())
+                    .and_then(|k| Event::parse(k, message.payload()));
+                match event {
+                    Ok(event) => apply(event),
+                    Err(why) => tracing::error!(
                         offset = message.offset(),
                         key = ?message.key().map(String::from_utf8_lossy),
-                        "ignoring a registry record this version does not understand"
+                        why,
+                        "ignoring a registry record: no daemon writes such a record"
                     ),
                 }
                 *lock(&self.applied) = message.offset() + 1;
@@ -369,22 +454,53 @@ impl Registry {
 mod tests {
     use super::*;
 
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     #[test]
     fn registry_keys_parse_into_events() {
         assert!(matches!(
             Event::parse("pipeline/wc", None),
-            Some(Event::Pipeline { name, stored: None }) if name == "wc"
+            Ok(Event::Pipeline { name, stored: None }) if name == "wc"
         ));
         assert!(matches!(
-            Event::parse("module/ab12/3", Some(b"xyz")),
-            Some(Event::ModuleChunk { hex, index: 3, bytes }) if hex == "ab12" && bytes == b"xyz"
+            Event::parse(&format!("module/{HEX}/3"), Some(b"xyz")),
+            Ok(Event::ModuleChunk { hex, index: 3, bytes }) if hex == HEX && bytes == b"xyz"
         ));
         assert!(matches!(
-            Event::parse("module/ab12", Some(b"2\n{}")),
-            Some(Event::Module { hex, chunks: 2, info }) if hex == "ab12" && info == b"{}"
+            Event::parse(&format!("module/{HEX}"), Some(b"2\n{}")),
+            Ok(Event::Module { hex, chunks: 2, info }) if hex == HEX && info == b"{}"
+        ));
+        assert!(matches!(
+            Event::parse("daemon/ab12-cd", Some(b"http://10.0.0.7:50051")),
+            Ok(Event::Daemon { id, url: Some(url) }) if id == "ab12-cd" && url == "http://10.0.0.7:50051"
         ));
         for bad in ["", "pipeline", "module/ab/x", "other/x", "pipeline/a/b"] {
-            assert!(Event::parse(bad, Some(b"1\n{}")).is_none(), "{bad:?}");
+            assert!(Event::parse(bad, Some(b"1\n{}")).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Keys that name files or places outside what they stand for, as a
+    /// forged record would: each is refused, saying why.
+    #[test]
+    fn forged_keys_are_refused() {
+        let refused = [
+            ("pipeline/..", None),
+            ("pipeline/.", None),
+            ("pipeline/Upper", None),
+            ("pipeline/wc.step-1", None),
+            ("module/../../etc/passwd", Some(&b"1\n{}"[..])),
+            ("module/ab12", Some(&b"1\n{}"[..])),
+            (&format!("module/{HEX}/99999"), Some(&b"x"[..])),
+            (&format!("module/{HEX}"), Some(&b"0\n{}"[..])),
+            (&format!("module/{HEX}"), Some(&b"100000\n{}"[..])),
+            ("daemon/../x", Some(&b"http://a:1"[..])),
+            ("daemon/ab12", Some(&b"http://evil.example/steal?x=1"[..])),
+            ("daemon/ab12", Some(&b"file:///etc/passwd"[..])),
+            ("daemon/ab12", Some(&b"http://no-port.example"[..])),
+        ];
+        for (key, value) in refused {
+            let why = Event::parse(key, value).err();
+            assert!(why.is_some_and(|w| !w.is_empty()), "{key:?} was accepted");
         }
     }
 }

@@ -8,7 +8,9 @@ use super::changelog::RestoreError;
 use super::fault::Fault;
 use super::partition::{PartitionTask, no_guest, now_ms};
 use super::plan::{TaskExit, TaskGuest};
-use super::producer::{TaskProducer, TopicNames, TxnError};
+use super::producer::{
+    TaskProducer, TopicNames, TxnError, legacy_transactional_id, transactional_id,
+};
 use super::retry::Retry;
 use super::services::TaskServices;
 use super::threads::{self, Afterwards};
@@ -257,16 +259,21 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             dead_letter: plan.dead_letter.as_deref(),
         };
         let producer = if plan.transactional {
-            let id = format!(
-                "{}-{}-{}",
-                plan.group, self.input.topic, self.input.partition
-            );
-            TaskProducer::transactional(
+            let (group, topic, partition) = (&plan.group, &self.input.topic, self.input.partition);
+            let timeout = plan.settings.transaction_timeout;
+            TaskProducer::fence(
                 &plan.kafka,
-                &id,
-                plan.settings.transaction_timeout,
-                &topics,
+                &legacy_transactional_id(group, topic, partition),
+                timeout,
             )
+            .and_then(|()| {
+                TaskProducer::transactional(
+                    &plan.kafka,
+                    &transactional_id(group, topic, partition),
+                    timeout,
+                    &topics,
+                )
+            })
         } else {
             TaskProducer::shared(&plan.producer, &topics)
         }

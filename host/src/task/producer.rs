@@ -105,7 +105,59 @@ impl TaskTopics {
     }
 }
 
+/// The transactional id of the task of input `topic`/`partition` in
+/// consumer group `group`: stable, so a restarted or moved task fences its
+/// predecessor, and unique, so no two tasks fence each other. A topic name
+/// has no `/`, so read from the right the three parts cannot be confused
+/// however the group is spelled.
+pub(super) fn transactional_id(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}/{topic}/{partition}")
+}
+
+/// The id eddy 0.1.0 gave the same task: `{group}-{topic}-{partition}`,
+/// which two tasks could share (pipeline `a` on topic `b-c`, pipeline
+/// `a-b` on topic `c`). A task fences it once as it starts, so a daemon
+/// still running 0.1.0 during a rolling upgrade cannot commit a zombie
+/// transaction for a partition a new daemon took.
+pub(super) fn legacy_transactional_id(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}-{topic}-{partition}")
+}
+
+/// Why initialising a transactional producer failed: no coordinator (the
+/// cluster cannot keep transactions), or what `classify` makes of it.
+fn init_error(e: KafkaError, classify: impl FnOnce(KafkaError) -> TxnError) -> TxnError {
+    let no_coordinator = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+        )
+    );
+    if no_coordinator {
+        TxnError::NoCoordinator(e)
+    } else {
+        classify(e)
+    }
+}
+
 impl TaskProducer {
+    /// Fences every producer of transactional id `id` (its open
+    /// transaction aborted) with a producer used for nothing else.
+    pub(super) fn fence(
+        kafka: &KafkaSettings,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<(), TxnError> {
+        let producer = Producer::create(&kafka.transactional_producer(id, timeout))
+            .map_err(TxnError::Failed)?;
+        producer
+            .rdkafka()
+            .init_transactions(TXN_CALL_TIMEOUT)
+            .map_err(|e| init_error(e, TxnError::Failed))
+    }
+
     /// The pipeline's shared idempotent producer.
     pub(super) fn shared(producer: &Producer, topics: &TopicNames<'_>) -> Result<Self, TxnError> {
         Ok(Self {
@@ -133,22 +185,7 @@ impl TaskProducer {
         this.producer
             .rdkafka()
             .init_transactions(TXN_CALL_TIMEOUT)
-            .map_err(|e| {
-                let no_coordinator = matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::OperationTimedOut
-                            | RDKafkaErrorCode::CoordinatorNotAvailable
-                            | RDKafkaErrorCode::NotCoordinator
-                            | RDKafkaErrorCode::CoordinatorLoadInProgress
-                    )
-                );
-                if no_coordinator {
-                    TxnError::NoCoordinator(e)
-                } else {
-                    this.classify(e)
-                }
-            })?;
+            .map_err(|e| init_error(e, |e| this.classify(e)))?;
         Ok(this)
     }
 
@@ -236,5 +273,29 @@ impl TaskProducer {
         } else {
             TxnError::Failed(error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactional_ids_of_different_tasks_differ() {
+        // Pipeline `a` on topic `b-c` and pipeline `a-b` on topic `c`.
+        let (one, other) = (("eddy.a", "b-c", 0), ("eddy.a-b", "c", 0));
+        assert_eq!(
+            legacy_transactional_id(one.0, one.1, one.2),
+            legacy_transactional_id(other.0, other.1, other.2),
+            "0.1.0's ids collided"
+        );
+        assert_ne!(
+            transactional_id(one.0, one.1, one.2),
+            transactional_id(other.0, other.1, other.2)
+        );
+        assert_ne!(
+            transactional_id("eddy.a", "t", 1),
+            transactional_id("eddy.a", "t", 11)
+        );
     }
 }

@@ -17,6 +17,7 @@ mod misconfigured;
 mod plugins;
 mod policies;
 mod state;
+mod tenants;
 
 use eddy_tests::{Broker, Daemon};
 

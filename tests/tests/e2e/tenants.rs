@@ -1,0 +1,163 @@
+//! Tenants that cannot reach each other: a pipeline must not reach eddy's
+//! own topics nor fence another pipeline's transactions, and records
+//! written to the registry by anything but a daemon must not steer the
+//! daemons: the registry is a Kafka topic, and whoever can write to it is
+//! not thereby trusted with every daemon's data directory.
+
+use eddy_tests::{Broker, Daemon, Rec, consume, produce, wait_for};
+use std::path::Path;
+use std::time::Duration;
+
+#[test]
+fn a_pipeline_may_not_read_or_write_kafkas_or_eddys_own_topics() -> anyhow::Result<()> {
+    let broker = Broker::start(&[("in", 1), ("out", 1)])?;
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(broker.bootstrap(), dir.path(), &[], &[])?;
+    let refused = [
+        ("writes-the-registry", "in", "eddy.registry"),
+        ("reads-offsets", "__consumer_offsets", "out"),
+        ("reads-state", "eddy.other.step-0.changelog", "out"),
+        ("feeds-a-step", "in", "eddy.other.step-1.repartition"),
+    ];
+    for (name, input, output) in refused {
+        let err = daemon
+            .deploy(name, "uppercase", input, output, &[])
+            .expect_err("an internal topic must be refused");
+        let message = err.to_string();
+        assert!(
+            message.contains("may not read or write") && message.contains("InvalidArgument"),
+            "{name}: {message}"
+        );
+    }
+    let listed = daemon.eddy_ok(&["pipeline", "list"])?;
+    assert!(
+        refused.iter().all(|(name, ..)| !listed.contains(name)),
+        "nothing may be applied:\n{listed}"
+    );
+    Ok(())
+}
+
+/// What a daemon keeps in its data directory, which a forged record must
+/// not touch.
+fn kept(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut kept = Vec::new();
+    for sub in ["daemon-id", "modules", "pipelines/keep.json", "state/keep"] {
+        if dir.join(sub).exists() {
+            kept.push(sub.to_owned());
+        }
+    }
+    Ok(kept)
+}
+
+#[test]
+fn forged_registry_records_are_ignored_and_logged() -> anyhow::Result<()> {
+    let broker = Broker::start(&[("in", 1), ("out", 1)])?;
+    let brokers = broker.bootstrap();
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(brokers, dir.path(), &[], &[])?;
+    daemon.deploy("keep", "uppercase", "in", "out", &[])?;
+    produce(brokers, "in", &[Rec::value("before")])?;
+    consume(brokers, "out", 1, Duration::from_secs(60), Duration::ZERO)?;
+    let before = kept(dir.path())?;
+    assert_eq!(before.len(), 4, "the data directory holds {before:?}");
+    let record = std::fs::read(dir.path().join("pipelines/keep.json"))?;
+
+    // What someone with write access to the registry topic might write.
+    let mut greedy: serde_json::Value = serde_json::from_slice(&record)?;
+    greedy["spec"]["limits"]["memory-bytes"] = serde_json::json!(1u64 << 40);
+    let mut snooping: serde_json::Value = serde_json::from_slice(&record)?;
+    snooping["spec"]["name"] = serde_json::json!("snoop");
+    snooping["spec"]["inputs"] = serde_json::json!(["eddy.keep.step-0.changelog"]);
+    let malformed = [
+        Rec::tombstone("pipeline/.."),
+        Rec::value("1\n{}").keyed("module/../../daemon-id"),
+        Rec::value("http://attacker.example/collect?").keyed("daemon/forged"),
+    ];
+    let specs = [
+        Rec::value(serde_json::to_vec(&greedy)?).keyed("pipeline/keep"),
+        Rec::value(serde_json::to_vec(&snooping)?).keyed("pipeline/snoop"),
+    ];
+    produce(brokers, "eddy.registry", &malformed)?;
+    produce(brokers, "eddy.registry", &specs)?;
+
+    wait_for(
+        "the daemon to log every forged record as ignored",
+        Duration::from_secs(30),
+        || {
+            let log = daemon.log();
+            let records = log.matches("ignoring a registry record").count();
+            let pipelines = log.matches("ignoring a pipeline record").count();
+            Ok((records >= malformed.len() && pipelines >= specs.len()).then_some(()))
+        },
+    )?;
+    let log = daemon.log();
+    for why in [
+        "pipeline/..",
+        "module/../../daemon-id",
+        "daemon/forged",
+        "ceiling",
+        "snoop",
+    ] {
+        assert!(log.contains(why), "the log does not say {why:?}:\n{log}");
+    }
+    assert_eq!(
+        kept(dir.path())?,
+        before,
+        "the data directory lost something"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("pipelines/keep.json"))?,
+        record,
+        "the forged spec replaced the pipeline's"
+    );
+    let listed = daemon.eddy_ok(&["pipeline", "list"])?;
+    assert!(
+        listed.contains("keep") && !listed.contains("snoop"),
+        "{listed}"
+    );
+    produce(brokers, "in", &[Rec::value("after")])?;
+    let out = consume(brokers, "out", 2, Duration::from_secs(60), Duration::ZERO)?;
+    let values: Vec<String> = out.iter().filter_map(Rec::text).collect();
+    assert_eq!(values, ["BEFORE", "AFTER"], "the pipeline kept running");
+    Ok(())
+}
+
+/// Pipeline `a` on topic `b-c` and pipeline `a-b` on topic `c`: under
+/// eddy 0.1.0 their tasks shared a transactional id and fenced each other
+/// forever. On Apache Kafka, whose transaction coordinator does the
+/// fencing.
+#[test]
+fn pipelines_whose_names_and_topics_run_together_do_not_fence_each_other() -> anyhow::Result<()> {
+    let broker = Broker::kafka(&[("b-c", 1), ("c", 1), ("out-1", 1), ("out-2", 1)], &[])?;
+    let brokers = broker.bootstrap();
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(brokers, dir.path(), &[], &[])?;
+    let exactly_once = ["--guarantee", "exactly-once"];
+    daemon.deploy("a", "uppercase", "b-c", "out-1", &exactly_once)?;
+    daemon.deploy("a-b", "uppercase", "c", "out-2", &exactly_once)?;
+    let batch = |tag: &str| -> Vec<Rec> {
+        (0..200)
+            .map(|i| Rec::value(format!("{tag}-{i:03}")))
+            .collect()
+    };
+    for round in 0..2 {
+        produce(brokers, "b-c", &batch(&format!("one{round}")))?;
+        produce(brokers, "c", &batch(&format!("two{round}")))?;
+    }
+    for output in ["out-1", "out-2"] {
+        let out = consume(
+            brokers,
+            output,
+            400,
+            Duration::from_secs(90),
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(out.len(), 400, "{output}: {} of 400 out", out.len());
+    }
+    let log = daemon.log();
+    assert!(
+        !log.to_lowercase().contains("fenced"),
+        "a task was fenced though no other had its partition:\n{log}"
+    );
+    Ok(())
+}
