@@ -53,6 +53,13 @@ pub struct ServeConfig {
     /// reuse; `"0s"` leaves it kept. See docs/performance.md, "Memory".
     #[serde(default = "default_heap_trim_interval", with = "humantime_serde")]
     pub heap_trim_interval: Duration,
+    /// A file holding the secret every daemon of the cluster shares, with
+    /// which registry records are signed and checked (the secret itself
+    /// may instead be in `EDDY_CLUSTER_SECRET`). Unset: records are not
+    /// signed, and anyone who can write to the registry topic can steer
+    /// the daemons.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
 }
 
 fn default_heap_trim_interval() -> Duration {
@@ -134,16 +141,17 @@ impl Default for ServeConfig {
             limits: LimitsConfig::default(),
             state_memory_bytes: default_state_memory_bytes(),
             heap_trim_interval: default_heap_trim_interval(),
+            cluster_secret_file: None,
         }
     }
 }
 
-/// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
-/// (such as the client's `EDDY_SERVER`) belong to other commands.
 /// The largest module the registry carries to the other daemons, and so
 /// the highest `limits.max-module-bytes`.
 pub const MAX_MODULE_BYTES: u64 = 256 << 20;
 
+/// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
+/// (such as the client's `EDDY_SERVER`) belong to other commands.
 const ENV_KEYS: &[&str] = &[
     "data_dir",
     "listen",
@@ -156,6 +164,7 @@ const ENV_KEYS: &[&str] = &[
     "limits",
     "state_memory_bytes",
     "heap_trim_interval",
+    "cluster_secret_file",
 ];
 
 impl ServeConfig {

@@ -6,7 +6,7 @@ use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineService
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
-use crate::pipeline::{DaemonIdentity, ManagerOptions, PipelineManager};
+use crate::pipeline::{ClusterSecret, DaemonIdentity, ManagerOptions, PipelineManager};
 use crate::runtime::{RuntimeOptions, WORLD};
 use crate::state::StateMemory;
 use crate::task::TaskRuntime;
@@ -102,6 +102,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             state_memory: state_memory.clone(),
             ceilings: config.limits.clone(),
             group_prefix: config.group_prefix.clone(),
+            secret: ClusterSecret::load(config.cluster_secret_file.as_deref())?,
         },
     )?);
     let listener = control::bind(config.listen).await?;

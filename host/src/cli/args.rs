@@ -120,6 +120,12 @@ pub(crate) struct ServeArgs {
     /// cache and write buffers), e.g. 256MiB (default 64MiB).
     #[arg(long, value_parser = parse_bytes)]
     pub(crate) state_memory: Option<u64>,
+    /// A file holding the secret every daemon of the cluster shares (at
+    /// least 16 bytes, e.g. `openssl rand -hex 32`): registry records are
+    /// signed with it, and records without its signature are ignored. Or
+    /// set EDDY_CLUSTER_SECRET to the secret itself.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

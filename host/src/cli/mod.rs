@@ -47,6 +47,12 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
     if let Some(a) = &args.advertise {
         map.insert("advertise".into(), a.clone().into());
     }
+    if let Some(file) = &args.cluster_secret_file {
+        map.insert(
+            "cluster-secret-file".into(),
+            file.display().to_string().into(),
+        );
+    }
     if let Some(bytes) = args.state_memory {
         map.insert("state-memory-bytes".into(), bytes.into());
     }

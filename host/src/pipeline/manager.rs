@@ -18,6 +18,7 @@ use super::lock;
 use super::names::InternalNames;
 use super::query::{LocalAnswer, StateQuery, StateRead};
 use super::registry::Registry;
+use super::signing::ClusterSecret;
 use super::spec::{ErrorPolicy, PipelineSpec, SpecError, StartFrom};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
@@ -47,6 +48,8 @@ pub struct ManagerOptions {
     pub ceilings: LimitsConfig,
     /// The prefix of consumer groups and internal topics.
     pub group_prefix: String,
+    /// Signs and checks registry records; `None` leaves them unsigned.
+    pub secret: Option<ClusterSecret>,
 }
 
 /// Creates, persists, runs and stops pipelines.
@@ -80,8 +83,12 @@ impl PipelineManager {
     ) -> anyhow::Result<Self> {
         let specs = SpecDir::open(options.specs_dir)?;
         let metadata = Arc::new(KafkaMetadata::new(&kafka)?);
-        let registry = Registry::new(&kafka, format!("{}registry", options.group_prefix))
-            .context("could not set up the pipeline registry")?;
+        let registry = Registry::new(
+            &kafka,
+            format!("{}registry", options.group_prefix),
+            options.secret,
+        )
+        .context("could not set up the pipeline registry")?;
         let cluster = Arc::new(Cluster::new(registry, modules.clone(), runtime.clone()));
         let daemons: DaemonList = {
             let cluster = Arc::downgrade(&cluster);

@@ -22,13 +22,14 @@
 //! was deleted republishes its local copy of the spec when it starts.
 
 use super::lock;
+use super::signing::{ClusterSecret, MAC_HEADER, SECRET_ENV};
 use super::validate::{check_name, is_full_digest};
 use crate::kafka::{
-    self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, Producer, Topic, TopicError,
-    Unanswered,
+    self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, OutgoingHeaders, Producer,
+    Topic, TopicError, Unanswered,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -228,16 +229,31 @@ pub(super) struct Registry {
     applied: Mutex<i64>,
     progressed: Condvar,
     stop: AtomicBool,
+    /// Signs the records this daemon writes and checks those it reads;
+    /// without it neither happens.
+    secret: Option<ClusterSecret>,
 }
 
 impl Registry {
     /// The registry in `topic`; nothing is read or written until
     /// [`follow`](Self::follow), so a daemon starts without Kafka.
-    pub(super) fn new(kafka: &KafkaSettings, topic: String) -> Result<Self, RegistryError> {
+    pub(super) fn new(
+        kafka: &KafkaSettings,
+        topic: String,
+        secret: Option<ClusterSecret>,
+    ) -> Result<Self, RegistryError> {
         let producer = Producer::create(&kafka.producer()).map_err(|e| RegistryError::Kafka {
             topic: topic.clone(),
             error: e.to_string(),
         })?;
+        if secret.is_none() {
+            tracing::warn!(
+                registry = %topic,
+                "registry records are not signed: whoever can write to the registry topic can \
+                 create and delete pipelines on every daemon; give every daemon the same \
+                 cluster-secret-file (or {SECRET_ENV}), or restrict the topic with Kafka ACLs"
+            );
+        }
         Ok(Self {
             topic,
             kafka: kafka.clone(),
@@ -246,6 +262,7 @@ impl Registry {
             applied: Mutex::new(0),
             progressed: Condvar::new(),
             stop: AtomicBool::new(false),
+            secret,
         })
     }
 
@@ -283,10 +300,15 @@ impl Registry {
             }
         };
         let acks = Acks::default();
+        let mac = self
+            .secret
+            .as_ref()
+            .map(|secret| secret.sign(key.as_bytes(), value));
         let mut record = Outgoing::to(records);
         record.partition = Some(0);
         record.key = Some(key.as_bytes());
         record.value = value;
+        record.headers = OutgoingHeaders::new(mac.as_deref().map(|mac| (MAC_HEADER, Some(mac))));
         self.producer
             .send(record, &acks)
             .map_err(|e| self.error(e))?;
@@ -418,10 +440,14 @@ impl Registry {
             None => Ok(()),
             Some(Err(e)) => Err(self.error(e)),
             Some(Ok(message)) => {
-                let event = message
-                    .key()
-                    .and_then(|k| std::str::from_utf8(k).ok())
-                    .ok_or_else(|| "a key that is not UTF-8".to_owned())
+                let event = self
+                    .check_signed(&message)
+                    .and_then(|()| {
+                        message
+                            .key()
+                            .and_then(|k| std::str::from_utf8(k).ok())
+                            .ok_or_else(|| "a key that is not UTF-8".to_owned())
+                    })
                     .and_then(|k| Event::parse(k, message.payload()));
                 match event {
                     Ok(event) => apply(event),
@@ -429,13 +455,41 @@ impl Registry {
                         offset = message.offset(),
                         key = ?message.key().map(String::from_utf8_lossy),
                         why,
-                        "ignoring a registry record: no daemon writes such a record"
+                        "ignoring a registry record"
                     ),
                 }
                 *lock(&self.applied) = message.offset() + 1;
                 self.progressed.notify_all();
                 Ok(())
             }
+        }
+    }
+
+    /// With a secret: that `message` carries the MAC a daemon of this
+    /// cluster would have given it.
+    fn check_signed(&self, message: &BorrowedMessage<'_>) -> Result<(), String> {
+        let Some(secret) = &self.secret else {
+            return Ok(());
+        };
+        let mac = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == MAC_HEADER)
+                .and_then(|h| h.value)
+        });
+        match mac {
+            Some(mac)
+                if secret.verify(message.key().unwrap_or_default(), message.payload(), mac) =>
+            {
+                Ok(())
+            }
+            Some(_) => {
+                Err("its signature is not this cluster's (another secret, or forged)".into())
+            }
+            None => Err(format!(
+                "it is not signed (no {MAC_HEADER} header): a daemon without the cluster \
+                 secret, or not a daemon, wrote it"
+            )),
         }
     }
 

@@ -4,7 +4,7 @@
 //! daemons: the registry is a Kafka topic, and whoever can write to it is
 //! not thereby trusted with every daemon's data directory.
 
-use eddy_tests::{Broker, Daemon, Rec, consume, produce, wait_for};
+use eddy_tests::{Broker, Daemon, Rec, consume, produce, read_all, wait_for};
 use std::path::Path;
 use std::time::Duration;
 
@@ -91,6 +91,10 @@ fn forged_registry_records_are_ignored_and_logged() -> anyhow::Result<()> {
         },
     )?;
     let log = daemon.log();
+    assert!(
+        log.contains("registry records are not signed"),
+        "a daemon without a cluster secret must say its registry is unauthenticated"
+    );
     for why in [
         "pipeline/..",
         "module/../../daemon-id",
@@ -158,6 +162,90 @@ fn pipelines_whose_names_and_topics_run_together_do_not_fence_each_other() -> an
     assert!(
         !log.to_lowercase().contains("fenced"),
         "a task was fenced though no other had its partition:\n{log}"
+    );
+    Ok(())
+}
+
+/// Two daemons sharing a cluster secret (one from a file, one from the
+/// environment) apply each other's records and ignore records written
+/// without it, however well-formed.
+#[test]
+fn with_a_cluster_secret_only_records_signed_with_it_are_applied() -> anyhow::Result<()> {
+    let broker = Broker::start(&[("in", 1), ("out", 1), ("elsewhere", 1)])?;
+    let brokers = broker.bootstrap();
+    let (dir_a, dir_b, secrets) = (
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+        tempfile::tempdir()?,
+    );
+    let secret = "5f1e0c2a9b8d7e6f5a4b3c2d1e0f9a8b";
+    let secret_file = secrets.path().join("cluster-secret");
+    std::fs::write(&secret_file, format!("{secret}\n"))?;
+    let secret_path = secret_file.to_str().unwrap_or_default();
+    let a = Daemon::start(
+        brokers,
+        dir_a.path(),
+        &["--cluster-secret-file", secret_path],
+        &[],
+    )?;
+    let b = Daemon::start(
+        brokers,
+        dir_b.path(),
+        &[],
+        &[("EDDY_CLUSTER_SECRET", secret)],
+    )?;
+    a.deploy("keep", "uppercase", "in", "out", &[])?;
+    wait_for(
+        "B to apply A's signed record",
+        Duration::from_secs(30),
+        || {
+            Ok(b.eddy_ok(&["pipeline", "list"])?
+                .contains("keep")
+                .then_some(()))
+        },
+    )?;
+
+    // Well-formed records of a pipeline reading `in` to `elsewhere`: one
+    // unsigned, one with a signature made without the secret.
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir_a.path().join("pipelines/keep.json"))?)?;
+    record["spec"]["output"] = serde_json::json!("elsewhere");
+    record["spec"]["name"] = serde_json::json!("unsigned");
+    let unsigned = Rec::value(serde_json::to_vec(&record)?).keyed("pipeline/unsigned");
+    record["spec"]["name"] = serde_json::json!("missigned");
+    let mut missigned = Rec::value(serde_json::to_vec(&record)?).keyed("pipeline/missigned");
+    missigned
+        .headers
+        .push(("eddy-mac".into(), Some(vec![7; 32])));
+    produce(brokers, "eddy.registry", &[unsigned, missigned])?;
+
+    for (daemon, name) in [(&a, "A"), (&b, "B")] {
+        wait_for(
+            &format!("{name} to log both records as ignored"),
+            Duration::from_secs(30),
+            || {
+                let log = daemon.log();
+                Ok(
+                    (log.contains("it is not signed") && log.contains("not this cluster's"))
+                        .then_some(()),
+                )
+            },
+        )?;
+        let log = daemon.log();
+        assert!(
+            !log.contains("registry records are not signed"),
+            "{name} warned of unsigned records though it has the secret"
+        );
+        assert!(!log.contains(secret), "{name} logged the secret");
+        let listed = daemon.eddy_ok(&["pipeline", "list"])?;
+        assert!(
+            listed.contains("keep") && !listed.contains("signed"),
+            "{name} lists:\n{listed}"
+        );
+    }
+    assert!(
+        read_all(brokers, "elsewhere")?.is_empty(),
+        "a forged pipeline ran"
     );
     Ok(())
 }
