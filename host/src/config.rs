@@ -60,6 +60,13 @@ pub struct ServeConfig {
     /// the daemons.
     #[serde(default)]
     pub cluster_secret_file: Option<PathBuf>,
+    /// How long a module upload may send nothing before it is cut off.
+    #[serde(default = "default_upload_idle_timeout", with = "humantime_serde")]
+    pub upload_idle_timeout: Duration,
+}
+
+fn default_upload_idle_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_heap_trim_interval() -> Duration {
@@ -142,6 +149,7 @@ impl Default for ServeConfig {
             state_memory_bytes: default_state_memory_bytes(),
             heap_trim_interval: default_heap_trim_interval(),
             cluster_secret_file: None,
+            upload_idle_timeout: default_upload_idle_timeout(),
         }
     }
 }
@@ -165,6 +173,7 @@ const ENV_KEYS: &[&str] = &[
     "state_memory_bytes",
     "heap_trim_interval",
     "cluster_secret_file",
+    "upload_idle_timeout",
 ];
 
 impl ServeConfig {
@@ -217,6 +226,10 @@ impl ServeConfig {
         anyhow::ensure!(
             self.session_timeout >= Duration::from_secs(1),
             "session-timeout must be at least 1s"
+        );
+        anyhow::ensure!(
+            !self.upload_idle_timeout.is_zero(),
+            "upload-idle-timeout must be positive"
         );
         anyhow::ensure!(
             l.max_module_bytes <= MAX_MODULE_BYTES,

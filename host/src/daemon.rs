@@ -143,6 +143,10 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             runtime,
             store: modules,
             max_bytes: config.limits.max_module_bytes,
+            idle_timeout: config.upload_idle_timeout,
+            compiles: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            )),
         },
         PipelineServiceImpl {
             manager: manager.clone(),

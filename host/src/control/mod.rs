@@ -15,7 +15,20 @@ use eddy_proto::v1::module_service_server::ModuleServiceServer;
 use eddy_proto::v1::pipeline_service_server::PipelineServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
+
+/// The longest one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Requests served at once across every connection; more wait their turn.
+const CONCURRENT_REQUESTS: usize = 64;
+/// Requests served at once on one connection.
+const CONCURRENT_REQUESTS_PER_CONNECTION: usize = 16;
+/// How often an idle connection is probed, and how long a probe may go
+/// unanswered before the connection is dropped: a peer that vanished
+/// without closing holds nothing for long.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the control plane on `listener` until `shutdown` completes; health
 /// turns NOT_SERVING first, so load balancers stop sending work.
@@ -51,6 +64,17 @@ pub async fn serve(
             .await;
     };
     tonic::transport::Server::builder()
+        // The longest any request may take: creating or deleting a
+        // pipeline waits for every daemon's tasks, an upload carries up to
+        // 256 MiB; more is a stuck client or an attack.
+        .timeout(REQUEST_TIMEOUT)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            CONCURRENT_REQUESTS,
+        ))
+        .concurrency_limit_per_connection(CONCURRENT_REQUESTS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .tcp_keepalive(Some(KEEPALIVE_INTERVAL))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -3,6 +3,8 @@ use crate::runtime::ModuleError;
 use crate::task::TaskRuntime;
 use eddy_proto::v1::{self, module_service_server::ModuleService, upload_module_request::Part};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Module upload and listing.
@@ -13,6 +15,13 @@ pub struct ModuleServiceImpl {
     pub store: Arc<ModuleStore>,
     /// The largest module accepted.
     pub max_bytes: u64,
+    /// How long an upload may send nothing before it is cut off, so a
+    /// client that opens uploads and stalls cannot hold memory and
+    /// connections for ever.
+    pub idle_timeout: Duration,
+    /// Compiles at once: compiling is the costliest thing a client can
+    /// ask for, and takes a core for seconds.
+    pub compiles: Arc<Semaphore>,
 }
 
 fn to_proto(m: ModuleInfo) -> v1::Module {
@@ -26,6 +35,23 @@ fn to_proto(m: ModuleInfo) -> v1::Module {
 }
 
 impl ModuleServiceImpl {
+    /// The next message of an upload, or DEADLINE_EXCEEDED once it sent
+    /// nothing for the idle timeout.
+    async fn next_message(
+        &self,
+        stream: &mut Streaming<v1::UploadModuleRequest>,
+    ) -> Result<Option<v1::UploadModuleRequest>, Status> {
+        tokio::time::timeout(self.idle_timeout, stream.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the upload sent nothing for {:?} (upload-idle-timeout) and was cut off; \
+                     send the module again",
+                    self.idle_timeout
+                ))
+            })?
+    }
+
     fn too_large(&self, size: u64) -> Status {
         Status::resource_exhausted(format!(
             "module of {size} bytes exceeds the daemon's limit of {} bytes \
@@ -42,7 +68,7 @@ impl ModuleService for ModuleServiceImpl {
         request: Request<Streaming<v1::UploadModuleRequest>>,
     ) -> Result<Response<v1::UploadModuleResponse>, Status> {
         let mut stream = request.into_inner();
-        let metadata = match stream.message().await? {
+        let metadata = match self.next_message(&mut stream).await? {
             Some(v1::UploadModuleRequest {
                 part: Some(Part::Metadata(m)),
             }) => m,
@@ -56,7 +82,7 @@ impl ModuleService for ModuleServiceImpl {
             return Err(self.too_large(metadata.size));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(metadata.size).unwrap_or(0));
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = self.next_message(&mut stream).await? {
             match message.part {
                 Some(Part::Chunk(chunk)) => {
                     let size = (bytes.len() + chunk.len()) as u64;
@@ -78,7 +104,14 @@ impl ModuleService for ModuleServiceImpl {
         let runtime = self.runtime.clone();
         let store = self.store.clone();
         let name = metadata.name;
+        let compiling = self
+            .compiles
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the daemon is stopping"))?;
         let (module, already_present) = tokio::task::spawn_blocking(move || {
+            let _compiling = compiling;
             let digest = digest_of(&bytes);
             // Validate (compile and link against the world) before storing.
             let compiled = runtime

@@ -3,7 +3,7 @@
 
 use super::setup;
 use eddy_tests::{
-    Broker, Daemon, Rec, consume, create_pipeline, plugin, produce, upload, v1, wait_for,
+    Broker, Daemon, Rec, block_on, consume, create_pipeline, plugin, produce, upload, v1, wait_for,
 };
 use std::time::Duration;
 use tonic::Code;
@@ -113,6 +113,54 @@ fn oversize_modules_get_resource_exhausted() -> anyhow::Result<()> {
     .expect_err("over the limit");
     assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
     assert!(err.message().contains("10000"), "{}", err.message());
+    Ok(())
+}
+
+/// An upload that opens and then sends nothing is cut off after the idle
+/// timeout, with a code and a message that say so, and holds nothing: the
+/// next upload goes through.
+#[test]
+fn a_stalled_upload_is_cut_off_after_the_idle_timeout() -> anyhow::Result<()> {
+    use v1::upload_module_request::Part;
+    let broker = Broker::start(&[])?;
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(
+        broker.bootstrap(),
+        dir.path(),
+        &[],
+        &[("EDDY_UPLOAD_IDLE_TIMEOUT", "2s")],
+    )?;
+    let server = daemon.server().to_owned();
+    let err = block_on(async move {
+        use tokio_stream::StreamExt as _;
+        let mut client = v1::module_service_client::ModuleServiceClient::connect(server).await?;
+        let metadata = v1::UploadModuleRequest {
+            part: Some(Part::Metadata(v1::ModuleMetadata {
+                name: "stalled.wasm".into(),
+                size: 1000,
+            })),
+        };
+        // The metadata, then nothing, with the stream left open.
+        let stalled = tokio_stream::iter([metadata]).chain(tokio_stream::pending());
+        // A client-side deadline far past the daemon's, so a daemon that
+        // never cuts the upload off fails the test instead of hanging it.
+        let answer = tokio::time::timeout(Duration::from_secs(60), client.upload_module(stalled))
+            .await
+            .map_err(|_| anyhow::anyhow!("the stalled upload was not cut off within 60 s"))?;
+        anyhow::Ok(answer.expect_err("a stalled upload must fail"))
+    })?;
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+    assert!(
+        err.message().contains("upload-idle-timeout"),
+        "{}",
+        err.message()
+    );
+    let module = upload(
+        daemon.server(),
+        "uppercase.wasm",
+        std::fs::read(plugin("uppercase"))?,
+    )?;
+    assert!(module.digest.starts_with("sha256:"));
     Ok(())
 }
 
