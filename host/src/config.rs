@@ -63,6 +63,43 @@ pub struct ServeConfig {
     /// How long a module upload may send nothing before it is cut off.
     #[serde(default = "default_upload_idle_timeout", with = "humantime_serde")]
     pub upload_idle_timeout: Duration,
+    /// Who may use the control plane: bearer tokens, each with a role.
+    /// None: anyone who reaches `listen` may do anything, so the daemon
+    /// refuses to listen beyond loopback without them.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One bearer token of the control plane. The token itself is not kept,
+/// only its SHA-256, so the configuration is no secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenConfig {
+    /// Who holds it, for the logs.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The token's SHA-256, in hex (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
+    /// A deployer's pipelines must start with this; none: any name.
+    #[serde(default)]
+    pub pipeline_prefix: Option<String>,
+    /// The topics a deployer's pipelines may read and write: names, or
+    /// prefixes ending in `*`; empty: any topic.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+/// What a token may do; each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Status and state queries.
+    Reader,
+    /// Modules and pipelines too, within its prefix and topics.
+    Deployer,
+    /// Everything.
+    Admin,
 }
 
 fn default_upload_idle_timeout() -> Duration {
@@ -150,6 +187,7 @@ impl Default for ServeConfig {
             heap_trim_interval: default_heap_trim_interval(),
             cluster_secret_file: None,
             upload_idle_timeout: default_upload_idle_timeout(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -227,6 +265,21 @@ impl ServeConfig {
             self.session_timeout >= Duration::from_secs(1),
             "session-timeout must be at least 1s"
         );
+        for (i, token) in self.tokens.iter().enumerate() {
+            anyhow::ensure!(
+                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+                "tokens[{i}] ({}): sha256 must be the token's SHA-256 in 64 hex digits \
+                 (printf %s TOKEN | sha256sum)",
+                token.name
+            );
+            anyhow::ensure!(
+                !self.tokens[..i]
+                    .iter()
+                    .any(|t| t.sha256.eq_ignore_ascii_case(&token.sha256)),
+                "tokens[{i}] ({}): the same token is configured twice",
+                token.name
+            );
+        }
         anyhow::ensure!(
             !self.upload_idle_timeout.is_zero(),
             "upload-idle-timeout must be positive"

@@ -2,7 +2,7 @@
 //! shutting them down in order.
 
 use crate::config::ServeConfig;
-use crate::control::{self, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
+use crate::control::{self, Access, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
 use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
@@ -92,6 +92,16 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let state_memory = StateMemory::new(config.state_memory_bytes);
     let heap_trimmer = native_heap::Trimmer::start(config.heap_trim_interval)
         .context("could not start the heap trimming thread")?;
+    let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
+    let access = Arc::new(Access::new(&config.tokens));
+    if !access.required() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "the control plane takes requests from anyone who reaches {} without a token: \
+             configure tokens (docs/security.md) or listen on loopback",
+            config.listen
+        );
+    }
     let manager = Arc::new(PipelineManager::new(
         runtime.clone(),
         modules.clone(),
@@ -102,7 +112,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             state_memory: state_memory.clone(),
             ceilings: config.limits.clone(),
             group_prefix: config.group_prefix.clone(),
-            secret: ClusterSecret::load(config.cluster_secret_file.as_deref())?,
+            secret: secret.clone(),
         },
     )?);
     let listener = control::bind(config.listen).await?;
@@ -138,7 +148,11 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     };
     let served = control::serve(
         listener,
-        DaemonInfoService { info, state_memory },
+        DaemonInfoService {
+            info,
+            state_memory,
+            access: access.clone(),
+        },
         ModuleServiceImpl {
             runtime,
             store: modules,
@@ -147,9 +161,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             compiles: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             )),
+            access: access.clone(),
         },
         PipelineServiceImpl {
             manager: manager.clone(),
+            access,
+            peer_proof: secret.as_ref().map(ClusterSecret::peer_proof),
         },
         token.clone().cancelled_owned(),
     )

@@ -25,6 +25,9 @@ pub struct ServerArgs {
         global = true
     )]
     pub server: String,
+    /// The token the daemon knows this caller by, when it requires one.
+    #[arg(long, env = "EDDY_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
 }
 
 /// Output format of client verbs.

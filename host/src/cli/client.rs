@@ -15,13 +15,41 @@ use eddy_proto::v1::{
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal as _;
 use std::path::Path;
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// Upload chunk size: well under gRPC's default 4 MiB message limit.
 const CHUNK: usize = 256 << 10;
 
-async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
-    Channel::from_shared(server.server.clone())
+/// A connection to the daemon that presents the caller's token, if any.
+type Daemon = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+async fn connect(server: &ServerArgs) -> anyhow::Result<Daemon> {
+    let bearer = server
+        .token
+        .as_deref()
+        .map(|token| format!("Bearer {}", token.trim()).parse())
+        .transpose()
+        .context("the token has characters a header cannot carry")?;
+    let channel = Channel::from_shared(server.server.clone())
         .with_context(|| format!("`{}` is not a valid server address", server.server))?
         .connect()
         .await
@@ -30,7 +58,8 @@ async fn connect(server: &ServerArgs) -> anyhow::Result<Channel> {
                 "could not reach the eddy daemon at {} (is `eddy serve` running? set --server or EDDY_SERVER)",
                 server.server
             )
-        })
+        })?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 /// Turns a gRPC status into an error that shows the daemon's message.
@@ -141,7 +170,7 @@ async fn run_module(command: ModuleCommand) -> anyhow::Result<()> {
 }
 
 /// Uploads a file, with a progress bar when stderr is a terminal.
-async fn push(channel: Channel, file: &Path) -> anyhow::Result<v1::Module> {
+async fn push(channel: Daemon, file: &Path) -> anyhow::Result<v1::Module> {
     let bytes = tokio::fs::read(file)
         .await
         .with_context(|| format!("could not read {}", file.display()))?;
@@ -311,7 +340,7 @@ async fn run_pipeline(command: PipelineCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn pipelines(server: &ServerArgs) -> anyhow::Result<PipelineServiceClient<Channel>> {
+async fn pipelines(server: &ServerArgs) -> anyhow::Result<PipelineServiceClient<Daemon>> {
     Ok(PipelineServiceClient::new(connect(server).await?))
 }
 

@@ -1,6 +1,8 @@
+use super::auth::Access;
 use crate::native_heap;
 use crate::state::StateMemory;
 use eddy_proto::v1::{self, daemon_service_server::DaemonService};
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Answers `GetInfo`.
@@ -9,14 +11,17 @@ pub struct DaemonInfoService {
     pub info: v1::DaemonInfo,
     /// The state stores' shared memory, read at each request.
     pub state_memory: StateMemory,
+    /// Who may ask.
+    pub access: Arc<Access>,
 }
 
 #[tonic::async_trait]
 impl DaemonService for DaemonInfoService {
     async fn get_info(
         &self,
-        _request: Request<v1::GetInfoRequest>,
+        request: Request<v1::GetInfoRequest>,
     ) -> Result<Response<v1::DaemonInfo>, Status> {
+        self.access.caller(&request)?.may_read()?;
         let state = self.state_memory.usage();
         let heap = native_heap::usage();
         let memory = v1::DaemonMemory {

@@ -1,11 +1,13 @@
 //! The control plane: eddy.v1 over gRPC, with grpc.health.v1 and server
 //! reflection so grpcurl works without the .proto files.
 
+mod auth;
 mod convert;
 mod daemon_service;
 mod module_service;
 mod pipeline_service;
 
+pub use auth::Access;
 pub use daemon_service::DaemonInfoService;
 pub use module_service::ModuleServiceImpl;
 pub use pipeline_service::PipelineServiceImpl;

@@ -1,3 +1,4 @@
+use super::auth::Access;
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
 use crate::runtime::ModuleError;
 use crate::task::TaskRuntime;
@@ -22,6 +23,8 @@ pub struct ModuleServiceImpl {
     /// Compiles at once: compiling is the costliest thing a client can
     /// ask for, and takes a core for seconds.
     pub compiles: Arc<Semaphore>,
+    /// Who may upload and list.
+    pub access: Arc<Access>,
 }
 
 fn to_proto(m: ModuleInfo) -> v1::Module {
@@ -67,6 +70,7 @@ impl ModuleService for ModuleServiceImpl {
         &self,
         request: Request<Streaming<v1::UploadModuleRequest>>,
     ) -> Result<Response<v1::UploadModuleResponse>, Status> {
+        self.access.caller(&request)?.may_upload()?;
         let mut stream = request.into_inner();
         let metadata = match self.next_message(&mut stream).await? {
             Some(v1::UploadModuleRequest {
@@ -146,8 +150,9 @@ impl ModuleService for ModuleServiceImpl {
 
     async fn list_modules(
         &self,
-        _request: Request<v1::ListModulesRequest>,
+        request: Request<v1::ListModulesRequest>,
     ) -> Result<Response<v1::ListModulesResponse>, Status> {
+        self.access.caller(&request)?.may_read()?;
         let modules = self
             .store
             .list()

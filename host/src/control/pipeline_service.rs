@@ -1,6 +1,7 @@
 //! The pipeline service: each request read into the pipeline layer's
 //! types, run on a blocking thread, and its answer written back.
 
+use super::auth::Access;
 use super::convert;
 use crate::pipeline::{ManagerError, PipelineManager, StateRead};
 use crate::runtime::ModuleError;
@@ -15,6 +16,12 @@ use tonic::{Request, Response, Status};
 pub struct PipelineServiceImpl {
     /// The manager.
     pub manager: Arc<PipelineManager>,
+    /// Who may do what.
+    pub access: Arc<Access>,
+    /// What a daemon of this cluster sends with a query it forwards
+    /// (derived from the cluster secret); `None` without a secret, when a
+    /// forwarded query cannot be told from a client's.
+    pub peer_proof: Option<String>,
 }
 
 fn status(error: ManagerError) -> Status {
@@ -33,6 +40,38 @@ fn status(error: ManagerError) -> Status {
 }
 
 impl PipelineServiceImpl {
+    /// Whether `request` is a query another daemon forwarded (answered
+    /// from this daemon's partitions only). With a cluster secret, only a
+    /// daemon of this cluster may say so: anyone else would get a partial
+    /// answer passed off as whole.
+    fn forwarded<T>(&self, request: &Request<T>) -> Result<bool, Status> {
+        let metadata = request.metadata();
+        if !metadata.contains_key(FORWARDED) {
+            return Ok(false);
+        }
+        let Some(expected) = &self.peer_proof else {
+            return Ok(true);
+        };
+        let proof = metadata
+            .get(PEER_PROOF)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let same = proof.len() == expected.len()
+            && proof
+                .bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(true)
+        } else {
+            Err(Status::permission_denied(
+                "a forwarded state query must come from a daemon of this cluster (one with its \
+                 cluster secret); query without the eddy-forwarded header",
+            ))
+        }
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&PipelineManager) -> Result<T, ManagerError> + Send + 'static,
@@ -51,10 +90,20 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::CreatePipelineRequest>,
     ) -> Result<Response<v1::Pipeline>, Status> {
+        let caller = self.access.caller(&request)?;
         let spec = request
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
+        caller.may_change(&spec.name)?;
+        for topic in spec
+            .inputs
+            .iter()
+            .chain(std::iter::once(&spec.output))
+            .chain(spec.named_outputs.values())
+        {
+            caller.may_use_topic(topic)?;
+        }
         let request = convert::spec_request(spec).map_err(|e| status(e.into()))?;
         let view = self.run(move |m| m.create(request)).await?;
         Ok(Response::new(convert::pipeline(view)))
@@ -64,6 +113,7 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::GetPipelineRequest>,
     ) -> Result<Response<v1::Pipeline>, Status> {
+        self.access.caller(&request)?.may_read()?;
         let name = request.into_inner().name;
         let view = self.run(move |m| m.get(&name)).await?;
         Ok(Response::new(convert::pipeline(view)))
@@ -71,8 +121,9 @@ impl PipelineService for PipelineServiceImpl {
 
     async fn list_pipelines(
         &self,
-        _request: Request<v1::ListPipelinesRequest>,
+        request: Request<v1::ListPipelinesRequest>,
     ) -> Result<Response<v1::ListPipelinesResponse>, Status> {
+        self.access.caller(&request)?.may_read()?;
         let views = self.run(PipelineManager::list).await?;
         Ok(Response::new(v1::ListPipelinesResponse {
             pipelines: views.into_iter().map(convert::pipeline).collect(),
@@ -83,7 +134,9 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::PausePipelineRequest>,
     ) -> Result<Response<v1::Pipeline>, Status> {
+        let caller = self.access.caller(&request)?;
         let name = request.into_inner().name;
+        caller.may_change(&name)?;
         let view = self.run(move |m| m.pause(&name)).await?;
         Ok(Response::new(convert::pipeline(view)))
     }
@@ -92,7 +145,9 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::ResumePipelineRequest>,
     ) -> Result<Response<v1::Pipeline>, Status> {
+        let caller = self.access.caller(&request)?;
         let name = request.into_inner().name;
+        caller.may_change(&name)?;
         let view = self.run(move |m| m.resume(&name)).await?;
         Ok(Response::new(convert::pipeline(view)))
     }
@@ -101,7 +156,9 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::DeletePipelineRequest>,
     ) -> Result<Response<v1::DeletePipelineResponse>, Status> {
+        let caller = self.access.caller(&request)?;
         let name = request.into_inner().name;
+        caller.may_change(&name)?;
         self.run(move |m| m.delete(&name)).await?;
         Ok(Response::new(v1::DeletePipelineResponse {}))
     }
@@ -112,7 +169,9 @@ impl PipelineService for PipelineServiceImpl {
         &self,
         request: Request<v1::QueryStateRequest>,
     ) -> Result<Response<v1::QueryStateResponse>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
+        self.access.caller(&request)?.may_read()?;
+        let forwarded = self.forwarded(&request)?;
+        let authorization = request.metadata().get("authorization").cloned();
         let request = request.into_inner();
         let query = convert::query(&request).map_err(|e| status(e.into()))?;
         let limit = match &query.read {
@@ -129,11 +188,14 @@ impl PipelineService for PipelineServiceImpl {
             return Ok(Response::new(merge(limit, vec![local])));
         }
         let peers = self.manager.peers();
-        let answers = futures::future::join_all(
-            peers
-                .iter()
-                .map(|url| ask_peer(url.clone(), request.clone())),
-        )
+        let answers = futures::future::join_all(peers.iter().map(|url| {
+            ask_peer(
+                url.clone(),
+                request.clone(),
+                authorization.clone(),
+                self.peer_proof.clone(),
+            )
+        }))
         .await;
         let mut responses = vec![local];
         let mut errors = Vec::new();
@@ -166,10 +228,16 @@ impl PipelineService for PipelineServiceImpl {
 /// own partitions only, never forward again.
 const FORWARDED: &str = "eddy-forwarded";
 
-/// Asks the daemon at `url` for what its partitions hold.
+/// Proves a forwarded query comes from a daemon of this cluster.
+const PEER_PROOF: &str = "eddy-peer";
+
+/// Asks the daemon at `url` for what its partitions hold, with the
+/// caller's token and this daemon's proof of membership.
 async fn ask_peer(
     url: String,
     request: v1::QueryStateRequest,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    peer_proof: Option<String>,
 ) -> Result<v1::QueryStateResponse, Status> {
     let endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| Status::internal(e.to_string()))?
@@ -180,9 +248,14 @@ async fn ask_peer(
         .await
         .map_err(|e| Status::unavailable(format!("unreachable: {e}")))?;
     let mut request = Request::new(request);
-    request
-        .metadata_mut()
-        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    let metadata = request.metadata_mut();
+    metadata.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    if let Some(authorization) = authorization {
+        metadata.insert("authorization", authorization);
+    }
+    if let Some(proof) = peer_proof.and_then(|p| p.parse().ok()) {
+        metadata.insert(PEER_PROOF, proof);
+    }
     PipelineServiceClient::new(channel)
         .query_state(request)
         .await

@@ -104,6 +104,15 @@ impl ClusterSecret {
         self.mac(key, value).finalize().into_bytes().to_vec()
     }
 
+    /// What a daemon of this cluster sends with a state query it forwards
+    /// to another, so the other can tell it from a client's.
+    pub fn peer_proof(&self) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"eddy-peer-v1");
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// Whether `mac` is the MAC of `key` and `value`, compared in constant
     /// time.
     pub(super) fn verify(&self, key: &[u8], value: Option<&[u8]>, mac: &[u8]) -> bool {

@@ -38,8 +38,11 @@ fn a_pipeline_deployed_once_runs_on_every_daemon_and_any_daemon_answers_queries(
 -> anyhow::Result<()> {
     let broker = Broker::start(&[("lines", 4), ("counts", 4)])?;
     let (dir_a, dir_b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let a = Daemon::start(broker.bootstrap(), dir_a.path(), &[], &[])?;
-    let b = Daemon::start(broker.bootstrap(), dir_b.path(), &[], &[])?;
+    // Sharing a cluster secret: the registry's records are signed, and a
+    // query one daemon forwards to the other carries the cluster's proof.
+    let secret = [("EDDY_CLUSTER_SECRET", "cluster-test-secret-0123456789")];
+    let a = Daemon::start(broker.bootstrap(), dir_a.path(), &[], &secret)?;
+    let b = Daemon::start(broker.bootstrap(), dir_b.path(), &[], &secret)?;
     // Deployed to A only; the module is uploaded to A only.
     a.deploy_steps(
         "wc",

@@ -249,3 +249,139 @@ fn with_a_cluster_secret_only_records_signed_with_it_are_applied() -> anyhow::Re
     );
     Ok(())
 }
+
+/// The SHA-256 of `token` in hex, as the configuration holds it.
+fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// With tokens configured, a caller without one or with an unknown one is
+/// UNAUTHENTICATED, and each role may do only its own: a reader reads, a
+/// deployer deploys within its name prefix and topics. A state query that
+/// claims to be forwarded by a daemon, without the cluster's proof, is
+/// refused rather than answered from one daemon's partitions.
+#[test]
+fn the_control_plane_takes_only_known_tokens_each_within_its_role() -> anyhow::Result<()> {
+    let broker = Broker::start(&[("team-a.in", 1), ("team-a.out", 1), ("other", 1)])?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+cluster-secret-file = "{secret}"
+
+[[tokens]]
+name = "ops"
+role = "admin"
+sha256 = "{admin}"
+
+[[tokens]]
+name = "team-a"
+role = "deployer"
+sha256 = "{deployer}"
+pipeline-prefix = "team-a."
+topics = ["team-a.*"]
+
+[[tokens]]
+name = "dashboard"
+role = "reader"
+sha256 = "{reader}"
+"#,
+            secret = dir.path().join("secret").display(),
+            admin = sha256_hex("admin-token-0123456789"),
+            deployer = sha256_hex("team-a-token-0123456789"),
+            reader = sha256_hex("reader-token-0123456789"),
+        ),
+    )?;
+    std::fs::write(dir.path().join("secret"), "a-cluster-secret-0123456789")?;
+    let config = config.to_str().unwrap_or_default();
+    let daemon = Daemon::start(broker.bootstrap(), dir.path(), &["--config", config], &[])?;
+    let module = eddy_tests::plugin("uppercase");
+    let module = module.to_str().unwrap_or_default();
+    let eddy = |token: Option<&str>, args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let mut argv = args.to_vec();
+        if let Some(token) = token {
+            argv.extend(["--token", token]);
+        }
+        let out = daemon.eddy(&argv)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let create = |name: &'static str, input: &'static str| {
+        vec![
+            "pipeline",
+            "create",
+            name,
+            "--module",
+            module,
+            "--input",
+            input,
+            "--output",
+            "team-a.out",
+        ]
+    };
+
+    for token in [None, Some("not-a-token")] {
+        let (ok, err) = eddy(token, &["pipeline", "list"])?;
+        assert!(!ok && err.contains("Unauthenticated"), "{token:?}: {err}");
+    }
+    let (ok, err) = eddy(Some("reader-token-0123456789"), &["pipeline", "list"])?;
+    assert!(ok, "{err}");
+    let (ok, err) = eddy(
+        Some("reader-token-0123456789"),
+        &create("team-a.wc", "team-a.in"),
+    )?;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let (ok, err) = eddy(
+        Some("team-a-token-0123456789"),
+        &create("team-b.wc", "team-a.in"),
+    )?;
+    assert!(!ok && err.contains("team-a."), "{err}");
+    let (ok, err) = eddy(
+        Some("team-a-token-0123456789"),
+        &create("team-a.wc", "other"),
+    )?;
+    assert!(!ok && err.contains("`other`"), "{err}");
+    let (ok, err) = eddy(
+        Some("team-a-token-0123456789"),
+        &create("team-a.wc", "team-a.in"),
+    )?;
+    assert!(ok, "{err}");
+    let (listed, _) = eddy(Some("admin-token-0123456789"), &["pipeline", "list"])?;
+    assert!(listed);
+    let (ok, err) = eddy(
+        Some("reader-token-0123456789"),
+        &["pipeline", "delete", "team-a.wc"],
+    )?;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+
+    // A query that says it was forwarded by a daemon, from a client.
+    let server = daemon.server().to_owned();
+    let forged = eddy_tests::block_on(async move {
+        let mut client =
+            eddy_tests::v1::pipeline_service_client::PipelineServiceClient::connect(server).await?;
+        let mut request = tonic::Request::new(eddy_tests::v1::QueryStateRequest {
+            pipeline: "team-a.wc".into(),
+            step: None,
+            query: Some(eddy_tests::v1::query_state_request::Query::Key(
+                b"k".to_vec(),
+            )),
+        });
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", "Bearer reader-token-0123456789".parse()?);
+        metadata.insert("eddy-forwarded", "1".parse()?);
+        anyhow::Ok(client.query_state(request).await)
+    })?;
+    let err = forged.expect_err("a forged forwarded query must be refused");
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    Ok(())
+}

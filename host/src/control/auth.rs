@@ -1,0 +1,219 @@
+//! Who is calling the control plane, and what they may do: bearer tokens
+//! (`authorization: Bearer <token>`) matched by their SHA-256 against the
+//! configured ones, each with a role. Without configured tokens every
+//! caller may do everything, which the daemon only allows on loopback.
+
+use crate::config::{Role, TokenConfig};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+/// The configured tokens.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    tokens: Vec<([u8; 32], TokenConfig)>,
+}
+
+/// The caller of one request, as its token says.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    name: String,
+    role: Role,
+    pipeline_prefix: Option<String>,
+    topics: Vec<String>,
+}
+
+impl Access {
+    /// Access by `tokens`; none lets everyone in.
+    pub fn new(tokens: &[TokenConfig]) -> Self {
+        let tokens = tokens
+            .iter()
+            .filter_map(|t| {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(&t.sha256, &mut digest).ok()?;
+                Some((digest, t.clone()))
+            })
+            .collect();
+        Self { tokens }
+    }
+
+    /// Whether callers must present a token.
+    pub fn required(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
+    /// The caller of `request`: UNAUTHENTICATED without a known token.
+    pub fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        if self.tokens.is_empty() {
+            return Ok(Caller {
+                name: "anyone (no tokens configured)".into(),
+                role: Role::Admin,
+                pipeline_prefix: None,
+                topics: Vec::new(),
+            });
+        }
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "this daemon needs a token: pass --token or set EDDY_TOKEN \
+                     (`authorization: Bearer <token>`)",
+                )
+            })?;
+        let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        // Every configured token is compared, in constant time each, so the
+        // time taken says nothing about which one nearly matched.
+        let mut found = None;
+        for (known, config) in &self.tokens {
+            let same = known
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+            if same {
+                found = Some(config);
+            }
+        }
+        let config = found
+            .ok_or_else(|| Status::unauthenticated("the token is not one this daemon knows"))?;
+        Ok(Caller {
+            name: config.name.clone(),
+            role: config.role,
+            pipeline_prefix: config.pipeline_prefix.clone(),
+            topics: config.topics.clone(),
+        })
+    }
+}
+
+impl Caller {
+    fn at_least(&self, role: Role, what: &str) -> Result<(), Status> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} is a {:?} and may not {what}; that needs a {role:?} token",
+                self.name, self.role
+            )))
+        }
+    }
+
+    /// May read status and state.
+    pub fn may_read(&self) -> Result<(), Status> {
+        self.at_least(Role::Reader, "read")
+    }
+
+    /// May upload modules.
+    pub fn may_upload(&self) -> Result<(), Status> {
+        self.at_least(Role::Deployer, "upload modules")
+    }
+
+    /// May change pipeline `name` (create, pause, resume, delete).
+    pub fn may_change(&self, name: &str) -> Result<(), Status> {
+        self.at_least(Role::Deployer, "change pipelines")?;
+        match &self.pipeline_prefix {
+            Some(prefix) if self.role < Role::Admin && !name.starts_with(prefix.as_str()) => {
+                Err(Status::permission_denied(format!(
+                    "{} may only change pipelines whose names start with `{prefix}`, not `{name}`",
+                    self.name
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// May have a pipeline read or write `topic`.
+    pub fn may_use_topic(&self, topic: &str) -> Result<(), Status> {
+        if self.role >= Role::Admin || self.topics.is_empty() {
+            return Ok(());
+        }
+        let allowed = self
+            .topics
+            .iter()
+            .any(|pattern| match pattern.strip_suffix('*') {
+                Some(prefix) => topic.starts_with(prefix),
+                None => topic == pattern,
+            });
+        if allowed {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "{} may not have a pipeline use topic `{topic}` (allowed: {})",
+                self.name,
+                self.topics.join(", ")
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, secret: &str, role: Role) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            role,
+            sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+            pipeline_prefix: None,
+            topics: Vec::new(),
+        }
+    }
+
+    fn request(token: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("ascii");
+            request.metadata_mut().insert("authorization", value);
+        }
+        request
+    }
+
+    #[test]
+    fn tokens_say_who_calls_and_roles_what_they_may_do() {
+        let mut team = token("team-a", "s3cret-team", Role::Deployer);
+        team.pipeline_prefix = Some("team-a.".into());
+        team.topics = vec!["team-a.*".into(), "shared".into()];
+        let access = Access::new(&[
+            token("ops", "s3cret-ops", Role::Admin),
+            team,
+            token("dash", "s3cret-dash", Role::Reader),
+        ]);
+        for token in [None, Some("guess")] {
+            let refused = access.caller(&request(token)).map(drop);
+            assert!(
+                refused.is_err_and(|e| e.code() == tonic::Code::Unauthenticated),
+                "{token:?}"
+            );
+        }
+
+        let reader = access.caller(&request(Some("s3cret-dash"))).expect("known");
+        assert!(reader.may_read().is_ok());
+        assert!(
+            reader
+                .may_change("x")
+                .is_err_and(|e| e.code() == tonic::Code::PermissionDenied)
+        );
+        assert!(reader.may_upload().is_err());
+
+        let deployer = access.caller(&request(Some("s3cret-team"))).expect("known");
+        assert!(deployer.may_change("team-a.wc").is_ok());
+        assert!(deployer.may_change("team-b.wc").is_err());
+        assert!(deployer.may_use_topic("team-a.lines").is_ok());
+        assert!(deployer.may_use_topic("shared").is_ok());
+        assert!(deployer.may_use_topic("shared2").is_err());
+        assert!(deployer.may_use_topic("team-b.lines").is_err());
+
+        let admin = access.caller(&request(Some("s3cret-ops"))).expect("known");
+        assert!(admin.may_change("anything").is_ok() && admin.may_use_topic("any").is_ok());
+    }
+
+    #[test]
+    fn without_tokens_everyone_may_do_everything() {
+        let access = Access::new(&[]);
+        assert!(!access.required());
+        let anyone = access.caller(&request(None)).expect("open");
+        assert!(anyone.may_change("x").is_ok() && anyone.may_upload().is_ok());
+    }
+}
