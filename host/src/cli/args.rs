@@ -259,9 +259,13 @@ pub(crate) struct CreateArgs {
     #[arg(long, default_value_t = 0)]
     pub(crate) standby_replicas: u32,
     /// What happens to a record the guest fails on: stop the task (fail),
-    /// drop it (skip), or send it to the topic NAME.dlq (dead-letter).
+    /// drop it (skip), or send it to the dead-letter topic (dead-letter).
     #[arg(long = "on-error", value_enum, default_value = "fail")]
     pub(crate) on_error: OnErrorArg,
+    /// With --on-error dead-letter: the topic failed records go to, which
+    /// must exist (default: NAME.dlq, created by eddy).
+    #[arg(long, value_name = "TOPIC")]
+    pub(crate) dead_letter_topic: Option<String>,
     /// Memory cap per guest instance, e.g. 64MiB (default: the daemon's).
     #[arg(long, value_parser = parse_bytes)]
     pub(crate) memory: Option<u64>,

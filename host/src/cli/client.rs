@@ -239,6 +239,7 @@ fn spec(args: CreateArgs, modules: Vec<String>) -> v1::PipelineSpec {
         commit_interval_ms: args.commit_interval.map_or(0, millis),
         transaction_timeout_ms: args.transaction_timeout.map_or(0, millis),
         standby_replicas: args.standby_replicas,
+        dead_letter_topic: args.dead_letter_topic.unwrap_or_default(),
         error_policy: match args.on_error {
             OnErrorArg::Fail => v1::ErrorPolicy::Fail,
             OnErrorArg::Skip => v1::ErrorPolicy::Skip,

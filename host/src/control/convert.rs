@@ -73,6 +73,7 @@ pub(super) fn spec_request(spec: v1::PipelineSpec) -> Result<SpecRequest, SpecEr
         commit_interval: set(spec.commit_interval_ms).map(Duration::from_millis),
         transaction_timeout: set(spec.transaction_timeout_ms).map(Duration::from_millis),
         standby_replicas: spec.standby_replicas,
+        dead_letter_topic: (!spec.dead_letter_topic.is_empty()).then_some(spec.dead_letter_topic),
     })
 }
 
@@ -113,6 +114,7 @@ pub(super) fn spec(spec: &PipelineSpec) -> v1::PipelineSpec {
         commit_interval_ms: millis(spec.commit_interval),
         transaction_timeout_ms: millis(spec.transaction_timeout),
         standby_replicas: spec.standby_replicas,
+        dead_letter_topic: spec.dead_letter_topic.clone().unwrap_or_default(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::auth::Access;
 use super::convert;
-use crate::pipeline::{ManagerError, PipelineManager, StateRead};
+use crate::pipeline::{InternalNames, ManagerError, PipelineManager, StateRead};
 use crate::runtime::ModuleError;
 use eddy_proto::v1::pipeline_service_client::PipelineServiceClient;
 use eddy_proto::v1::{self, pipeline_service_server::PipelineService};
@@ -96,11 +96,24 @@ impl PipelineService for PipelineServiceImpl {
             .spec
             .ok_or_else(|| Status::invalid_argument("the request has no spec"))?;
         caller.may_change(&spec.name)?;
+        let dead_letter = (spec.error_policy == v1::ErrorPolicy::DeadLetter as i32).then(|| {
+            if spec.dead_letter_topic.is_empty() {
+                // The group prefix plays no part in this name.
+                InternalNames {
+                    prefix: "",
+                    pipeline: &spec.name,
+                }
+                .dead_letter()
+            } else {
+                spec.dead_letter_topic.clone()
+            }
+        });
         for topic in spec
             .inputs
             .iter()
             .chain(std::iter::once(&spec.output))
             .chain(spec.named_outputs.values())
+            .chain(dead_letter.as_ref())
         {
             caller.may_use_topic(topic)?;
         }

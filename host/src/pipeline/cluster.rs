@@ -58,6 +58,8 @@ pub(super) struct Cluster {
     identity: Mutex<Option<DaemonIdentity>>,
     /// Every daemon the registry lists: id -> control-plane URL.
     peers: Mutex<BTreeMap<String, String>>,
+    /// The dead-letter topics eddy created: topic -> pipeline.
+    dead_letters: Mutex<BTreeMap<String, String>>,
 }
 
 impl Cluster {
@@ -77,6 +79,7 @@ impl Cluster {
             unread: Mutex::new(Some("this daemon is starting".into())),
             identity: Mutex::new(None),
             peers: Mutex::new(BTreeMap::new()),
+            dead_letters: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -133,6 +136,9 @@ impl Cluster {
         match event {
             Event::ModuleChunk { hex, index, bytes } => self.incoming.chunk(hex, index, bytes),
             Event::Module { hex, chunks, info } => self.apply_module(&hex, chunks, &info),
+            Event::DeadLetter { topic, pipeline } => {
+                lock(&self.dead_letters).insert(topic, pipeline);
+            }
             Event::Daemon { id, url } => {
                 let mut peers = lock(&self.peers);
                 match url {
@@ -221,6 +227,20 @@ impl Cluster {
             self.registry.publish_module(digest, &bytes, &info)?;
         }
         Ok(())
+    }
+
+    /// The pipeline eddy created dead-letter `topic` for, if it did.
+    pub(super) fn dead_letter_owner(&self, topic: &str) -> Option<String> {
+        lock(&self.dead_letters).get(topic).cloned()
+    }
+
+    /// Records that eddy created dead-letter `topic` for `pipeline`.
+    pub(super) fn publish_dead_letter(
+        &self,
+        topic: &str,
+        pipeline: &str,
+    ) -> Result<(), super::ManagerError> {
+        Ok(self.registry.publish_dead_letter(topic, pipeline)?)
     }
 
     /// The ids of the daemons the registry lists, this one included.

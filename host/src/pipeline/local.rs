@@ -7,7 +7,7 @@ use super::error::ManagerError;
 use super::lock;
 use super::names::InternalNames;
 use super::runner::{GroupExit, PipelineRunner, RunnerStatus};
-use super::spec::{ErrorPolicy, Guarantee, PipelineSpec};
+use super::spec::{Guarantee, PipelineSpec};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
 use crate::kafka::{KafkaMetadata, KafkaSettings, Producer};
@@ -182,8 +182,7 @@ impl LocalPipelines {
                 // the next step's state must not count a replayed batch twice.
                 transactional: spec.guarantee == Guarantee::ExactlyOnce
                     || (step as usize) + 1 < spec.steps.len(),
-                dead_letter: (spec.error_policy == ErrorPolicy::DeadLetter)
-                    .then(|| names.dead_letter()),
+                dead_letter: spec.dead_letter(names),
                 db: db.clone(),
                 kafka: resources.kafka.clone(),
                 module,

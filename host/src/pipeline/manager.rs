@@ -19,7 +19,7 @@ use super::names::InternalNames;
 use super::query::{LocalAnswer, StateQuery, StateRead};
 use super::registry::Registry;
 use super::signing::ClusterSecret;
-use super::spec::{ErrorPolicy, PipelineSpec, SpecError, StartFrom};
+use super::spec::{PipelineSpec, SpecError, StartFrom};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
 use super::validate::{Rules, SpecRequest};
@@ -272,6 +272,40 @@ impl PipelineManager {
         self.get(&name)
     }
 
+    /// Makes sure failed records of `spec` have somewhere to go: a named
+    /// dead-letter topic must exist; the default one eddy creates, and
+    /// adopts when it exists only if eddy created it for this pipeline (an
+    /// earlier one of the same name), never someone else's topic that
+    /// happens to be called so.
+    fn prepare_dead_letter(
+        &self,
+        spec: &PipelineSpec,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<(), ManagerError> {
+        if spec.dead_letter_topic.is_some() {
+            self.metadata.partition_count(topic)?;
+            return Ok(());
+        }
+        match self.metadata.partition_count(topic) {
+            Ok(_) if self.cluster.dead_letter_owner(topic).as_deref() == Some(&spec.name) => Ok(()),
+            Ok(_) => Err(SpecError(format!(
+                "topic `{topic}` exists and eddy did not create it as pipeline `{}`'s \
+                 dead-letter topic: eddy will not write failed records into a topic it does \
+                 not know to be for them; name one with --dead-letter-topic (this one, if it is \
+                 meant for them)",
+                spec.name
+            ))
+            .into()),
+            Err(kafka::TopicError::Missing(_)) => {
+                let created = InternalTopic::dead_letter(topic, partitions);
+                kafka::ensure_topic(&self.kafka, &self.metadata, &created)?;
+                self.cluster.publish_dead_letter(topic, &spec.name)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Checks a new pipeline's topics, creates its internal ones and
     /// records where each step starts. Between steps, records go through a
     /// repartition topic as wide as the widest input (as in Kafka Streams),
@@ -288,9 +322,8 @@ impl PipelineManager {
             self.metadata.partition_count(topic)?;
         }
         let names = self.names(&spec.name);
-        if spec.error_policy == ErrorPolicy::DeadLetter {
-            let topic = InternalTopic::dead_letter(&names.dead_letter(), widest);
-            kafka::ensure_topic(&self.kafka, &self.metadata, &topic)?;
+        if let Some(topic) = spec.dead_letter(names) {
+            self.prepare_dead_letter(spec, &topic, widest)?;
         }
         for step in 1..u32::try_from(spec.steps.len()).unwrap_or(1) {
             let name = names.repartition(step);

@@ -83,6 +83,13 @@ pub(super) enum Event {
         /// Where its control plane listens.
         url: Option<String>,
     },
+    /// A dead-letter topic eddy created, and the pipeline it made it for.
+    DeadLetter {
+        /// The topic.
+        topic: String,
+        /// The pipeline.
+        pipeline: String,
+    },
     /// A module's metadata (JSON), after all its chunks.
     Module {
         /// The module's digest without `sha256:`.
@@ -113,6 +120,17 @@ impl Event {
                 Ok(Self::Pipeline {
                     name: name.to_owned(),
                     stored: value.map(<[u8]>::to_vec),
+                })
+            }
+            (Some("dead-letter"), Some(topic), None, None) => {
+                check_topic_name(topic)?;
+                let pipeline = value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .ok_or("a dead-letter record without its pipeline")?;
+                check_name(pipeline).map_err(|e| e.to_string())?;
+                Ok(Self::DeadLetter {
+                    topic: topic.to_owned(),
+                    pipeline: pipeline.to_owned(),
                 })
             }
             (Some("daemon"), Some(id), None, None) => {
@@ -169,6 +187,21 @@ impl Event {
             }
             _ => Err("a key this version does not understand".into()),
         }
+    }
+}
+
+/// A Kafka topic name: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn check_topic_name(topic: &str) -> Result<(), String> {
+    let ok = (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err("a topic name Kafka would not accept".into())
     }
 }
 
@@ -360,6 +393,15 @@ impl Registry {
     }
 
     /// Publishes where daemon `id` serves (`None`: it stopped).
+    /// Records that eddy created dead-letter `topic` for `pipeline`.
+    pub(super) fn publish_dead_letter(
+        &self,
+        topic: &str,
+        pipeline: &str,
+    ) -> Result<(), RegistryError> {
+        self.publish(&format!("dead-letter/{topic}"), Some(pipeline.as_bytes()))
+    }
+
     pub(super) fn publish_daemon(&self, id: &str, url: Option<&str>) -> Result<(), RegistryError> {
         self.publish(&format!("daemon/{id}"), url.map(str::as_bytes))
     }
@@ -528,6 +570,10 @@ mod tests {
             Event::parse("daemon/ab12-cd", Some(b"http://10.0.0.7:50051")),
             Ok(Event::Daemon { id, url: Some(url) }) if id == "ab12-cd" && url == "http://10.0.0.7:50051"
         ));
+        assert!(matches!(
+            Event::parse("dead-letter/wc.dlq", Some(b"wc")),
+            Ok(Event::DeadLetter { topic, pipeline }) if topic == "wc.dlq" && pipeline == "wc"
+        ));
         for bad in ["", "pipeline", "module/ab/x", "other/x", "pipeline/a/b"] {
             assert!(Event::parse(bad, Some(b"1\n{}")).is_err(), "{bad:?}");
         }
@@ -551,6 +597,9 @@ mod tests {
             ("daemon/ab12", Some(&b"http://evil.example/steal?x=1"[..])),
             ("daemon/ab12", Some(&b"file:///etc/passwd"[..])),
             ("daemon/ab12", Some(&b"http://no-port.example"[..])),
+            ("dead-letter/../x", Some(&b"wc"[..])),
+            ("dead-letter/wc.dlq", Some(&b"../wc"[..])),
+            ("dead-letter/wc.dlq", None),
         ];
         for (key, value) in refused {
             let why = Event::parse(key, value).err();

@@ -102,6 +102,10 @@ pub struct PipelineSpec {
     /// by following its changelog (see `task::standby`).
     #[serde(default)]
     pub standby_replicas: u32,
+    /// Where failed records go under the dead-letter policy, when named;
+    /// `None`: `<name>.dlq`, made by eddy.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// What is wrong with a spec.
@@ -151,6 +155,15 @@ impl PipelineSpec {
         } else {
             names.repartition(step + 1)
         }
+    }
+
+    /// Where failed records go, under the dead-letter policy.
+    pub fn dead_letter(&self, names: InternalNames<'_>) -> Option<String> {
+        (self.error_policy == ErrorPolicy::DeadLetter).then(|| {
+            self.dead_letter_topic
+                .clone()
+                .unwrap_or_else(|| names.dead_letter())
+        })
     }
 
     /// Every topic the pipeline writes to.

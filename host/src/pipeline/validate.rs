@@ -41,6 +41,8 @@ pub struct SpecRequest {
     pub transaction_timeout: Option<Duration>,
     /// Daemons besides each partition's owner that keep its state warm.
     pub standby_replicas: u32,
+    /// The dead-letter topic, when named.
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Limits asked for; `None` takes the daemon's ceiling.
@@ -201,6 +203,7 @@ impl PipelineSpec {
             commit_interval: Some(self.commit_interval),
             transaction_timeout: Some(self.transaction_timeout),
             standby_replicas: self.standby_replicas,
+            dead_letter_topic: self.dead_letter_topic.clone(),
         };
         check(request, rules, |module| {
             if is_full_digest(module) {
@@ -283,6 +286,20 @@ fn check(
                  its own output forever"
         )));
     }
+    if let Some(topic) = &spec.dead_letter_topic {
+        if spec.error_policy != ErrorPolicy::DeadLetter {
+            return Err(invalid(
+                "a dead-letter topic is only used with --on-error dead-letter",
+            ));
+        }
+        check_topic("dead-letter", topic, group_prefix)?;
+        if spec.inputs.contains(topic) {
+            return Err(invalid(format!(
+                "topic `{topic}` is both an input and the dead-letter topic: failed records \
+                 would be processed again"
+            )));
+        }
+    }
     let limits = resolve_limits(&spec.limits, ceilings)?;
     let transaction_timeout = spec
         .transaction_timeout
@@ -321,6 +338,7 @@ fn check(
         commit_interval,
         transaction_timeout,
         standby_replicas: spec.standby_replicas,
+        dead_letter_topic: spec.dead_letter_topic,
     })
 }
 

@@ -385,3 +385,68 @@ sha256 = "{reader}"
     );
     Ok(())
 }
+
+/// Failed records go only where they are meant to: a topic that happens to
+/// be called `<pipeline>.dlq`, made by someone else, is not adopted; a
+/// named dead-letter topic is used as named; and a pipeline deleted and
+/// created again keeps the dead-letter topic eddy made for it.
+#[test]
+fn a_dead_letter_topic_eddy_did_not_make_for_the_pipeline_is_not_adopted() -> anyhow::Result<()> {
+    let broker = Broker::start(&[
+        ("in", 1),
+        ("out", 1),
+        ("orders.dlq", 1),
+        ("orders-failures", 1),
+    ])?;
+    let brokers = broker.bootstrap();
+    let dir = tempfile::tempdir()?;
+    let daemon = Daemon::start(brokers, dir.path(), &[], &[])?;
+    let letters = ["--on-error", "dead-letter", "--config", "how=error"];
+
+    let err = daemon
+        .deploy("orders", "trap", "in", "out", &letters)
+        .expect_err("someone else's orders.dlq must not be adopted");
+    assert!(
+        err.to_string().contains("--dead-letter-topic"),
+        "the error says what to do: {err}"
+    );
+    let named = [&letters[..], &["--dead-letter-topic", "orders-failures"]].concat();
+    daemon.deploy("orders", "trap", "in", "out", &named)?;
+    produce(
+        brokers,
+        "in",
+        &[Rec::value("ok-1"), Rec::value("boom-2"), Rec::value("ok-3")],
+    )?;
+    let failed = consume(
+        brokers,
+        "orders-failures",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    assert_eq!(
+        failed.iter().filter_map(Rec::text).collect::<Vec<_>>(),
+        ["boom-2"]
+    );
+    assert!(
+        read_all(brokers, "orders.dlq")?.is_empty(),
+        "nothing may land in the topic eddy did not adopt"
+    );
+
+    // The default topic, made by eddy, survives delete and create.
+    daemon.deploy("returns", "trap", "in", "out", &letters)?;
+    daemon.eddy_ok(&["pipeline", "delete", "returns"])?;
+    daemon.deploy("returns", "trap", "in", "out", &letters)?;
+    let again = consume(
+        brokers,
+        "returns.dlq",
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    assert!(
+        again.iter().filter_map(Rec::text).all(|v| v == "boom-2"),
+        "{again:?}"
+    );
+    Ok(())
+}
