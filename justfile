@@ -3,7 +3,11 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Where the eddy binary lands. Set CARGO_BUILD_BUILD_DIR to share the
-# (large) intermediate build artefacts between checkouts, as .ci/run does.
+# (large) intermediate build artefacts between checkouts, as .ci/run does;
+# but never build two checkouts in one at the same time: Cargo names a
+# workspace crate's artefacts by its path within the workspace, so a
+# checkout whose files are older than another's last build reuses that
+# build's output (a changed .proto, say) as fresh.
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() / "target")
 
 # Every crate under plugins/ (each is built for wasm32-wasip2).
