@@ -68,6 +68,11 @@ pub struct ServeConfig {
     /// refuses to listen beyond loopback without them.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Serve a control plane without tokens on an address beyond loopback,
+    /// where anyone who reaches it may do anything: only on a network
+    /// nobody else reaches.
+    #[serde(default)]
+    pub anonymous_control_plane: bool,
 }
 
 /// One bearer token of the control plane. The token itself is not kept,
@@ -188,6 +193,7 @@ impl Default for ServeConfig {
             cluster_secret_file: None,
             upload_idle_timeout: default_upload_idle_timeout(),
             tokens: Vec::new(),
+            anonymous_control_plane: false,
         }
     }
 }
@@ -212,6 +218,7 @@ const ENV_KEYS: &[&str] = &[
     "heap_trim_interval",
     "cluster_secret_file",
     "upload_idle_timeout",
+    "anonymous_control_plane",
 ];
 
 impl ServeConfig {

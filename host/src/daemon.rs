@@ -95,10 +95,18 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
     let access = Arc::new(Access::new(&config.tokens));
     if !access.required() && !config.listen.ip().is_loopback() {
+        anyhow::ensure!(
+            config.anonymous_control_plane,
+            "refusing to serve the control plane on {} without tokens: anyone who reaches it \
+             could run code on this daemon and read every pipeline's state. Configure [[tokens]] \
+             (docs/security.md), listen on loopback, or, on a network nobody else reaches, set \
+             anonymous-control-plane (--anonymous-control-plane)",
+            config.listen
+        );
         tracing::warn!(
             listen = %config.listen,
-            "the control plane takes requests from anyone who reaches {} without a token: \
-             configure tokens (docs/security.md) or listen on loopback",
+            "the control plane takes requests from anyone who reaches {} without a token \
+             (anonymous-control-plane)",
             config.listen
         );
     }

@@ -145,6 +145,8 @@ class Daemon:
         with open(self.log_path, "a") as log_file:
             self.proc = subprocess.Popen(
                 [*self.prefix, self.args.eddy, "serve", "--listen", f"{self.address}:0",
+                 # A host of its own (netns.py) on a bridge only the harness reaches.
+                 *(["--anonymous-control-plane"] if self.prefix else []),
                  "--brokers", self.brokers,
                  "--data-dir", self.data, "--session-timeout", f"{self.args.session_timeout}s"],
                 stdout=subprocess.PIPE, stderr=log_file, text=True,

@@ -129,6 +129,11 @@ pub(crate) struct ServeArgs {
     /// set EDDY_CLUSTER_SECRET to the secret itself.
     #[arg(long, value_name = "FILE")]
     pub(crate) cluster_secret_file: Option<PathBuf>,
+    /// Serve the control plane without tokens beyond loopback, where anyone
+    /// who reaches it may do anything: only on a network nobody else
+    /// reaches.
+    #[arg(long)]
+    pub(crate) anonymous_control_plane: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,9 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
     if let Some(a) = &args.advertise {
         map.insert("advertise".into(), a.clone().into());
     }
+    if args.anonymous_control_plane {
+        map.insert("anonymous-control-plane".into(), true.into());
+    }
     if let Some(file) = &args.cluster_secret_file {
         map.insert(
             "cluster-secret-file".into(),

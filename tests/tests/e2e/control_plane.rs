@@ -2,6 +2,7 @@
 //! and reflection.
 
 use super::setup;
+use anyhow::Context as _;
 use eddy_tests::{
     Broker, Daemon, Rec, block_on, consume, create_pipeline, plugin, produce, upload, v1, wait_for,
 };
@@ -161,6 +162,43 @@ fn a_stalled_upload_is_cut_off_after_the_idle_timeout() -> anyhow::Result<()> {
         std::fs::read(plugin("uppercase"))?,
     )?;
     assert!(module.digest.starts_with("sha256:"));
+    Ok(())
+}
+
+/// A daemon asked to serve its control plane beyond loopback without
+/// tokens refuses to start and says what to do, rather than hand anyone
+/// who reaches the port the power to run code.
+#[test]
+fn a_control_plane_beyond_loopback_without_tokens_is_refused() -> anyhow::Result<()> {
+    let broker = Broker::start(&[])?;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(eddy_tests::eddy_bin())
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--brokers",
+            broker.bootstrap(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let exited = wait_for("the daemon to refuse", Duration::from_secs(30), || {
+        Ok(child.try_wait()?)
+    });
+    if exited.is_err() {
+        child.kill()?;
+    }
+    let status = exited?;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().context("stderr")?, &mut stderr)?;
+    assert!(!status.success(), "it served: {stderr}");
+    assert!(
+        stderr.contains("without tokens") && stderr.contains("--anonymous-control-plane"),
+        "{stderr}"
+    );
     Ok(())
 }
 
