@@ -1,7 +1,7 @@
 //! The pipeline service: each request read into the pipeline layer's
 //! types, run on a blocking thread, and its answer written back.
 
-use super::auth::Access;
+use super::auth::{Access, same_secret};
 use super::convert;
 use crate::pipeline::{InternalNames, ManagerError, PipelineManager, StateRead};
 use crate::runtime::ModuleError;
@@ -56,13 +56,7 @@ impl PipelineServiceImpl {
             .get(PEER_PROOF)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let same = proof.len() == expected.len()
-            && proof
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if same {
+        if same_secret(proof.as_bytes(), expected.as_bytes()) {
             Ok(true)
         } else {
             Err(Status::permission_denied(

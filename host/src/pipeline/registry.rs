@@ -23,7 +23,7 @@
 
 use super::lock;
 use super::signing::{ClusterSecret, MAC_HEADER, SECRET_ENV};
-use super::validate::{check_name, is_full_digest};
+use super::validate::{check_name, is_full_digest, is_topic_name};
 use crate::kafka::{
     self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, OutgoingHeaders, Producer,
     Topic, TopicError, Unanswered,
@@ -123,7 +123,9 @@ impl Event {
                 })
             }
             (Some("dead-letter"), Some(topic), None, None) => {
-                check_topic_name(topic)?;
+                if !is_topic_name(topic) {
+                    return Err("a topic name Kafka would not accept".into());
+                }
                 let pipeline = value
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .ok_or("a dead-letter record without its pipeline")?;
@@ -187,21 +189,6 @@ impl Event {
             }
             _ => Err("a key this version does not understand".into()),
         }
-    }
-}
-
-/// A Kafka topic name: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn check_topic_name(topic: &str) -> Result<(), String> {
-    let ok = (1..=249).contains(&topic.len())
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err("a topic name Kafka would not accept".into())
     }
 }
 

@@ -81,10 +81,15 @@ impl ClusterSecret {
         Ok(Some(Self(secret)))
     }
 
-    fn mac(&self, key: &[u8], value: Option<&[u8]>) -> Hmac<Sha256> {
+    /// An HMAC keyed with the secret.
+    fn keyed(&self) -> Hmac<Sha256> {
         // Any key length is a valid HMAC key.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+    }
+
+    fn mac(&self, key: &[u8], value: Option<&[u8]>) -> Hmac<Sha256> {
+        let mut mac = self.keyed();
         // Lengths and a tombstone marker keep (key, value) pairs apart.
         mac.update(b"eddy-registry-v1\0");
         mac.update(&(key.len() as u64).to_be_bytes());
@@ -107,8 +112,7 @@ impl ClusterSecret {
     /// What a daemon of this cluster sends with a state query it forwards
     /// to another, so the other can tell it from a client's.
     pub fn peer_proof(&self) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.keyed();
         mac.update(b"eddy-peer-v1");
         hex::encode(mac.finalize().into_bytes())
     }

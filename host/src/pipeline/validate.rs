@@ -116,20 +116,24 @@ fn internal_topic(topic: &str, group_prefix: &str) -> Option<&'static str> {
     step_topic.then_some("a pipeline's internal state")
 }
 
+/// Whether Kafka would accept `topic` as a name: 1-249 of
+/// `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(super) fn is_topic_name(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 fn check_topic(what: &str, topic: &str, group_prefix: &str) -> Result<(), SpecError> {
     if let Some(whose) = internal_topic(topic, group_prefix) {
         return Err(invalid(format!(
             "{what} topic `{topic}` is {whose} topic: a pipeline may not read or write it"
         )));
     }
-    let ok = !topic.is_empty()
-        && topic.len() <= 249
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
+    if is_topic_name(topic) {
         Ok(())
     } else {
         Err(invalid(format!(
