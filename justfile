@@ -65,7 +65,9 @@ test-kafka *filter: build
 # Apache Kafka (the version tests/kafka/pom.xml pins, fetched by Maven on first use) as one KRaft
 # node on loopback: prints its bootstrap address, runs until Ctrl-C, keeps its data and log in
 # target/kafka/data. E.g. `just kafka --port 9092`; `just kafka --brokers 3` for a 3-node cluster
-# (replication factor 3, min.insync.replicas 2); `--help` lists the flags.
+# (replication factor 3, min.insync.replicas 2); `just kafka --secure --data DIR` adds a SASL_SSL
+# listener and writes the daemon configuration that reaches it (docs/security.md); `--help` lists
+# the flags.
 kafka *args:
     tests/kafka/kafka.sh {{ args }}
 

@@ -4,6 +4,7 @@
 //! Unknown keys in the file are errors, so a typo never silently falls back
 //! to a default. Durations are written as `"10s"`, `"500ms"`.
 
+use crate::kafka::ConnectionConfig;
 use anyhow::Context as _;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -73,6 +74,10 @@ pub struct ServeConfig {
     /// nobody else reaches.
     #[serde(default)]
     pub anonymous_control_plane: bool,
+    /// How to connect to Kafka: security protocol, SASL credentials, TLS
+    /// files and further librdkafka properties (docs/security.md).
+    #[serde(default)]
+    pub kafka: ConnectionConfig,
 }
 
 /// One bearer token of the control plane. The token itself is not kept,
@@ -194,6 +199,7 @@ impl Default for ServeConfig {
             upload_idle_timeout: default_upload_idle_timeout(),
             tokens: Vec::new(),
             anonymous_control_plane: false,
+            kafka: ConnectionConfig::default(),
         }
     }
 }
@@ -219,6 +225,7 @@ const ENV_KEYS: &[&str] = &[
     "cluster_secret_file",
     "upload_idle_timeout",
     "anonymous_control_plane",
+    "kafka",
 ];
 
 impl ServeConfig {

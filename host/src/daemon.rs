@@ -3,7 +3,7 @@
 
 use crate::config::ServeConfig;
 use crate::control::{self, Access, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
-use crate::kafka::{EmbeddedBroker, KafkaSettings, TopicSpec};
+use crate::kafka::{Connection, EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
 use crate::pipeline::{ClusterSecret, DaemonIdentity, ManagerOptions, PipelineManager};
@@ -56,6 +56,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     for t in &config.topics {
         topics.push(t.parse().map_err(|e: String| anyhow::anyhow!(e))?);
     }
+    let connection = Connection::resolve(&config.kafka)
+        .context("the [kafka] configuration cannot be used (docs/security.md)")?;
+    anyhow::ensure!(
+        connection.is_default() || !config.brokers.is_empty(),
+        "the [kafka] table configures how to reach a cluster, but no --brokers is given and          the embedded broker takes plaintext only: set brokers, or remove [kafka]"
+    );
     let broker = if config.brokers.is_empty() {
         let broker = EmbeddedBroker::start(
             &topics,
@@ -82,6 +88,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         session_timeout: config.session_timeout,
         max_record_bytes: config.limits.max_record_bytes,
         daemon_id: Some(daemon_id.clone()),
+        connection,
     };
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let runtime = TaskRuntime::new(RuntimeOptions {

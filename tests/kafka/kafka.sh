@@ -23,6 +23,11 @@
 #                       first use: print the bootstrap address and exit
 #   --node I            run node I of the cluster alone (to restart one
 #                       node); its pid is in DATA/node-I/pid
+#   --secure            one node only: also a SASL_SSL listener (SCRAM-SHA-512,
+#                       user eddy) on a free port, with a CA and a broker
+#                       certificate made in DATA/secure on first use; writes
+#                       its address to DATA/secure/bootstrap and the daemon
+#                       configuration that reaches it to DATA/secure/eddy.toml
 #   --fetch             only fetch Apache Kafka (as setup does), then exit
 #
 # Everything is fetched by Maven into ~/.m2 on first use; nothing else is
@@ -40,6 +45,7 @@ fetch_only=false
 brokers=1
 node=
 plan_only=false
+secure=false
 while [ $# -gt 0 ]; do
     case $1 in
     --port) port=$2; shift 2 ;;
@@ -51,7 +57,8 @@ while [ $# -gt 0 ]; do
     --brokers) brokers=$2; shift 2 ;;
     --node) node=$2; shift 2 ;;
     --plan) plan_only=true; shift ;;
-    -h | --help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --secure) secure=true; shift ;;
+    -h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kafka.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -131,11 +138,15 @@ run_server() {
     exit 1
 }
 
-# Formats a node's log folder once, with the cluster id $2.
+# Formats a node's log folder once, with the cluster id $2 (and, with
+# --secure, the SCRAM user eddy).
 format_once() {
-    local config=$1 cluster_id=$2 dir=$3 log=$4
+    local config=$1 cluster_id=$2 dir=$3 log=$4 scram=()
     [ -f "$dir/meta.properties" ] && return 0
-    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" >>"$log" 2>&1 || {
+    if [ -n "${secure_port:-}" ]; then
+        scram=(--add-scram "SCRAM-SHA-512=[name=eddy,password=$(cat "$secure_dir/password")]")
+    fi
+    java "${java_opts[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$config" "${scram[@]+"${scram[@]}"}" >>"$log" 2>&1 || {
         echo "kafka.sh: formatting $dir failed; see $log" >&2
         tail -20 "$log" >&2
         exit 1
@@ -153,10 +164,10 @@ write_properties() {
 process.roles=broker,controller
 node.id=$id
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://$host:$client,CONTROLLER://$host:$controller
-advertised.listeners=PLAINTEXT://$host:$client
+listeners=PLAINTEXT://$host:$client,CONTROLLER://$host:$controller${secure_port:+,SASL_SSL://$host:$secure_port}
+advertised.listeners=PLAINTEXT://$host:$client${secure_port:+,SASL_SSL://$host:$secure_port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$logs
 num.partitions=1
@@ -172,6 +183,14 @@ auto.create.topics.enable=false
 log.retention.check.interval.ms=1000
 log.cleaner.backoff.ms=1000
 PROPERTIES
+    if [ -n "${secure_port:-}" ]; then
+        cat >>"$file" <<SECURE
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$secure_dir/broker-keystore.pem
+SECURE
+    fi
     if [ "$replicas" -gt 1 ]; then
         printf '%s\n' broker.heartbeat.interval.ms=500 broker.session.timeout.ms=3000 >>"$file"
     fi
@@ -179,6 +198,64 @@ PROPERTIES
         echo "$setting" >>"$file"
     done
 }
+
+# With --secure: a CA, a broker certificate for $host (and localhost)
+# signed by it, and the SCRAM password, made once in DATA/secure.
+make_secure_material() {
+    secure_dir="$data/secure"
+    mkdir -p "$secure_dir"
+    chmod 700 "$secure_dir"
+    [ -f "$secure_dir/broker-keystore.pem" ] && return 0
+    if [ -f "$data/logs/meta.properties" ]; then
+        echo "kafka.sh: --secure needs a data folder formatted with it (the SCRAM user is made at format); use a new --data" >&2
+        exit 2
+    fi
+    local d=$secure_dir san="DNS:localhost,IP:$host"
+    [ "$host" = 127.0.0.1 ] || san+=",IP:127.0.0.1"
+    {
+        openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=eddy test CA" \
+            -keyout "$d/ca.key" -out "$d/ca.pem"
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=$host" \
+            -keyout "$d/broker.key" -out "$d/broker.csr"
+        printf 'subjectAltName=%s\n' "$san" >"$d/broker.ext"
+        openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+            -CAcreateserial -days 30 -extfile "$d/broker.ext" -out "$d/broker.pem"
+    } >>"$data/kafka.log" 2>&1 || { echo "kafka.sh: making certificates failed; see $data/kafka.log" >&2; exit 1; }
+    openssl rand -hex 16 >"$d/password"
+    # Kafka's PEM key store: the unencrypted PKCS#8 key, then the chain.
+    cat "$d/broker.key" "$d/broker.pem" "$d/ca.pem" >"$d/broker-keystore.pem.tmp"
+    mv "$d/broker-keystore.pem.tmp" "$d/broker-keystore.pem"
+}
+
+# With --secure: where the secured listener is, and how eddy reaches it.
+write_secure_client_files() {
+    echo "$host:$secure_port" >"$secure_dir/bootstrap"
+    cat >"$secure_dir/eddy.toml" <<TOML
+brokers = "$host:$secure_port"
+
+[kafka]
+security-protocol = "sasl-ssl"
+
+[kafka.sasl]
+mechanism = "SCRAM-SHA-512"
+username = "eddy"
+password-file = "$secure_dir/password"
+
+[kafka.tls]
+ca-file = "$secure_dir/ca.pem"
+TOML
+}
+
+secure_port=
+if $secure; then
+    if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
+        echo "kafka.sh: --secure is for one node" >&2
+        exit 2
+    fi
+    command -v openssl >/dev/null || { echo "kafka.sh: --secure needs openssl" >&2; exit 1; }
+    make_secure_material
+    secure_port=$(free_port)
+fi
 
 if [ "$brokers" -gt 1 ] || [ -n "$node" ] || $plan_only; then
     # A cluster: its ports and id are fixed on first use, so a node
@@ -258,6 +335,7 @@ config="$data/server.properties"
 write_properties "$config" 1 "1@$host:$controller_port" "$port" "$controller_port" "$data/logs" 1
 
 log="$data/kafka.log"
+$secure && write_secure_client_files
 if [ ! -f "$data/logs/meta.properties" ]; then
     format_once "$config" "$(java "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>>"$log")" "$data/logs" "$log"
 fi

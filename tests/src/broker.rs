@@ -52,6 +52,23 @@ pub struct BrokerOptions {
     /// what makes compaction happen within a test; the dev broker refuses
     /// them, having no such settings.
     pub kafka_configs: Vec<(String, String)>,
+    /// Apache Kafka only: also a SASL_SSL listener with SCRAM-SHA-512
+    /// credentials and a certificate from a CA of its own
+    /// (`kafka.sh --secure`); see [`Broker::secured`].
+    pub secure: bool,
+}
+
+/// How a daemon reaches a broker's SASL_SSL listener.
+#[derive(Clone, Debug)]
+pub struct Secured {
+    /// The listener's bootstrap address.
+    pub bootstrap: String,
+    /// A daemon configuration (`eddy serve --config`) with `brokers` and
+    /// the `[kafka]` table that reaches the listener.
+    pub config: std::path::PathBuf,
+    /// The folder with the CA (`ca.pem`), the password (`password`) and
+    /// the rest of what `kafka.sh --secure` made.
+    pub dir: std::path::PathBuf,
 }
 
 /// A broker in its own process (group); killed on drop.
@@ -59,6 +76,7 @@ pub struct Broker {
     kind: BrokerKind,
     child: Child,
     bootstrap: String,
+    secure: bool,
     /// Apache Kafka's data folder, removed with the broker.
     _data: Option<tempfile::TempDir>,
 }
@@ -107,6 +125,26 @@ impl Broker {
         &self.bootstrap
     }
 
+    /// The SASL_SSL listener, for a broker started with
+    /// [`BrokerOptions::secure`].
+    pub fn secured(&self) -> anyhow::Result<Secured> {
+        let data = self
+            ._data
+            .as_ref()
+            .filter(|_| self.secure)
+            .context("this broker was not started with BrokerOptions::secure")?;
+        let dir = data.path().join("secure");
+        let bootstrap = std::fs::read_to_string(dir.join("bootstrap"))
+            .context("kafka.sh --secure wrote no bootstrap file")?
+            .trim()
+            .to_owned();
+        Ok(Secured {
+            bootstrap,
+            config: dir.join("eddy.toml"),
+            dir,
+        })
+    }
+
     /// Which broker this is.
     pub fn kind(&self) -> BrokerKind {
         self.kind
@@ -147,6 +185,9 @@ impl Broker {
     }
 
     fn start_dev(topics: &[(&str, i32)], options: &BrokerOptions) -> anyhow::Result<Self> {
+        if options.secure {
+            bail!("the dev broker has no SASL_SSL listener; start Apache Kafka for this test");
+        }
         if !options.kafka_configs.is_empty() {
             bail!(
                 "the dev broker has no settings {:?}; start Apache Kafka for this test",
@@ -177,6 +218,7 @@ impl Broker {
             kind: BrokerKind::Dev,
             child,
             bootstrap,
+            secure: false,
             _data: None,
         })
     }
@@ -194,6 +236,9 @@ impl Broker {
         for (key, value) in &options.kafka_configs {
             command.arg("--config").arg(format!("{key}={value}"));
         }
+        if options.secure {
+            command.arg("--secure");
+        }
         let mut child = std::os::unix::process::CommandExt::process_group(&mut command, 0)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -208,6 +253,7 @@ impl Broker {
             kind: BrokerKind::Kafka,
             child,
             bootstrap: String::new(),
+            secure: options.secure,
             _data: Some(data),
         };
         broker.bootstrap = started

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 mod broker;
 
-pub use broker::{Broker, BrokerKind, BrokerOptions};
+pub use broker::{Broker, BrokerKind, BrokerOptions, Secured};
 pub use eddy_proto::v1;
 
 /// The `eddy` binary under test: `EDDY_BIN` (as `just test` sets it), else

@@ -404,6 +404,11 @@ pub(crate) struct BrokerArgs {
     /// Kafka bootstrap servers; without them, the daemon's (asked over gRPC).
     #[arg(long, env = "EDDY_BROKERS")]
     pub(crate) brokers: Option<String>,
+    /// A daemon configuration file: its `brokers` (unless --brokers is
+    /// given) and its [kafka] table (security protocol, credentials,
+    /// certificates) say how to reach Kafka, as they do for `eddy serve`.
+    #[arg(long, short = 'c', env = "EDDY_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) server: ServerArgs,
 }

@@ -2,9 +2,9 @@
 //! needs no other tool.
 
 use super::args::{BrokerArgs, ConsumeArgs, Format, ProduceArgs};
-use crate::kafka::{KafkaMetadata, KafkaSettings};
+use crate::config::ServeConfig;
+use crate::kafka::{Connection, KafkaMetadata, KafkaSettings};
 use anyhow::Context as _;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers as _, Message as _};
@@ -14,20 +14,37 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt as _;
 
-async fn brokers(args: &BrokerArgs) -> anyhow::Result<String> {
-    match &args.brokers {
-        Some(b) => Ok(b.clone()),
-        None => super::client::daemon_brokers(&args.server)
+/// The cluster to reach: `--brokers`, else the configuration file's, else
+/// the daemon's (asked over gRPC); with the file's [kafka] table.
+async fn kafka(args: &BrokerArgs) -> anyhow::Result<KafkaSettings> {
+    let config = match &args.config {
+        Some(file) => Some(ServeConfig::load(Some(file), serde_json::json!({}))?),
+        None => None,
+    };
+    let from_file = config
+        .as_ref()
+        .map(|c| c.brokers.clone())
+        .filter(|b| !b.is_empty());
+    let brokers = match (&args.brokers, from_file) {
+        (Some(b), _) => b.clone(),
+        (None, Some(b)) => b,
+        (None, None) => super::client::daemon_brokers(&args.server)
             .await
-            .context("no --brokers given and the daemon could not be asked for its broker"),
+            .context("no --brokers given and the daemon could not be asked for its broker")?,
+    };
+    let mut settings = KafkaSettings::new(brokers);
+    if let Some(config) = config {
+        settings.connection = Connection::resolve(&config.kafka)?;
     }
+    Ok(settings)
 }
 
 /// Produces one record per stdin line; waits until every record is acknowledged.
 pub(super) async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
-    let brokers = brokers(&args.broker).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let kafka = kafka(&args.broker).await?;
+    let brokers = kafka.brokers.clone();
+    let producer: FutureProducer = kafka
+        .cli_client()
         .set("enable.idempotence", "true")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
@@ -102,20 +119,19 @@ async fn delivered(
 
 /// Reads the topic's partitions directly (no consumer group).
 pub(super) async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    let brokers = brokers(&args.broker).await?;
-    tokio::task::spawn_blocking(move || consume_blocking(&args, &brokers)).await?
+    let kafka = kafka(&args.broker).await?;
+    tokio::task::spawn_blocking(move || consume_blocking(&args, &kafka)).await?
 }
 
-fn consume_blocking(args: &ConsumeArgs, brokers: &str) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn consume_blocking(args: &ConsumeArgs, kafka: &KafkaSettings) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = kafka
+        .cli_client()
         .set("group.id", "eddy-cli")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
         .context("could not create a consumer")?;
-    let partitions =
-        KafkaMetadata::new(&KafkaSettings::new(brokers))?.partition_count(&args.topic)?;
+    let partitions = KafkaMetadata::new(kafka)?.partition_count(&args.topic)?;
     let start = if args.from_beginning {
         Offset::Beginning
     } else {

@@ -36,6 +36,17 @@ pub fn advice(error: &KafkaError) -> &'static str {
             "; the cluster's topic policy refused the request: ask its operators which \
              topic settings it allows"
         }
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed,
+        ) => {
+            "; the principal eddy authenticates as (the [kafka.sasl] username, or its \
+             certificate's) lacks an ACL: it needs Read on input topics, Write on output \
+             topics, and All on the topics, groups and transactional ids that start with \
+             the group prefix (docs/security.md, \"ACLs\")"
+        }
         _ => "",
     }
 }
@@ -52,6 +63,8 @@ mod tests {
         assert!(advice(&clock).contains("clock"));
         let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTransactionTimeout);
         assert!(advice(&timeout).contains("transaction.max.timeout.ms"));
+        let acl = KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(advice(&acl).contains("ACL"));
         assert_eq!(
             advice(&KafkaError::MessageProduction(
                 RDKafkaErrorCode::MessageTimedOut

@@ -6,6 +6,7 @@
 mod admin;
 mod advice;
 mod broker;
+mod connection;
 mod delivery_thread;
 mod fetch;
 mod partitioner;
@@ -17,6 +18,10 @@ mod within;
 pub use admin::{InternalTopic, delete_topics, ensure_topic};
 pub use advice::advice;
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
+pub use connection::{
+    Connection, ConnectionConfig, ConnectionError, SaslConfig, SaslMechanism, SecurityProtocol,
+    TlsConfig,
+};
 pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::{murmur2_hash, murmur2_partition};
 pub use produce::{AckState, Acks, Deliveries, Outgoing, OutgoingHeaders, Producer, Topic};
@@ -40,6 +45,8 @@ pub struct KafkaSettings {
     /// This daemon's id, which makes its consumers static group members
     /// ([`KafkaSettings::group_member`]); `None` for clients of no daemon.
     pub daemon_id: Option<String>,
+    /// Security and further properties every client starts from.
+    pub connection: Connection,
 }
 
 impl KafkaSettings {
@@ -51,11 +58,13 @@ impl KafkaSettings {
             session_timeout: Duration::from_secs(30),
             max_record_bytes: 1_000_000,
             daemon_id: None,
+            connection: Connection::default(),
         }
     }
 
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
+        self.connection.apply(&mut config);
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "eddy")
@@ -154,6 +163,14 @@ impl KafkaSettings {
             .set("allow.auto.create.topics", "false")
             .set("fetch.max.bytes", "52428800")
             .set("max.partition.fetch.bytes", "10485760");
+        config
+    }
+
+    /// A bare client of the cluster for `eddy produce` and `eddy consume`,
+    /// which set what they need themselves.
+    pub fn cli_client(&self) -> ClientConfig {
+        let mut config = self.base();
+        config.set("client.id", "eddy-cli");
         config
     }
 

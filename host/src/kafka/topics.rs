@@ -1,6 +1,7 @@
 //! Topic metadata and consumer-group offsets.
 
 use super::KafkaSettings;
+use super::connection::ConnectionWatch;
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
@@ -111,7 +112,7 @@ impl TopicError {
 /// A long-lived client for metadata and watermark queries: creating a
 /// client per query would cost a connection (and threads) each time.
 pub struct KafkaMetadata {
-    client: BaseConsumer,
+    client: BaseConsumer<ConnectionWatch>,
     brokers: String,
 }
 
@@ -121,7 +122,7 @@ impl KafkaMetadata {
         Ok(Self {
             client: kafka
                 .metadata_client()
-                .create()
+                .create_with_context(ConnectionWatch::default())
                 .context("could not create a Kafka client")?,
             brokers: kafka.brokers.clone(),
         })
@@ -132,13 +133,31 @@ impl KafkaMetadata {
         let metadata = self
             .client
             .fetch_metadata(Some(topic), QUERY_TIMEOUT)
-            .map_err(|e| TopicError::Unreachable(format!("{}: {e}", self.brokers)))?;
+            .map_err(|e| self.unreachable(&e))?;
         match metadata.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
             }
             _ => Err(TopicError::Missing(topic.to_owned())),
         }
+    }
+
+    /// Why `error` came: the broker in `brokers`, with the reason its last
+    /// connection failed (refused credentials, a certificate not trusted).
+    pub fn unreachable(&self, error: &rdkafka::error::KafkaError) -> TopicError {
+        // Client errors reach the context only when the client is polled,
+        // one event per poll (logs among them); nothing is assigned to this
+        // client, so polls serve just those. A fifth of a second drains
+        // them after a query that failed after seconds.
+        let drained_by = std::time::Instant::now() + Duration::from_millis(200);
+        while std::time::Instant::now() < drained_by {
+            let _ = self.client.poll(Duration::from_millis(20));
+        }
+        TopicError::Unreachable(format!(
+            "{}: {error}{}",
+            self.brokers,
+            self.client.context().explain()
+        ))
     }
 
     /// The low and high watermarks of one partition.

@@ -16,6 +16,7 @@ mod hostile;
 mod misconfigured;
 mod plugins;
 mod policies;
+mod secured;
 mod state;
 mod tenants;
 
