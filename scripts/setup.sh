@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
 # the wasm32-wasip2 target, `just`, libclang (RocksDB's bindings are
-# generated with it), Java and Maven if absent, iproute2 if absent, and
+# generated with it), OpenSSL's headers (librdkafka's TLS), Java and Maven if absent, iproute2 if absent, and
 # Apache Kafka for the tests (through Maven). Safe to run again.
 set -euo pipefail
 
@@ -20,6 +20,20 @@ if ! have_libclang; then
         $sudo apt-get update -qq && $sudo apt-get install -y -qq libclang-dev >/dev/null
     else
         echo "setup: install libclang (e.g. libclang-dev) for RocksDB's bindings" >&2
+        exit 1
+    fi
+fi
+
+# librdkafka is built with OpenSSL (TLS and SASL to Kafka): its headers,
+# found through pkg-config; the openssl tool makes the secured test
+# broker's certificates.
+if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo="sudo"
+        $sudo apt-get update -qq && $sudo apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null
+    else
+        echo "setup: install OpenSSL's headers and tool (e.g. libssl-dev, pkg-config, openssl)" >&2
         exit 1
     fi
 fi
