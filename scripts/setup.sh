@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
 # the wasm32-wasip2 target, `just`, libclang (RocksDB's bindings are
-# generated with it), OpenSSL's headers (librdkafka's TLS), Java and Maven if absent, iproute2 if absent, and
-# Apache Kafka for the tests (through Maven). Safe to run again.
+# generated with it), OpenSSL's headers (librdkafka's TLS), Java and Maven
+# if absent, iproute2 if absent, and Apache Kafka for the tests (through
+# Maven). Safe to run again.
 set -euo pipefail
 
 # libclang itself (libclang.so.1, libclang-14.so.1), not LLVM's C++ library

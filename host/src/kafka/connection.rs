@@ -431,7 +431,11 @@ impl ConnectionWatch {
     /// a sentence to append (starting with "; "), or empty when they did
     /// not.
     pub(super) fn explain(&self) -> String {
-        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match refused {
             Some((code, reason, at)) if at.elapsed() < REFUSAL_RECENT => {
                 format!("; {reason}{}", connection_advice(code))
