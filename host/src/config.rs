@@ -19,8 +19,9 @@ use std::time::Duration;
 pub struct ServeConfig {
     /// Where modules, pipeline specs and state live.
     pub data_dir: PathBuf,
-    /// The gRPC control plane's address.
-    pub listen: SocketAddr,
+    /// The gRPC control plane's address: `HOST:PORT`, or `unix:PATH` for a
+    /// Unix socket that only this user may open.
+    pub listen: ListenAddr,
     /// Kafka bootstrap servers; empty runs an embedded broker in-process.
     pub brokers: String,
     /// Topics to create in the embedded broker, as `NAME:PARTITIONS`.
@@ -78,6 +79,85 @@ pub struct ServeConfig {
     /// files and further librdkafka properties (docs/security.md).
     #[serde(default)]
     pub kafka: ConnectionConfig,
+    /// TLS on the control plane: this daemon's certificate, and the CA its
+    /// clients' (mutual TLS) and the other daemons' certificates are
+    /// checked against. Unset: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_tls: Option<ControlTlsConfig>,
+}
+
+/// Where the control plane listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path: reachable only on this machine, by whoever
+    /// the file's permissions let in (only this user, as eddy makes it).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Whether only this machine can reach it.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Tcp(addr) => addr.ip().is_loopback(),
+            Self::Unix(_) => true,
+        }
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(
+                    "`unix:` needs the socket's path, as in unix:/run/eddy/eddy.sock".into(),
+                );
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse().map(Self::Tcp).map_err(|_| {
+            format!("`{s}` is neither HOST:PORT (such as 127.0.0.1:50051) nor unix:PATH")
+        })
+    }
+}
+
+impl From<ListenAddr> for String {
+    fn from(addr: ListenAddr) -> Self {
+        addr.to_string()
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// TLS on the control plane (`[control-tls]`), in PEM files.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ControlTlsConfig {
+    /// This daemon's certificate chain. It must name the host clients and
+    /// the other daemons connect to (the `advertise` URL's).
+    pub cert_file: PathBuf,
+    /// Its private key.
+    pub key_file: PathBuf,
+    /// The CA that signed the daemons' certificates: the other daemons'
+    /// are checked against it when a state query is forwarded (unset:
+    /// the system's CAs), and with `require-client-cert` clients' too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: only clients with a certificate from `ca-file` connect.
+    #[serde(default)]
+    pub require_client_cert: bool,
 }
 
 /// One bearer token of the control plane. The token itself is not kept,
@@ -185,7 +265,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("eddy-data"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            listen: ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50051))),
             brokers: String::new(),
             topics: Vec::new(),
             embedded_retention_bytes: crate::kafka::DEFAULT_RETENTION_BYTES,
@@ -200,6 +280,7 @@ impl Default for ServeConfig {
             tokens: Vec::new(),
             anonymous_control_plane: false,
             kafka: ConnectionConfig::default(),
+            control_tls: None,
         }
     }
 }
@@ -226,6 +307,7 @@ const ENV_KEYS: &[&str] = &[
     "upload_idle_timeout",
     "anonymous_control_plane",
     "kafka",
+    "control_tls",
 ];
 
 impl ServeConfig {
@@ -292,6 +374,18 @@ impl ServeConfig {
                     .any(|t| t.sha256.eq_ignore_ascii_case(&token.sha256)),
                 "tokens[{i}] ({}): the same token is configured twice",
                 token.name
+            );
+        }
+        if let Some(tls) = &self.control_tls {
+            anyhow::ensure!(
+                !matches!(self.listen, ListenAddr::Unix(_)),
+                "control-tls is for a TCP listen address: on a Unix socket, the socket's \
+                 permissions decide who connects"
+            );
+            anyhow::ensure!(
+                !tls.require_client_cert || tls.ca_file.is_some(),
+                "control-tls.require-client-cert needs control-tls.ca-file: the CA client \
+                 certificates must come from"
             );
         }
         anyhow::ensure!(
@@ -378,5 +472,26 @@ mod tests {
         let err = ServeConfig::load(Some(bad.path()), serde_json::json!({}))
             .expect_err("a number is not a duration");
         assert!(format!("{err:#}").contains("heap-trim-interval"), "{err:#}");
+    }
+
+    #[test]
+    fn listen_takes_tcp_or_unix_and_tls_only_on_tcp() {
+        let parse = |s: &str| ListenAddr::try_from(s.to_owned());
+        assert_eq!(
+            parse("unix:/run/eddy.sock"),
+            Ok(ListenAddr::Unix("/run/eddy.sock".into()))
+        );
+        assert!(parse("unix:/run/eddy.sock").is_ok_and(|a| a.is_local()));
+        assert!(parse("0.0.0.0:1").is_ok_and(|a| !a.is_local()));
+        assert!(parse("localhost").is_err_and(|e| e.contains("unix:PATH")));
+        assert!(parse("unix:").is_err());
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        writeln!(
+            file,
+            "listen = \"unix:/tmp/e.sock\"\n[control-tls]\ncert-file = \"c\"\nkey-file = \"k\""
+        )
+        .expect("write");
+        let err = ServeConfig::load(Some(file.path()), serde_json::json!({})).expect_err("refused");
+        assert!(format!("{err:#}").contains("TCP"), "{err:#}");
     }
 }

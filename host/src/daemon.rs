@@ -1,8 +1,10 @@
 //! `eddy serve` and `eddy dev-broker`: wiring the parts together and
 //! shutting them down in order.
 
-use crate::config::ServeConfig;
-use crate::control::{self, Access, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl};
+use crate::config::{ListenAddr, ServeConfig};
+use crate::control::{
+    self, Access, ControlTls, DaemonInfoService, ModuleServiceImpl, PipelineServiceImpl,
+};
 use crate::kafka::{Connection, EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
@@ -101,12 +103,26 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         .context("could not start the heap trimming thread")?;
     let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
     let access = Arc::new(Access::new(&config.tokens));
-    if !access.required() && !config.listen.ip().is_loopback() {
+    let tls = config
+        .control_tls
+        .as_ref()
+        .map(ControlTls::load)
+        .transpose()?;
+    let mutual_tls = tls.as_ref().is_some_and(ControlTls::is_mutual);
+    if access.required() && tls.is_none() && !config.listen.is_local() {
+        tracing::warn!(
+            listen = %config.listen,
+            "tokens travel in plaintext to {}: configure [control-tls] (docs/security.md)",
+            config.listen
+        );
+    }
+    if !access.required() && !mutual_tls && !config.listen.is_local() {
         anyhow::ensure!(
             config.anonymous_control_plane,
             "refusing to serve the control plane on {} without tokens: anyone who reaches it \
              could run code on this daemon and read every pipeline's state. Configure [[tokens]] \
-             (docs/security.md), listen on loopback, or, on a network nobody else reaches, set \
+             or mutual TLS ([control-tls] require-client-cert; docs/security.md), listen on \
+             loopback or a Unix socket, or, on a network nobody else reaches, set \
              anonymous-control-plane (--anonymous-control-plane)",
             config.listen
         );
@@ -130,11 +146,12 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             secret: secret.clone(),
         },
     )?);
-    let listener = control::bind(config.listen).await?;
+    let listener = control::bind(&config.listen).await?;
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let identity = DaemonIdentity {
         id: daemon_id,
-        url: advertised_url(&config.advertise, addr),
+        url: advertised_url(&config.advertise, &addr, scheme),
     };
     {
         // Pipelines come from the registry in Kafka: wait for the first
@@ -143,7 +160,10 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         tokio::task::spawn_blocking(move || manager.restore(identity, Duration::from_secs(15)))
             .await?;
     }
-    announce(&format!("eddy: control plane listening on http://{addr}"));
+    announce(&format!(
+        "eddy: control plane listening on {}",
+        client_url(&addr, scheme)
+    ));
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -163,6 +183,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     };
     let served = control::serve(
         listener,
+        tls.as_ref(),
         DaemonInfoService {
             info,
             state_memory,
@@ -182,6 +203,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             manager: manager.clone(),
             access,
             peer_proof: secret.as_ref().map(ClusterSecret::peer_proof),
+            peer_tls: tls.as_ref().map(ControlTls::peer_client),
         },
         token.clone().cancelled_owned(),
     )
@@ -217,15 +239,26 @@ fn daemon_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// Where other daemons reach this one: `advertise`, or the listen address
 /// (loopback for an unspecified one).
-fn advertised_url(advertise: &str, addr: std::net::SocketAddr) -> String {
-    if !advertise.is_empty() {
-        return advertise.to_owned();
+fn advertised_url(advertise: &str, addr: &ListenAddr, scheme: &str) -> String {
+    if advertise.is_empty() {
+        client_url(addr, scheme)
+    } else {
+        advertise.to_owned()
     }
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+}
+
+/// The URL a client on this machine reaches `addr` at (`--server`).
+fn client_url(addr: &ListenAddr, scheme: &str) -> String {
+    match addr {
+        ListenAddr::Tcp(socket) => {
+            let mut socket = *socket;
+            if socket.ip().is_unspecified() {
+                socket.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("{scheme}://{socket}")
+        }
+        ListenAddr::Unix(_) => addr.to_string(),
     }
-    format!("http://{addr}")
 }
 
 /// Runs a broker in this process until SIGTERM or Ctrl-C.

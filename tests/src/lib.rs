@@ -20,9 +20,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod broker;
+mod pki;
 
 pub use broker::{Broker, BrokerKind, BrokerOptions, Secured};
 pub use eddy_proto::v1;
+pub use pki::Pki;
 
 /// The `eddy` binary under test: `EDDY_BIN` (as `just test` sets it), else
 /// this checkout's `target/debug/eddy`.
@@ -155,8 +157,15 @@ impl Daemon {
         } else {
             &["--session-timeout", "6s"]
         };
+        // Loopback on a free port, unless `extra` says where.
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(eddy_bin())
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("serve")
+            .args(listen)
             .args(session_timeout)
             .arg("--data-dir")
             .arg(data_dir)

@@ -28,6 +28,29 @@ pub struct ServerArgs {
     /// The token the daemon knows this caller by, when it requires one.
     #[arg(long, env = "EDDY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// For an https:// server: the CA its certificate is checked against
+    /// (default: the system's CAs).
+    #[arg(long, env = "EDDY_TLS_CA", global = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// For a server that requires client certificates (mutual TLS): this
+    /// client's certificate, in PEM.
+    #[arg(
+        long,
+        env = "EDDY_TLS_CERT",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, in PEM.
+    #[arg(
+        long,
+        env = "EDDY_TLS_KEY",
+        global = true,
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Output format of client verbs.

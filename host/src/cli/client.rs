@@ -49,16 +49,38 @@ async fn connect(server: &ServerArgs) -> anyhow::Result<Daemon> {
         .map(|token| format!("Bearer {}", token.trim()).parse())
         .transpose()
         .context("the token has characters a header cannot carry")?;
-    let channel = Channel::from_shared(server.server.clone())
-        .with_context(|| format!("`{}` is not a valid server address", server.server))?
-        .connect()
-        .await
-        .with_context(|| {
-            format!(
-                "could not reach the eddy daemon at {} (is `eddy serve` running? set --server or EDDY_SERVER)",
-                server.server
-            )
-        })?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(server.server.clone())
+        .with_context(|| format!("`{}` is not a valid server address", server.server))?;
+    let identity = server.tls_cert.as_deref().zip(server.tls_key.as_deref());
+    if server.server.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(crate::control::client_config(
+                server.tls_ca.as_deref(),
+                identity,
+            )?)
+            .context("TLS cannot be set up")?;
+    } else if server.tls_ca.is_some() || identity.is_some() {
+        bail!(
+            "--tls-ca, --tls-cert and --tls-key are for an https:// server, and {} is not one",
+            server.server
+        );
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        // The transport error alone says "transport error"; its cause says
+        // which handshake or connection failed.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            why = format!("{why}: {cause}");
+            source = cause.source();
+        }
+        anyhow::anyhow!(
+            "could not reach the eddy daemon at {} ({why}). Is `eddy serve` running there? Set \
+             --server or EDDY_SERVER; a daemon with [control-tls] is at https://, and its \
+             certificate is checked against --tls-ca",
+            server.server
+        )
+    })?;
     Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 

@@ -6,19 +6,22 @@ mod convert;
 mod daemon_service;
 mod module_service;
 mod pipeline_service;
+mod tls;
 
 pub use auth::Access;
 pub use daemon_service::DaemonInfoService;
 pub use module_service::ModuleServiceImpl;
 pub use pipeline_service::PipelineServiceImpl;
+pub use tls::{ControlTls, client_config};
 
+use crate::config::ListenAddr;
+use anyhow::Context as _;
 use eddy_proto::v1::daemon_service_server::DaemonServiceServer;
 use eddy_proto::v1::module_service_server::ModuleServiceServer;
 use eddy_proto::v1::pipeline_service_server::PipelineServiceServer;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 
 /// The longest one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
@@ -32,10 +35,30 @@ const CONCURRENT_REQUESTS_PER_CONNECTION: usize = 16;
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A bound control-plane listener.
+pub enum Listener {
+    /// On a TCP address.
+    Tcp(tokio::net::TcpListener),
+    /// On a Unix socket.
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+impl Listener {
+    /// The address clients reach it at (the port chosen for port 0).
+    pub fn local_addr(&self) -> anyhow::Result<ListenAddr> {
+        Ok(match self {
+            Self::Tcp(l) => ListenAddr::Tcp(l.local_addr()?),
+            Self::Unix(_, path) => ListenAddr::Unix(path.clone()),
+        })
+    }
+}
+
 /// Serves the control plane on `listener` until `shutdown` completes; health
-/// turns NOT_SERVING first, so load balancers stop sending work.
+/// turns NOT_SERVING first, so load balancers stop sending work. With
+/// `tls`, only TLS connections are served.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Listener,
+    tls: Option<&ControlTls>,
     daemon: DaemonInfoService,
     modules: ModuleServiceImpl,
     pipelines: PipelineServiceImpl,
@@ -65,7 +88,13 @@ pub async fn serve(
             .set_not_serving::<ModuleServiceServer<ModuleServiceImpl>>()
             .await;
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server
+            .tls_config(tls.server())
+            .context("the control plane's TLS certificate or key cannot be used")?;
+    }
+    let router = server
         // The longest any request may take: creating or deleting a
         // pipeline waits for every daemon's tasks, an upload carries up to
         // 256 MiB; more is a stuck client or an attack.
@@ -82,19 +111,50 @@ pub async fn serve(
         .add_service(reflection_alpha)
         .add_service(DaemonServiceServer::new(daemon))
         .add_service(ModuleServiceServer::new(modules))
-        .add_service(PipelineServiceServer::new(pipelines))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
-        .await?;
+        .add_service(PipelineServiceServer::new(pipelines));
+    match listener {
+        Listener::Tcp(listener) => {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining)
+                .await?;
+        }
+        Listener::Unix(listener, path) => {
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), draining)
+                .await?;
+            let _ = std::fs::remove_file(path);
+        }
+    }
     Ok(())
 }
 
 /// Binds the control plane's address, with a message that says what to do
-/// when it is taken.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+/// when it is taken. A Unix socket is made readable and writable by this
+/// user alone; one left behind by a daemon that is gone is replaced.
+pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
+    let taken = |e: std::io::Error| {
         anyhow::anyhow!(
             "could not listen on {addr}: {e} (is another eddy running? choose another address \
              with --listen)"
         )
-    })
+    };
+    match addr {
+        ListenAddr::Tcp(socket) => tokio::net::TcpListener::bind(socket)
+            .await
+            .map(Listener::Tcp)
+            .map_err(taken),
+        ListenAddr::Unix(path) => {
+            if path.exists() {
+                if tokio::net::UnixStream::connect(path).await.is_ok() {
+                    return Err(taken(std::io::ErrorKind::AddrInUse.into()));
+                }
+                std::fs::remove_file(path).map_err(taken)?;
+            }
+            let listener = tokio::net::UnixListener::bind(path).map_err(taken)?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("could not restrict {} to this user", path.display()))?;
+            Ok(Listener::Unix(listener, path.clone()))
+        }
+    }
 }

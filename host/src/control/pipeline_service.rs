@@ -22,6 +22,9 @@ pub struct PipelineServiceImpl {
     /// (derived from the cluster secret); `None` without a secret, when a
     /// forwarded query cannot be told from a client's.
     pub peer_proof: Option<String>,
+    /// How to reach another daemon's `https://` control plane: its CA, and
+    /// this daemon's certificate for those that require one.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 fn status(error: ManagerError) -> Status {
@@ -201,6 +204,7 @@ impl PipelineService for PipelineServiceImpl {
                 request.clone(),
                 authorization.clone(),
                 self.peer_proof.clone(),
+                self.peer_tls.clone(),
             )
         }))
         .await;
@@ -245,11 +249,20 @@ async fn ask_peer(
     request: v1::QueryStateRequest,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     peer_proof: Option<String>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
 ) -> Result<v1::QueryStateResponse, Status> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url)
+    let https = url.starts_with("https://");
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url)
         .map_err(|e| Status::internal(e.to_string()))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30));
+    if https {
+        let tls =
+            tls.unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Status::internal(format!("TLS to a peer: {e}")))?;
+    }
     let channel = endpoint
         .connect()
         .await

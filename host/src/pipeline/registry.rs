@@ -201,8 +201,16 @@ fn check_daemon_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// A control-plane URL: `http(s)://host:port`, nothing more.
+/// A control-plane URL: `http(s)://host:port`, nothing more, or the
+/// `unix:/PATH` of a daemon's Unix socket on the same machine.
 fn check_daemon_url(url: &str) -> Result<String, String> {
+    if let Some(path) = url.strip_prefix("unix:") {
+        return if path.starts_with('/') && path.len() < 4096 && !path.contains('\0') {
+            Ok(url.to_owned())
+        } else {
+            Err(format!("its URL `{url}` is not unix:/ABSOLUTE-PATH"))
+        };
+    }
     let uri: tonic::transport::Uri = url
         .parse()
         .map_err(|e| format!("its URL `{url}` is not a URL: {e}"))?;
@@ -558,6 +566,10 @@ mod tests {
             Ok(Event::Daemon { id, url: Some(url) }) if id == "ab12-cd" && url == "http://10.0.0.7:50051"
         ));
         assert!(matches!(
+            Event::parse("daemon/ab12-cd", Some(b"unix:/run/eddy/eddy.sock")),
+            Ok(Event::Daemon { url: Some(url), .. }) if url == "unix:/run/eddy/eddy.sock"
+        ));
+        assert!(matches!(
             Event::parse("dead-letter/wc.dlq", Some(b"wc")),
             Ok(Event::DeadLetter { topic, pipeline }) if topic == "wc.dlq" && pipeline == "wc"
         ));
@@ -584,6 +596,7 @@ mod tests {
             ("daemon/ab12", Some(&b"http://evil.example/steal?x=1"[..])),
             ("daemon/ab12", Some(&b"file:///etc/passwd"[..])),
             ("daemon/ab12", Some(&b"http://no-port.example"[..])),
+            ("daemon/ab12", Some(&b"unix:relative/eddy.sock"[..])),
             ("dead-letter/../x", Some(&b"wc"[..])),
             ("dead-letter/wc.dlq", Some(&b"../wc"[..])),
             ("dead-letter/wc.dlq", None),

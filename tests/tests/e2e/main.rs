@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod compaction;
 mod control_plane;
+mod control_tls;
 mod delivery;
 mod embedded;
 mod exactly_once;
