@@ -17,6 +17,8 @@ plugins := `ls -d plugins/*/ | xargs -n1 basename | tr '\n' ' '`
 # cdylib's file name carries no hash, so checkouts sharing CARGO_TARGET_DIR
 # would overwrite each other's .wasm. They are small and quick to build.
 plugins_target := justfile_directory() / "target" / "plugins"
+# The fuzz targets' final binaries (tests/fuzz is a workspace of its own).
+fuzz_target_dir := justfile_directory() / "target" / "fuzz"
 
 default: demo
 
@@ -118,6 +120,17 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
     CARGO_TARGET_DIR={{ plugins_target }} CARGO_BUILD_BUILD_DIR={{ plugins_target }} cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
+
+# Fuzz the decoders that read what others wrote (tests/fuzz): the packed batch codec and registry
+# records. `just fuzz` runs each target briefly, as CI does; `just fuzz registry_record 3600` runs
+# one for an hour. cargo-fuzz wants nightly flags: the stable toolchain takes them with
+# RUSTC_BOOTSTRAP=1. Crashes land in tests/fuzz/artifacts/TARGET.
+fuzz target="" seconds="15":
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+    cd tests/fuzz && for t in {{ if target == "" { "packed_batch registry_record" } else { target } }}; do \
+        dict=(); [ -f "dictionaries/$t.dict" ] && dict=(-dict="dictionaries/$t.dict"); \
+        RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={{ fuzz_target_dir }} cargo fuzz run --sanitizer none "$t" -- -max_total_time={{ seconds }} -rss_limit_mb=2048 "${dict[@]+"${dict[@]}"}" || exit 1; \
+    done
 
 # Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py);
 # `just probe-broker PROBE --kafka` probes Apache Kafka the same way.

@@ -23,11 +23,12 @@
 
 use super::lock;
 use super::signing::{ClusterSecret, MAC_HEADER, SECRET_ENV};
-use super::validate::{check_name, is_full_digest, is_topic_name};
 use crate::kafka::{
     self, Acks, InternalTopic, KafkaMetadata, KafkaSettings, Outgoing, OutgoingHeaders, Producer,
     Topic, TopicError, Unanswered,
 };
+pub(super) use eddy_registry::Event;
+use eddy_registry::MODULE_CHUNK_BYTES;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
@@ -38,8 +39,6 @@ use std::time::{Duration, Instant};
 
 /// How long a daemon waits to see its own registry write applied.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Module bytes per registry record: well under any broker's record limit.
-const MODULE_CHUNK_BYTES: usize = 256 << 10;
 
 /// Why the registry could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -55,182 +54,6 @@ pub(super) enum RegistryError {
     /// The registry topic could not be created or has the wrong shape.
     #[error(transparent)]
     Topic(#[from] TopicError),
-}
-
-/// One registry record, as the daemon applies it.
-#[derive(Debug)]
-pub(super) enum Event {
-    /// A pipeline's stored spec (JSON), or `None`: it was deleted.
-    Pipeline {
-        /// The pipeline's name.
-        name: String,
-        /// Its record.
-        stored: Option<Vec<u8>>,
-    },
-    /// Part `index` of a module's bytes.
-    ModuleChunk {
-        /// The module's digest without `sha256:`.
-        hex: String,
-        /// The chunk's position.
-        index: u32,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// A daemon's control-plane URL, or `None`: it stopped.
-    Daemon {
-        /// The daemon's id.
-        id: String,
-        /// Where its control plane listens.
-        url: Option<String>,
-    },
-    /// A dead-letter topic eddy created, and the pipeline it made it for.
-    DeadLetter {
-        /// The topic.
-        topic: String,
-        /// The pipeline.
-        pipeline: String,
-    },
-    /// A module's metadata (JSON), after all its chunks.
-    Module {
-        /// The module's digest without `sha256:`.
-        hex: String,
-        /// How many chunks its bytes were cut into.
-        chunks: u32,
-        /// Its metadata.
-        info: Vec<u8>,
-    },
-}
-
-/// Most chunks a module's record may count: the largest module a daemon
-/// may accept (`config::MAX_MODULE_BYTES`), cut into chunks.
-const MAX_MODULE_CHUNKS: u32 =
-    (crate::config::MAX_MODULE_BYTES as usize).div_ceil(MODULE_CHUNK_BYTES) as u32;
-
-impl Event {
-    /// The event a record stands for, once its key names something that
-    /// may exist: the registry is a topic anyone with write access can
-    /// write to, and its keys become file names and URLs, so each is
-    /// checked as a request naming it would be. The error says what is
-    /// wrong with the record.
-    fn parse(key: &str, value: Option<&[u8]>) -> Result<Self, String> {
-        let mut parts = key.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("pipeline"), Some(name), None, None) => {
-                check_name(name).map_err(|e| e.to_string())?;
-                Ok(Self::Pipeline {
-                    name: name.to_owned(),
-                    stored: value.map(<[u8]>::to_vec),
-                })
-            }
-            (Some("dead-letter"), Some(topic), None, None) => {
-                if !is_topic_name(topic) {
-                    return Err("a topic name Kafka would not accept".into());
-                }
-                let pipeline = value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .ok_or("a dead-letter record without its pipeline")?;
-                check_name(pipeline).map_err(|e| e.to_string())?;
-                Ok(Self::DeadLetter {
-                    topic: topic.to_owned(),
-                    pipeline: pipeline.to_owned(),
-                })
-            }
-            (Some("daemon"), Some(id), None, None) => {
-                check_daemon_id(id)?;
-                let url = value
-                    .map(|v| {
-                        std::str::from_utf8(v)
-                            .map_err(|_| "its URL is not UTF-8".to_owned())
-                            .and_then(check_daemon_url)
-                    })
-                    .transpose()?;
-                Ok(Self::Daemon {
-                    id: id.to_owned(),
-                    url,
-                })
-            }
-            (Some("module"), Some(hex), Some(index), None) => {
-                check_module_hex(hex)?;
-                let index = index
-                    .parse()
-                    .ok()
-                    .filter(|i| *i < MAX_MODULE_CHUNKS)
-                    .ok_or_else(|| {
-                        format!("chunk `{index}` is not a number below {MAX_MODULE_CHUNKS}")
-                    })?;
-                let bytes = value.ok_or("a module chunk without bytes")?;
-                if bytes.len() > MODULE_CHUNK_BYTES {
-                    return Err(format!("a module chunk over {MODULE_CHUNK_BYTES} bytes"));
-                }
-                Ok(Self::ModuleChunk {
-                    hex: hex.to_owned(),
-                    index,
-                    bytes: bytes.to_vec(),
-                })
-            }
-            (Some("module"), Some(hex), None, None) => {
-                check_module_hex(hex)?;
-                let value = value.ok_or("a module record without metadata")?;
-                // The chunk count leads the metadata: `<chunks>\n<json>`.
-                let split = value
-                    .iter()
-                    .position(|b| *b == b'\n')
-                    .ok_or("module metadata without its chunk count")?;
-                let chunks = std::str::from_utf8(&value[..split])
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .filter(|n| (1..=MAX_MODULE_CHUNKS).contains(n))
-                    .ok_or("module metadata with an unreadable chunk count")?;
-                Ok(Self::Module {
-                    hex: hex.to_owned(),
-                    chunks,
-                    info: value[split + 1..].to_vec(),
-                })
-            }
-            _ => Err("a key this version does not understand".into()),
-        }
-    }
-}
-
-/// A daemon id as `daemon_id` makes them: it keys peers and placement.
-fn check_daemon_id(id: &str) -> Result<(), String> {
-    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        Ok(())
-    } else {
-        Err("a daemon id that is not 1-64 letters, digits or '-'".into())
-    }
-}
-
-/// A control-plane URL: `http(s)://host:port`, nothing more, or the
-/// `unix:/PATH` of a daemon's Unix socket on the same machine.
-fn check_daemon_url(url: &str) -> Result<String, String> {
-    if let Some(path) = url.strip_prefix("unix:") {
-        return if path.starts_with('/') && path.len() < 4096 && !path.contains('\0') {
-            Ok(url.to_owned())
-        } else {
-            Err(format!("its URL `{url}` is not unix:/ABSOLUTE-PATH"))
-        };
-    }
-    let uri: tonic::transport::Uri = url
-        .parse()
-        .map_err(|e| format!("its URL `{url}` is not a URL: {e}"))?;
-    let plain = matches!(uri.scheme_str(), Some("http" | "https"))
-        && uri.authority().is_some_and(|a| a.port().is_some())
-        && uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    if plain {
-        Ok(url.to_owned())
-    } else {
-        Err(format!("its URL `{url}` is not http(s)://host:port"))
-    }
-}
-
-/// A module digest's hex: 64 lower-case hex digits, as it names files.
-fn check_module_hex(hex: &str) -> Result<(), String> {
-    if is_full_digest(&format!("sha256:{hex}")) {
-        Ok(())
-    } else {
-        Err("a module digest that is not 64 lower-case hex digits".into())
-    }
 }
 
 /// Whether `consumer` read `topic` up to `end` (compaction can leave the
@@ -538,72 +361,5 @@ impl Registry {
     /// Whether [`stop`](Self::stop) was called.
     pub(super) fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-    #[test]
-    fn registry_keys_parse_into_events() {
-        assert!(matches!(
-            Event::parse("pipeline/wc", None),
-            Ok(Event::Pipeline { name, stored: None }) if name == "wc"
-        ));
-        assert!(matches!(
-            Event::parse(&format!("module/{HEX}/3"), Some(b"xyz")),
-            Ok(Event::ModuleChunk { hex, index: 3, bytes }) if hex == HEX && bytes == b"xyz"
-        ));
-        assert!(matches!(
-            Event::parse(&format!("module/{HEX}"), Some(b"2\n{}")),
-            Ok(Event::Module { hex, chunks: 2, info }) if hex == HEX && info == b"{}"
-        ));
-        assert!(matches!(
-            Event::parse("daemon/ab12-cd", Some(b"http://10.0.0.7:50051")),
-            Ok(Event::Daemon { id, url: Some(url) }) if id == "ab12-cd" && url == "http://10.0.0.7:50051"
-        ));
-        assert!(matches!(
-            Event::parse("daemon/ab12-cd", Some(b"unix:/run/eddy/eddy.sock")),
-            Ok(Event::Daemon { url: Some(url), .. }) if url == "unix:/run/eddy/eddy.sock"
-        ));
-        assert!(matches!(
-            Event::parse("dead-letter/wc.dlq", Some(b"wc")),
-            Ok(Event::DeadLetter { topic, pipeline }) if topic == "wc.dlq" && pipeline == "wc"
-        ));
-        for bad in ["", "pipeline", "module/ab/x", "other/x", "pipeline/a/b"] {
-            assert!(Event::parse(bad, Some(b"1\n{}")).is_err(), "{bad:?}");
-        }
-    }
-
-    /// Keys that name files or places outside what they stand for, as a
-    /// forged record would: each is refused, saying why.
-    #[test]
-    fn forged_keys_are_refused() {
-        let refused = [
-            ("pipeline/..", None),
-            ("pipeline/.", None),
-            ("pipeline/Upper", None),
-            ("pipeline/wc.step-1", None),
-            ("module/../../etc/passwd", Some(&b"1\n{}"[..])),
-            ("module/ab12", Some(&b"1\n{}"[..])),
-            (&format!("module/{HEX}/99999"), Some(&b"x"[..])),
-            (&format!("module/{HEX}"), Some(&b"0\n{}"[..])),
-            (&format!("module/{HEX}"), Some(&b"100000\n{}"[..])),
-            ("daemon/../x", Some(&b"http://a:1"[..])),
-            ("daemon/ab12", Some(&b"http://evil.example/steal?x=1"[..])),
-            ("daemon/ab12", Some(&b"file:///etc/passwd"[..])),
-            ("daemon/ab12", Some(&b"http://no-port.example"[..])),
-            ("daemon/ab12", Some(&b"unix:relative/eddy.sock"[..])),
-            ("dead-letter/../x", Some(&b"wc"[..])),
-            ("dead-letter/wc.dlq", Some(&b"../wc"[..])),
-            ("dead-letter/wc.dlq", None),
-        ];
-        for (key, value) in refused {
-            let why = Event::parse(key, value).err();
-            assert!(why.is_some_and(|w| !w.is_empty()), "{key:?} was accepted");
-        }
     }
 }

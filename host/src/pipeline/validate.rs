@@ -8,6 +8,7 @@ use super::spec::{
 use crate::config::LimitsConfig;
 use crate::modules::ModuleStore;
 use crate::runtime::Builtin;
+use eddy_registry::is_full_digest;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -72,28 +73,7 @@ const MAX_STEPS: usize = 16;
 const MAX_STANDBY_REPLICAS: u32 = 8;
 /// Checks a pipeline name: it names files, consumer groups and topics.
 pub(super) fn check_name(name: &str) -> Result<(), SpecError> {
-    if let Some((_, n)) = name.rsplit_once(".step-")
-        && !n.is_empty()
-        && n.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(invalid(format!(
-            "name `{name}` may not end in `.step-N`: eddy names the groups of later steps that way"
-        )));
-    }
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-        && !name.starts_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "name `{name}` must be 1-100 characters of lower-case letters, digits, '-', '_' \
-             or '.', not starting with '.'"
-        )))
-    }
+    eddy_registry::check_pipeline_name(name).map_err(invalid)
 }
 
 /// Whether `topic` is one a pipeline may not read or write: Kafka's own
@@ -116,24 +96,13 @@ fn internal_topic(topic: &str, group_prefix: &str) -> Option<&'static str> {
     step_topic.then_some("a pipeline's internal state")
 }
 
-/// Whether Kafka would accept `topic` as a name: 1-249 of
-/// `[a-zA-Z0-9._-]`, not `.` or `..`.
-pub(super) fn is_topic_name(topic: &str) -> bool {
-    (1..=249).contains(&topic.len())
-        && topic != "."
-        && topic != ".."
-        && topic
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
 fn check_topic(what: &str, topic: &str, group_prefix: &str) -> Result<(), SpecError> {
     if let Some(whose) = internal_topic(topic, group_prefix) {
         return Err(invalid(format!(
             "{what} topic `{topic}` is {whose} topic: a pipeline may not read or write it"
         )));
     }
-    if is_topic_name(topic) {
+    if eddy_registry::is_topic_name(topic) {
         Ok(())
     } else {
         Err(invalid(format!(
@@ -219,17 +188,6 @@ impl PipelineSpec {
             }
         })
     }
-}
-
-/// Whether `reference` is a whole digest, `sha256:` and 64 lower-case hex
-/// digits: the only form that may name a module's files.
-pub(crate) fn is_full_digest(reference: &str) -> bool {
-    reference.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// The checks a spec passes, with `resolve` turning each step's module
