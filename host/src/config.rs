@@ -285,9 +285,7 @@ impl Default for ServeConfig {
     }
 }
 
-/// The largest module the registry carries to the other daemons, and so
-/// the highest `limits.max-module-bytes`.
-pub const MAX_MODULE_BYTES: u64 = eddy_registry::MAX_MODULE_BYTES;
+pub use eddy_registry::MAX_MODULE_BYTES;
 
 /// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
 /// (such as the client's `EDDY_SERVER`) belong to other commands.

@@ -62,7 +62,8 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         .context("the [kafka] configuration cannot be used (docs/security.md)")?;
     anyhow::ensure!(
         connection.is_default() || !config.brokers.is_empty(),
-        "the [kafka] table configures how to reach a cluster, but no --brokers is given and          the embedded broker takes plaintext only: set brokers, or remove [kafka]"
+        "the [kafka] table configures how to reach a cluster, but no --brokers is given and \
+         the embedded broker takes plaintext only: set brokers, or remove [kafka]"
     );
     let broker = if config.brokers.is_empty() {
         let broker = EmbeddedBroker::start(
@@ -221,7 +222,7 @@ fn daemon_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("daemon-id");
     if let Ok(id) = std::fs::read_to_string(&path) {
         let id = id.trim();
-        if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if eddy_registry::is_daemon_id(id) {
             return Ok(id.to_owned());
         }
     }

@@ -57,7 +57,7 @@ pub enum Event {
 }
 
 /// Most chunks a module's record may count: the largest module a daemon
-/// may accept (`config::MAX_MODULE_BYTES`), cut into chunks.
+/// may accept ([`MAX_MODULE_BYTES`]), cut into chunks.
 pub const MAX_MODULE_CHUNKS: u32 = (MAX_MODULE_BYTES as usize).div_ceil(MODULE_CHUNK_BYTES) as u32;
 
 impl Event {
@@ -146,9 +146,14 @@ impl Event {
     }
 }
 
-/// A daemon id as `daemon_id` makes them: it keys peers and placement.
+/// Whether `id` is a daemon id as a daemon makes them: 1-64 letters,
+/// digits or `-`. It keys peers and placement, and names a registry record.
+pub fn is_daemon_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 fn check_daemon_id(id: &str) -> Result<(), String> {
-    if (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if is_daemon_id(id) {
         Ok(())
     } else {
         Err("a daemon id that is not 1-64 letters, digits or '-'".into())

@@ -66,14 +66,9 @@ async fn connect(server: &ServerArgs) -> anyhow::Result<Daemon> {
         );
     }
     let channel = endpoint.connect().await.map_err(|e| {
-        // The transport error alone says "transport error"; its cause says
+        // The transport error alone says "transport error"; its causes say
         // which handshake or connection failed.
-        let mut why = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            why = format!("{why}: {cause}");
-            source = cause.source();
-        }
+        let why = format!("{:#}", anyhow::Error::new(e));
         anyhow::anyhow!(
             "could not reach the eddy daemon at {} ({why}). Is `eddy serve` running there? Set \
              --server or EDDY_SERVER; a daemon with [control-tls] is at https://, and its \

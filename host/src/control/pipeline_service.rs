@@ -3,6 +3,7 @@
 
 use super::auth::{Access, same_secret};
 use super::convert;
+use super::tls::client_tls;
 use crate::pipeline::{InternalNames, ManagerError, PipelineManager, StateRead};
 use crate::runtime::ModuleError;
 use eddy_proto::v1::pipeline_service_client::PipelineServiceClient;
@@ -257,8 +258,7 @@ async fn ask_peer(
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(30));
     if https {
-        let tls =
-            tls.unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+        let tls = tls.unwrap_or_else(|| client_tls(None, None));
         endpoint = endpoint
             .tls_config(tls)
             .map_err(|e| Status::internal(format!("TLS to a peer: {e}")))?;

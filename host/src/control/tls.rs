@@ -51,11 +51,20 @@ impl ControlTls {
     /// How this daemon connects to another: checking its certificate
     /// against the CA (the system's without one) and presenting its own.
     pub fn peer_client(&self) -> ClientTlsConfig {
-        let config = ClientTlsConfig::new().identity(self.identity.clone());
-        match &self.ca {
-            Some(ca) => config.ca_certificate(ca.clone()),
-            None => config.with_native_roots(),
-        }
+        client_tls(self.ca.clone(), Some(self.identity.clone()))
+    }
+}
+
+/// A TLS client that checks the server's certificate against `ca` (the
+/// system's CAs without one) and presents `identity`, if any.
+pub(super) fn client_tls(ca: Option<Certificate>, identity: Option<Identity>) -> ClientTlsConfig {
+    let config = match ca {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(ca),
+        None => ClientTlsConfig::new().with_native_roots(),
+    };
+    match identity {
+        Some(identity) => config.identity(identity),
+        None => config,
     }
 }
 
@@ -78,16 +87,17 @@ pub fn client_config(
     ca_file: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<ClientTlsConfig> {
-    let mut config = ClientTlsConfig::new();
-    config = match ca_file {
-        Some(file) => config.ca_certificate(Certificate::from_pem(read_pem("--tls-ca", file)?)),
-        None => config.with_native_roots(),
-    };
-    if let Some((cert, key)) = identity {
-        config = config.identity(Identity::from_pem(
-            read_pem("--tls-cert", cert)?,
-            read_pem("--tls-key", key)?,
-        ));
-    }
-    Ok(config)
+    let ca = ca_file
+        .map(|file| read_pem("--tls-ca", file))
+        .transpose()?
+        .map(Certificate::from_pem);
+    let identity = identity
+        .map(|(cert, key)| {
+            anyhow::Ok(Identity::from_pem(
+                read_pem("--tls-cert", cert)?,
+                read_pem("--tls-key", key)?,
+            ))
+        })
+        .transpose()?;
+    Ok(client_tls(ca, identity))
 }

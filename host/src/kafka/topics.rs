@@ -144,7 +144,7 @@ impl KafkaMetadata {
 
     /// Why `error` came: the broker in `brokers`, with the reason its last
     /// connection failed (refused credentials, a certificate not trusted).
-    pub fn unreachable(&self, error: &rdkafka::error::KafkaError) -> TopicError {
+    fn unreachable(&self, error: &rdkafka::error::KafkaError) -> TopicError {
         // Client errors reach the context only when the client is polled,
         // one event per poll (logs among them); nothing is assigned to this
         // client, so polls serve just those. A fifth of a second drains

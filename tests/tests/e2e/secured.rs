@@ -9,7 +9,9 @@
 //! address alone, and Kafka advertises to a client the listener it came
 //! in on.
 
-use eddy_tests::{Broker, BrokerKind, BrokerOptions, Daemon, Rec, consume, produce, wait_for};
+use eddy_tests::{
+    Broker, BrokerKind, BrokerOptions, Daemon, Rec, consume, produce, sorted_texts, wait_for,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -60,15 +62,15 @@ fn a_daemon_runs_exactly_once_and_stateful_pipelines_over_sasl_ssl_with_scram() 
         Duration::from_secs(120),
         Duration::from_secs(1),
     )?;
-    let mut values: Vec<String> = shouted.iter().filter_map(Rec::text).collect();
-    values.sort();
-    let mut expected: Vec<String> = records
+    let expected: Vec<String> = sorted_texts(&records)
         .iter()
-        .filter_map(Rec::text)
         .map(|v| v.to_uppercase())
         .collect();
-    expected.sort();
-    assert_eq!(values, expected, "every line upper-cased once");
+    assert_eq!(
+        sorted_texts(&shouted),
+        expected,
+        "every line upper-cased once"
+    );
 
     // The counts' last value per word, against a reference computed here.
     let mut reference: BTreeMap<String, u64> = BTreeMap::new();
@@ -238,10 +240,8 @@ fn refused_credentials_and_an_untrusted_certificate_are_named_and_nothing_is_los
         Duration::from_secs(120),
         Duration::from_secs(2),
     )?;
-    let mut values: Vec<String> = out.iter().filter_map(Rec::text).collect();
-    values.sort();
     let expected: Vec<String> = (0..40).map(|i| format!("R{i:03}")).collect();
-    assert_eq!(values, expected, "every record once");
+    assert_eq!(sorted_texts(&out), expected, "every record once");
     Ok(())
 }
 
