@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine with only the Rust toolchain lacks:
 # the wasm32-wasip2 target, `just`, libclang (RocksDB's bindings are
-# generated with it), OpenSSL's headers (librdkafka's TLS), Java and Maven
-# if absent, iproute2 if absent, and Apache Kafka for the tests (through
-# Maven). Safe to run again.
+# generated with it), OpenSSL's and libcurl's headers (librdkafka's TLS and
+# OIDC), Java and Maven if absent, iproute2 if absent, and Apache Kafka for
+# the tests (through Maven). Safe to run again.
 set -euo pipefail
 
 # libclang itself (libclang.so.1, libclang-14.so.1), not LLVM's C++ library
@@ -25,16 +25,18 @@ if ! have_libclang; then
     fi
 fi
 
-# librdkafka is built with OpenSSL (TLS and SASL to Kafka): its headers,
+# librdkafka is built with OpenSSL (TLS and SASL to Kafka) and libcurl
+# (OAUTHBEARER tokens from an OpenID Connect provider): their headers,
 # found through pkg-config; the openssl tool makes the secured test
 # broker's certificates.
-if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null 2>&1; then
+if ! pkg-config --exists openssl libcurl 2>/dev/null || ! command -v openssl >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
         sudo=""
         [ "$(id -u)" = 0 ] || sudo="sudo"
-        $sudo apt-get update -qq && $sudo apt-get install -y -qq libssl-dev pkg-config openssl >/dev/null
+        $sudo apt-get update -qq &&
+            $sudo apt-get install -y -qq libssl-dev libcurl4-openssl-dev pkg-config openssl >/dev/null
     else
-        echo "setup: install OpenSSL's headers and tool (e.g. libssl-dev, pkg-config, openssl)" >&2
+        echo "setup: install OpenSSL's and libcurl's headers and the openssl tool (e.g. libssl-dev, libcurl4-openssl-dev, pkg-config, openssl)" >&2
         exit 1
     fi
 fi

@@ -23,8 +23,9 @@
 #                       first use: print the bootstrap address and exit
 #   --node I            run node I of the cluster alone (to restart one
 #                       node); its pid is in DATA/node-I/pid
-#   --secure            one node only: also a SASL_SSL listener (SCRAM-SHA-512,
-#                       user eddy) on a free port, with a CA and a broker
+#   --secure            one node only: also a SASL_SSL listener (SCRAM-SHA-512
+#                       for user eddy; OAUTHBEARER taking unsecured JWTs of
+#                       scope "kafka") on a free port, with a CA and a broker
 #                       certificate made in DATA/secure on first use; writes
 #                       its address to DATA/secure/bootstrap and the daemon
 #                       configuration that reaches it to DATA/secure/eddy.toml
@@ -185,8 +186,9 @@ log.cleaner.backoff.ms=1000
 PROPERTIES
     if [ -n "${secure_port:-}" ]; then
         cat >>"$file" <<SECURE
-sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-512,OAUTHBEARER
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker" unsecuredValidatorRequiredScope="kafka";
 ssl.keystore.type=PEM
 ssl.keystore.location=$secure_dir/broker-keystore.pem
 SECURE

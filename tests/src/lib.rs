@@ -20,10 +20,12 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 mod broker;
+mod oidc;
 mod pki;
 
 pub use broker::{Broker, BrokerKind, BrokerOptions, Secured};
 pub use eddy_proto::v1;
+pub use oidc::{Grant, IdentityProvider};
 pub use pki::Pki;
 
 /// The `eddy` binary under test: `EDDY_BIN` (as `just test` sets it), else

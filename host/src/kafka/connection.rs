@@ -76,9 +76,10 @@ impl SecurityProtocol {
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SaslConfig {
-    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
     pub mechanism: SaslMechanism,
-    /// The user eddy authenticates as.
+    /// The user eddy authenticates as (PLAIN and SCRAM).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub username: String,
     /// A file holding the password (a trailing newline is ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,6 +88,9 @@ pub struct SaslConfig {
     /// `EDDY_KAFKA__SASL__PASSWORD`, or in `password-file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// Where OAUTHBEARER's tokens come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
 }
 
 impl fmt::Debug for SaslConfig {
@@ -96,11 +100,61 @@ impl fmt::Debug for SaslConfig {
             .field("username", &self.username)
             .field("password_file", &self.password_file)
             .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
 
-/// The SASL mechanisms eddy's librdkafka speaks without extra libraries.
+/// OAuth 2 client credentials at an OpenID Connect identity provider, for
+/// `OAUTHBEARER`: librdkafka fetches a token from the token endpoint and
+/// fetches the next before it expires, so no password reaches Kafka and a
+/// revoked client stops at its token's expiry.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OidcConfig {
+    /// The identity provider's token endpoint: `https://`, or `http://`
+    /// on loopback only, since the client secret travels in the request.
+    pub token_endpoint_url: String,
+    /// eddy's client id at the identity provider.
+    pub client_id: String,
+    /// A file holding the client secret (a trailing newline is ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The client secret itself: better in
+    /// `EDDY_KAFKA__SASL__OIDC__CLIENT_SECRET` or `client-secret-file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The scope the token is requested for, if the provider needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// SASL extensions sent beside the token (Confluent Cloud's
+    /// `logicalCluster` and `identityPoolId`, for instance).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extensions: BTreeMap<String, String>,
+    /// The CA certificates the token endpoint's certificate is checked
+    /// against; unset: the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("token_endpoint_url", &self.token_endpoint_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret_file", &self.client_secret_file)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| REDACTED),
+            )
+            .field("scope", &self.scope)
+            .field("extensions", &self.extensions)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The SASL mechanisms eddy's librdkafka speaks.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum SaslMechanism {
     /// The password in the clear (over TLS only, sensibly).
@@ -113,6 +167,9 @@ pub enum SaslMechanism {
     #[default]
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
+    /// A bearer token from an identity provider ([`OidcConfig`]).
+    #[serde(rename = "OAUTHBEARER")]
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -121,6 +178,7 @@ impl SaslMechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -230,6 +288,27 @@ const TYPED: &[(&str, &str)] = &[
         "ssl.endpoint.identification.algorithm",
         "tls.verify-hostname",
     ),
+    ("sasl.oauthbearer.method", "sasl.oidc"),
+    (
+        "sasl.oauthbearer.token.endpoint.url",
+        "sasl.oidc.token-endpoint-url",
+    ),
+    ("sasl.oauthbearer.client.id", "sasl.oidc.client-id"),
+    (
+        "sasl.oauthbearer.client.credentials.client.id",
+        "sasl.oidc.client-id",
+    ),
+    (
+        "sasl.oauthbearer.client.secret",
+        "sasl.oidc.client-secret-file",
+    ),
+    (
+        "sasl.oauthbearer.client.credentials.client.secret",
+        "sasl.oidc.client-secret-file",
+    ),
+    ("sasl.oauthbearer.scope", "sasl.oidc.scope"),
+    ("sasl.oauthbearer.extensions", "sasl.oidc.extensions"),
+    ("https.ca.location", "sasl.oidc.ca-file"),
 ];
 
 const REDACTED: &str = "<redacted>";
@@ -245,52 +324,10 @@ impl Connection {
     /// Checks `config` and reads the files it names, so that a typo or a
     /// missing file fails at start, by name.
     pub fn resolve(config: &ConnectionConfig) -> Result<Self, ConnectionError> {
-        let invalid = |key: &str, why: String| ConnectionError::Invalid {
-            key: key.to_owned(),
-            why,
-        };
         let protocol = config.security_protocol;
         let mut properties = vec![("security.protocol".to_owned(), protocol.name().to_owned())];
         match (&config.sasl, protocol.uses_sasl()) {
-            (Some(sasl), true) => {
-                if sasl.username.is_empty() {
-                    return Err(invalid("sasl.username", "is empty".into()));
-                }
-                let password = match (&sasl.password, &sasl.password_file) {
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            "sasl.password-file",
-                            "and sasl.password (or EDDY_KAFKA__SASL__PASSWORD) are both set: \
-                             give the password one way"
-                                .into(),
-                        ));
-                    }
-                    (Some(password), None) => password.clone(),
-                    (None, Some(file)) => read_secret("sasl.password-file", file)?,
-                    (None, None) => {
-                        return Err(invalid(
-                            "sasl",
-                            "has no password: set sasl.password-file, or \
-                             EDDY_KAFKA__SASL__PASSWORD"
-                                .into(),
-                        ));
-                    }
-                };
-                if password.is_empty() {
-                    return Err(invalid(
-                        "sasl.password-file",
-                        "holds an empty password".into(),
-                    ));
-                }
-                properties.extend([
-                    (
-                        "sasl.mechanism".to_owned(),
-                        sasl.mechanism.name().to_owned(),
-                    ),
-                    ("sasl.username".to_owned(), sasl.username.clone()),
-                    ("sasl.password".to_owned(), password),
-                ]);
-            }
+            (Some(sasl), true) => properties.extend(sasl_properties(sasl)?),
             (None, true) => {
                 return Err(invalid(
                     "security-protocol",
@@ -329,8 +366,7 @@ impl Connection {
                     return Err(invalid(
                         "tls",
                         "cert-file and key-file go together: a client certificate needs its \
-                         private key"
-                            .into(),
+                         private key",
                     ));
                 }
                 if let Some(file) = &tls.key_password_file {
@@ -361,8 +397,7 @@ impl Connection {
                 return Err(invalid(
                     &format!("properties.\"{key}\""),
                     "is set by eddy itself for its delivery guarantees and may not be \
-                     changed"
-                        .into(),
+                     changed",
                 ));
             }
             if let Some((_, typed)) = TYPED.iter().find(|(p, _)| *p == key_lower) {
@@ -397,6 +432,197 @@ impl Connection {
             .iter()
             .all(|(k, v)| k == "security.protocol" && v == "plaintext")
     }
+}
+
+fn invalid(key: &str, why: impl Into<String>) -> ConnectionError {
+    ConnectionError::Invalid {
+        key: key.to_owned(),
+        why: why.into(),
+    }
+}
+
+/// The librdkafka properties of `[kafka.sasl]`.
+fn sasl_properties(sasl: &SaslConfig) -> Result<Vec<(String, String)>, ConnectionError> {
+    let mechanism = (
+        "sasl.mechanism".to_owned(),
+        sasl.mechanism.name().to_owned(),
+    );
+    if sasl.mechanism == SaslMechanism::OAuthBearer {
+        if !sasl.username.is_empty() || sasl.password.is_some() || sasl.password_file.is_some() {
+            return Err(invalid(
+                "sasl",
+                "OAUTHBEARER takes no username or password: the token names the principal. \
+                 Give the identity provider's client credentials in [kafka.sasl.oidc]",
+            ));
+        }
+        let Some(oidc) = &sasl.oidc else {
+            return Err(invalid(
+                "sasl",
+                "OAUTHBEARER needs a [kafka.sasl.oidc] table: token-endpoint-url, client-id \
+                 and client-secret-file",
+            ));
+        };
+        let mut properties = vec![mechanism];
+        properties.extend(oidc_properties(oidc)?);
+        return Ok(properties);
+    }
+    if sasl.oidc.is_some() {
+        return Err(invalid(
+            "sasl.oidc",
+            format!(
+                "is for mechanism OAUTHBEARER, not {}",
+                sasl.mechanism.name()
+            ),
+        ));
+    }
+    if sasl.username.is_empty() {
+        return Err(invalid(
+            "sasl.username",
+            format!(
+                "is missing: {} needs the user eddy authenticates as",
+                sasl.mechanism.name()
+            ),
+        ));
+    }
+    let password = one_secret(
+        ("sasl.password-file", &sasl.password_file),
+        (
+            "sasl.password (or EDDY_KAFKA__SASL__PASSWORD)",
+            &sasl.password,
+        ),
+    )?
+    .ok_or_else(|| {
+        invalid(
+            "sasl",
+            "has no password: set sasl.password-file, or EDDY_KAFKA__SASL__PASSWORD",
+        )
+    })?;
+    Ok(vec![
+        mechanism,
+        ("sasl.username".to_owned(), sasl.username.clone()),
+        ("sasl.password".to_owned(), password),
+    ])
+}
+
+/// The librdkafka properties of `[kafka.sasl.oidc]`.
+fn oidc_properties(oidc: &OidcConfig) -> Result<Vec<(String, String)>, ConnectionError> {
+    let url: http::Uri = oidc.token_endpoint_url.parse().map_err(|e| {
+        invalid(
+            "sasl.oidc.token-endpoint-url",
+            format!("`{}` is not a URL: {e}", oidc.token_endpoint_url),
+        )
+    })?;
+    let loopback = url
+        .host()
+        .map(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+        .unwrap_or(false);
+    match url.scheme_str() {
+        Some("https") => {}
+        Some("http") if loopback => {}
+        _ => {
+            return Err(invalid(
+                "sasl.oidc.token-endpoint-url",
+                format!(
+                    "`{}` must be an https:// URL (http:// only on loopback): the client \
+                     secret travels in the request",
+                    oidc.token_endpoint_url
+                ),
+            ));
+        }
+    }
+    if oidc.client_id.is_empty() {
+        return Err(invalid("sasl.oidc.client-id", "is empty"));
+    }
+    let secret = one_secret(
+        ("sasl.oidc.client-secret-file", &oidc.client_secret_file),
+        (
+            "sasl.oidc.client-secret (or EDDY_KAFKA__SASL__OIDC__CLIENT_SECRET)",
+            &oidc.client_secret,
+        ),
+    )?
+    .ok_or_else(|| {
+        invalid(
+            "sasl.oidc",
+            "has no client secret: set client-secret-file, or \
+             EDDY_KAFKA__SASL__OIDC__CLIENT_SECRET",
+        )
+    })?;
+    let mut properties = vec![
+        ("sasl.oauthbearer.method".to_owned(), "oidc".to_owned()),
+        (
+            "sasl.oauthbearer.token.endpoint.url".to_owned(),
+            oidc.token_endpoint_url.clone(),
+        ),
+        (
+            "sasl.oauthbearer.client.id".to_owned(),
+            oidc.client_id.clone(),
+        ),
+        ("sasl.oauthbearer.client.secret".to_owned(), secret),
+    ];
+    if let Some(scope) = &oidc.scope {
+        properties.push(("sasl.oauthbearer.scope".to_owned(), scope.clone()));
+    }
+    // Kafka's rule for extension names and values (RFC 7628); a comma
+    // would split librdkafka's list.
+    let mut extensions = Vec::new();
+    for (key, value) in &oidc.extensions {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphabetic()) || key == "auth" {
+            return Err(invalid(
+                &format!("sasl.oidc.extensions.{key}"),
+                "an extension's name is letters only, and not `auth`",
+            ));
+        }
+        if value.is_empty()
+            || !value
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b',')
+        {
+            return Err(invalid(
+                &format!("sasl.oidc.extensions.{key}"),
+                "an extension's value is printable ASCII without spaces or commas",
+            ));
+        }
+        extensions.push(format!("{key}={value}"));
+    }
+    if !extensions.is_empty() {
+        properties.push((
+            "sasl.oauthbearer.extensions".to_owned(),
+            extensions.join(","),
+        ));
+    }
+    if let Some(file) = &oidc.ca_file {
+        readable("sasl.oidc.ca-file", file)?;
+        properties.push(("https.ca.location".to_owned(), file.display().to_string()));
+    }
+    Ok(properties)
+}
+
+/// A secret given at most one way, as a file or as the value itself;
+/// `None` when neither.
+fn one_secret(
+    file: (&'static str, &Option<PathBuf>),
+    value: (&str, &Option<String>),
+) -> Result<Option<String>, ConnectionError> {
+    let secret = match (file.1, value.1) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                file.0,
+                format!("and {} are both set: give the secret one way", value.0),
+            ));
+        }
+        (Some(path), None) => read_secret(file.0, path)?,
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => return Ok(None),
+    };
+    if secret.is_empty() {
+        return Err(invalid(file.0, "holds an empty secret"));
+    }
+    Ok(Some(secret))
 }
 
 impl fmt::Debug for Connection {
@@ -438,7 +664,7 @@ impl ConnectionWatch {
             .clone();
         match refused {
             Some((code, reason, at)) if at.elapsed() < REFUSAL_RECENT => {
-                format!("; {reason}{}", connection_advice(code))
+                format!("; {reason}{}", connection_advice(code, &reason))
             }
             _ => String::new(),
         }
@@ -451,7 +677,7 @@ impl ClientContext for ConnectionWatch {
         // Only refusals explain anything; "all brokers are down" follows
         // every one of them and would hide it.
         if let Some(code) = error.rdkafka_error_code()
-            && !connection_advice(code).is_empty()
+            && !connection_advice(code, reason).is_empty()
         {
             *self.refused.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((code, reason.to_owned(), std::time::Instant::now()));
@@ -462,12 +688,20 @@ impl ClientContext for ConnectionWatch {
 impl ConsumerContext for ConnectionWatch {}
 
 /// What to change for a connection that failed with `code`.
-fn connection_advice(code: RDKafkaErrorCode) -> &'static str {
+fn connection_advice(code: RDKafkaErrorCode, reason: &str) -> &'static str {
     match code {
+        RDKafkaErrorCode::Authentication if reason.contains("OAUTHBEARER token") => {
+            ": eddy could not get a token from the identity provider. Check \
+             [kafka.sasl.oidc]: token-endpoint-url must be the provider's token endpoint, \
+             reachable from this host (with ca-file holding its CA if it is private), and \
+             client-id and the client secret those of a client allowed the \
+             client_credentials grant"
+        }
         RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => {
             ": the cluster refused eddy's credentials. Check [kafka.sasl]: the mechanism must \
              be one the listener enables, and username and password those of a user the \
-             cluster knows (for SCRAM, `kafka-configs.sh --alter --add-config \
+             cluster knows (for OAUTHBEARER: a token the brokers accept, its subject and \
+             scope included) (for SCRAM, `kafka-configs.sh --alter --add-config \
              'SCRAM-SHA-512=[password=...]' --entity-type users --entity-name USER`)"
         }
         RDKafkaErrorCode::SSL => {
@@ -546,6 +780,7 @@ mod tests {
                 username: "eddy".into(),
                 password_file: Some(password.path().to_owned()),
                 password: None,
+                oidc: None,
             }),
             tls: Some(TlsConfig {
                 ca_file: Some(ca.path().to_owned()),
@@ -620,5 +855,102 @@ mod tests {
         assert!(unknown.contains("socket.keepalive.enabled"), "{unknown}");
         let bad_value = error(with("socket.timeout.ms", "soon"));
         assert!(bad_value.contains("socket.timeout.ms"), "{bad_value}");
+    }
+
+    fn oidc() -> OidcConfig {
+        OidcConfig {
+            token_endpoint_url: "https://idp.example.com/oauth2/token".into(),
+            client_id: "eddy".into(),
+            client_secret: Some("cl13nt".into()),
+            scope: Some("kafka".into()),
+            extensions: [("logicalCluster".into(), "lkc-1".into())].into(),
+            ..OidcConfig::default()
+        }
+    }
+
+    fn oauthbearer(oidc: OidcConfig) -> ConnectionConfig {
+        ConnectionConfig {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(SaslConfig {
+                mechanism: SaslMechanism::OAuthBearer,
+                oidc: Some(oidc),
+                ..SaslConfig::default()
+            }),
+            ..ConnectionConfig::default()
+        }
+    }
+
+    #[test]
+    fn oauthbearer_fetches_tokens_by_oidc_client_credentials_and_debug_hides_the_secret() {
+        let config = oauthbearer(oidc());
+        let c = Connection::resolve(&config).expect("valid");
+        assert_eq!(property(&c, "sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(property(&c, "sasl.oauthbearer.method"), Some("oidc"));
+        assert_eq!(
+            property(&c, "sasl.oauthbearer.client.secret"),
+            Some("cl13nt")
+        );
+        assert_eq!(property(&c, "sasl.oauthbearer.scope"), Some("kafka"));
+        assert_eq!(
+            property(&c, "sasl.oauthbearer.extensions"),
+            Some("logicalCluster=lkc-1")
+        );
+        assert_eq!(property(&c, "sasl.username"), None);
+        let shown = format!("{c:?} {config:?}");
+        assert!(!shown.contains("cl13nt"), "{shown}");
+        // Plain HTTP is for a provider on this host only.
+        let local = OidcConfig {
+            token_endpoint_url: "http://127.0.0.1:8080/token".into(),
+            ..oidc()
+        };
+        Connection::resolve(&oauthbearer(local)).expect("loopback http is allowed");
+    }
+
+    #[test]
+    fn oauthbearer_tables_that_cannot_work_are_refused_by_name() {
+        let error = |config: ConnectionConfig| {
+            Connection::resolve(&config)
+                .expect_err("invalid")
+                .to_string()
+        };
+        let remote_http = error(oauthbearer(OidcConfig {
+            token_endpoint_url: "http://idp.example.com/token".into(),
+            ..oidc()
+        }));
+        assert!(remote_http.contains("https://"), "{remote_http}");
+        let no_secret = error(oauthbearer(OidcConfig {
+            client_secret: None,
+            ..oidc()
+        }));
+        assert!(no_secret.contains("client-secret-file"), "{no_secret}");
+        let bad_extension = error(oauthbearer(OidcConfig {
+            extensions: [("pool".into(), "a,b".into())].into(),
+            ..oidc()
+        }));
+        assert!(bad_extension.contains("extensions.pool"), "{bad_extension}");
+        let mut with_password = oauthbearer(oidc());
+        if let Some(sasl) = &mut with_password.sasl {
+            sasl.username = "eddy".into();
+        }
+        assert!(error(with_password).contains("takes no username"));
+        let oidc_for_scram = error(ConnectionConfig {
+            security_protocol: SecurityProtocol::SaslSsl,
+            sasl: Some(SaslConfig {
+                username: "eddy".into(),
+                password: Some("pw".into()),
+                oidc: Some(oidc()),
+                ..SaslConfig::default()
+            }),
+            ..ConnectionConfig::default()
+        });
+        assert!(
+            oidc_for_scram.starts_with("kafka.sasl.oidc"),
+            "{oidc_for_scram}"
+        );
+        let typed = error(ConnectionConfig {
+            properties: [("sasl.oauthbearer.client.secret".into(), "x".into())].into(),
+            ..ConnectionConfig::default()
+        });
+        assert!(typed.contains("sasl.oidc.client-secret-file"), "{typed}");
     }
 }

@@ -19,8 +19,8 @@ pub use admin::{InternalTopic, delete_topics, ensure_topic};
 pub use advice::advice;
 pub use broker::{DEFAULT_RETENTION_BYTES, EmbeddedBroker};
 pub use connection::{
-    Connection, ConnectionConfig, ConnectionError, SaslConfig, SaslMechanism, SecurityProtocol,
-    TlsConfig,
+    Connection, ConnectionConfig, ConnectionError, OidcConfig, SaslConfig, SaslMechanism,
+    SecurityProtocol, TlsConfig,
 };
 pub use fetch::{FetchQueue, Fetched};
 pub use partitioner::{murmur2_hash, murmur2_partition};

@@ -3,6 +3,8 @@
 //! the registry, consumer groups, transactions, changelogs and the
 //! repartition topic; `eddy consume` reaches it with the same file. Wrong
 //! credentials or an untrusted certificate are named, with what to change.
+//! The same listener takes OAUTHBEARER tokens that the daemon fetches from
+//! an OpenID Connect token endpoint with client credentials.
 //!
 //! The broker also has a plaintext listener, which only the test's own
 //! helpers use to feed and read topics; the daemon is given the SASL_SSL
@@ -10,7 +12,8 @@
 //! in on.
 
 use eddy_tests::{
-    Broker, BrokerKind, BrokerOptions, Daemon, Rec, consume, produce, sorted_texts, wait_for,
+    Broker, BrokerKind, BrokerOptions, Daemon, IdentityProvider, Rec, consume, produce,
+    sorted_texts, wait_for,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -246,6 +249,103 @@ fn refused_credentials_and_an_untrusted_certificate_are_named_and_nothing_is_los
 }
 
 #[test]
+fn oauthbearer_tokens_from_an_oidc_provider_carry_exactly_once_and_a_wrong_secret_is_named()
+-> anyhow::Result<()> {
+    let broker = secure_kafka(&[("lines", 2), ("shouted", 2)])?;
+    let secured = broker.secured()?;
+    let provider = IdentityProvider::start(
+        "eddy-daemon",
+        "client-s3cret",
+        "eddy",
+        Duration::from_secs(600),
+    )?;
+    let files = tempfile::tempdir()?;
+    let ca = secured.dir.join("ca.pem");
+    let config = |secret: &str| -> anyhow::Result<String> {
+        let secret_file = write(
+            files.path(),
+            &format!("secret-{secret}"),
+            &format!("{secret}\n"),
+        )?;
+        write(
+            files.path(),
+            &format!("{secret}.toml"),
+            &format!(
+                "brokers = \"{}\"\n\n[kafka]\nsecurity-protocol = \"sasl-ssl\"\n\n\
+                 [kafka.sasl]\nmechanism = \"OAUTHBEARER\"\n\n[kafka.sasl.oidc]\n\
+                 token-endpoint-url = \"{}\"\nclient-id = \"eddy-daemon\"\n\
+                 client-secret-file = \"{secret_file}\"\nscope = \"kafka\"\n\n\
+                 [kafka.tls]\nca-file = \"{}\"\n",
+                secured.bootstrap,
+                provider.url,
+                ca.display()
+            ),
+        )
+    };
+    let good = config("client-s3cret")?;
+    let wrong = config("guessed")?;
+    let batch = |from: usize| -> Vec<Rec> {
+        (from..from + 20)
+            .map(|i| Rec::value(format!("t{i:03}")).keyed(format!("k{i}")))
+            .collect()
+    };
+
+    let data = tempfile::tempdir()?;
+    let mut daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
+    daemon.deploy(
+        "shout",
+        "uppercase",
+        "lines",
+        "shouted",
+        &["--guarantee", "exactly-once"],
+    )?;
+    produce(broker.bootstrap(), "lines", &batch(0))?;
+    consume(
+        broker.bootstrap(),
+        "shouted",
+        20,
+        Duration::from_secs(120),
+        Duration::ZERO,
+    )?;
+    // Every token went to the configured client, for the configured scope,
+    // and the secret was never printed.
+    let grants = provider.grants();
+    assert!(!grants.is_empty(), "no token was fetched");
+    for grant in &grants {
+        assert!(grant.granted, "a request was refused: {grant:?}");
+        assert_eq!(grant.client_id, "eddy-daemon");
+        assert_eq!(grant.scope.as_deref(), Some("kafka"));
+    }
+    assert!(!daemon.log().contains("client-s3cret"), "{}", daemon.log());
+    daemon.terminate(Duration::from_secs(60))?;
+
+    // With a secret the provider refuses, the daemon names the provider
+    // and keeps trying while records arrive.
+    produce(broker.bootstrap(), "lines", &batch(20))?;
+    let mut refused = Daemon::start(&secured.bootstrap, data.path(), &["--config", &wrong], &[])?;
+    let answer = refusal(&refused, "could not get a token from the identity provider")?;
+    assert!(answer.contains("[kafka.sasl.oidc]"), "{answer}");
+    assert!(refused.is_running(), "the daemon gave up");
+    assert!(
+        provider.grants().iter().any(|g| !g.granted),
+        "the provider saw no refused request"
+    );
+    refused.terminate(Duration::from_secs(60))?;
+
+    let _daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
+    let out = consume(
+        broker.bootstrap(),
+        "shouted",
+        40,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+    )?;
+    let expected: Vec<String> = (0..40).map(|i| format!("T{i:03}")).collect();
+    assert_eq!(sorted_texts(&out), expected, "every record once");
+    Ok(())
+}
+
+#[test]
 fn a_kafka_table_that_cannot_work_stops_the_daemon_at_start_naming_the_key() -> anyhow::Result<()> {
     let files = tempfile::tempdir()?;
     let password = write(files.path(), "password", "pw")?;
@@ -271,6 +371,17 @@ fn a_kafka_table_that_cannot_work_stops_the_daemon_at_start_naming_the_key() -> 
         (
             "[kafka]\nsecurity-protocol = \"ssl\"\n[kafka.tls]\nca-file = \"/nonexistent/ca.pem\"\n",
             "kafka.tls.ca-file: could not read /nonexistent/ca.pem",
+        ),
+        // The client secret would cross the network in the clear.
+        (
+            "[kafka]\nsecurity-protocol = \"sasl-ssl\"\n[kafka.sasl]\nmechanism = \"OAUTHBEARER\"\n\
+             [kafka.sasl.oidc]\ntoken-endpoint-url = \"http://idp.example.com/token\"\n\
+             client-id = \"eddy\"\nclient-secret = \"x\"\n",
+            "must be an https:// URL",
+        ),
+        (
+            "[kafka]\nsecurity-protocol = \"sasl-ssl\"\n[kafka.sasl]\nmechanism = \"OAUTHBEARER\"\n",
+            "needs a [kafka.sasl.oidc] table",
         ),
     ];
     for (i, (table, expect)) in cases.iter().enumerate() {
