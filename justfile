@@ -121,15 +121,17 @@ lint:
     cargo clippy --workspace --all-targets --locked -- -D warnings
     CARGO_TARGET_DIR={{ plugins_target }} CARGO_BUILD_BUILD_DIR={{ plugins_target }} cargo clippy --release --target wasm32-wasip2 --locked -p eddy-sdk {{ prepend("-p ", plugins) }} -- -D warnings
 
-# Fuzz the decoders that read what others wrote (tests/fuzz): the packed batch codec and registry
-# records. `just fuzz` runs each target briefly, as CI does; `just fuzz registry_record 3600` runs
-# one for an hour. cargo-fuzz wants nightly flags: the stable toolchain takes them with
-# RUSTC_BOOTSTRAP=1. Crashes land in tests/fuzz/artifacts/TARGET.
+# Fuzz the decoders and checks that read what others wrote (tests/fuzz): the packed batch codec,
+# pipeline specs and registry records. `just fuzz` runs each target briefly, as CI does;
+# `just fuzz pipeline_spec 3600` runs one for an hour. A target starts from its seeds
+# (tests/fuzz/seeds/TARGET) when it has them. cargo-fuzz wants nightly flags: the stable
+# toolchain takes them with RUSTC_BOOTSTRAP=1. Crashes land in tests/fuzz/artifacts/TARGET.
 fuzz target="" seconds="15":
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
-    cd tests/fuzz && for t in {{ if target == "" { "packed_batch registry_record" } else { target } }}; do \
+    cd tests/fuzz && for t in {{ if target == "" { "packed_batch pipeline_spec registry_record" } else { target } }}; do \
         dict=(); [ -f "dictionaries/$t.dict" ] && dict=(-dict="dictionaries/$t.dict"); \
-        RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={{ fuzz_target_dir }} cargo fuzz run --sanitizer none "$t" -- -max_total_time={{ seconds }} -rss_limit_mb=2048 "${dict[@]+"${dict[@]}"}" || exit 1; \
+        seeds=(); [ -d "seeds/$t" ] && seeds=("corpus/$t" "seeds/$t") && mkdir -p "corpus/$t"; \
+        RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={{ fuzz_target_dir }} cargo fuzz run --sanitizer none "$t" "${seeds[@]+"${seeds[@]}"}" -- -max_total_time={{ seconds }} -rss_limit_mb=2048 "${dict[@]+"${dict[@]}"}" || exit 1; \
     done
 
 # Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py);

@@ -1,9 +1,9 @@
 //! Why a pipeline operation failed.
 
 use super::registry::RegistryError;
-use super::spec::SpecError;
 use crate::kafka::TopicError;
 use crate::runtime::ModuleError;
+use eddy_spec::SpecError;
 
 /// Why a pipeline operation failed; each maps to one gRPC status code.
 #[derive(Debug, thiserror::Error)]

@@ -5,15 +5,15 @@
 
 use super::error::ManagerError;
 use super::lock;
-use super::names::InternalNames;
 use super::runner::{GroupExit, PipelineRunner, RunnerStatus};
-use super::spec::{Guarantee, PipelineSpec};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
 use crate::kafka::{KafkaMetadata, KafkaSettings, Producer};
 use crate::modules::ModuleStore;
-use crate::task::{DaemonList, TaskPlan, TaskRuntime};
+use crate::runtime::GuestLimits;
+use crate::task::{DaemonList, TaskPlan, TaskRuntime, TaskSettings};
 use anyhow::Context as _;
+use eddy_spec::{Guarantee, InternalNames, PipelineSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -173,7 +173,7 @@ impl LocalPipelines {
                 .runtime
                 .module(digest, || resources.modules.bytes(digest))?;
             plans.push(Arc::new(TaskPlan {
-                settings: spec.task_settings(step, config.clone()),
+                settings: task_settings(spec, step, config.clone()),
                 inputs: spec.step_inputs(names, step),
                 output: spec.step_output(names, step),
                 named_outputs: spec.named_outputs.clone(),
@@ -215,5 +215,35 @@ impl LocalPipelines {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+/// How the tasks of `spec`'s `step` behave.
+fn task_settings(
+    spec: &PipelineSpec,
+    step: u32,
+    config: Arc<BTreeMap<String, String>>,
+) -> TaskSettings {
+    let limits = &spec.limits;
+    TaskSettings {
+        pipeline: spec.name.clone(),
+        step,
+        multi_step: spec.steps.len() > 1,
+        module: spec.steps.get(step as usize).cloned().unwrap_or_default(),
+        start_from: spec.start_from,
+        error_policy: spec.error_policy,
+        guest: GuestLimits {
+            memory_bytes: limits.memory_bytes,
+            call_timeout: limits.call_timeout,
+            max_output_records: limits.max_output_records,
+            max_output_bytes: limits.max_output_bytes,
+            max_record_bytes: limits.max_record_bytes,
+        },
+        max_batch_records: limits.max_batch_records,
+        batch_linger: limits.batch_linger,
+        commit_interval: spec.commit_interval,
+        transaction_timeout: spec.transaction_timeout,
+        standby_replicas: spec.standby_replicas,
+        config,
     }
 }

@@ -15,14 +15,11 @@ use super::cluster::{Cluster, DaemonIdentity, PipelineRecord};
 use super::error::ManagerError;
 use super::local::{LocalPipelines, Resources};
 use super::lock;
-use super::names::InternalNames;
 use super::query::{LocalAnswer, StateQuery, StateRead};
 use super::registry::Registry;
 use super::signing::ClusterSecret;
-use super::spec::{PipelineSpec, SpecError, StartFrom};
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
-use super::validate::{Rules, SpecRequest};
 use super::view::{PipelineView, Viewer};
 use crate::config::LimitsConfig;
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings};
@@ -30,6 +27,9 @@ use crate::modules::ModuleStore;
 use crate::state::StateMemory;
 use crate::task::{DaemonList, TaskRuntime};
 use anyhow::Context as _;
+use eddy_spec::InternalNames;
+use eddy_spec::{PipelineSpec, SpecError, StartFrom};
+use eddy_spec::{Rules, SpecRequest};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::path::PathBuf;
@@ -243,7 +243,11 @@ impl PipelineManager {
     pub fn create(&self, request: SpecRequest) -> Result<PipelineView, ManagerError> {
         let _changing = lock(&self.changing);
         self.check_read()?;
-        let spec = PipelineSpec::validate(request, &self.modules, self.rules())?;
+        let spec = PipelineSpec::check(request, self.rules(), |module| {
+            self.modules
+                .resolve(module)
+                .map_err(|e| SpecError(e.to_string()))
+        })?;
         if self.local.contains(&spec.name) {
             return Err(ManagerError::AlreadyExists(spec.name));
         }

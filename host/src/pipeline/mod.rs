@@ -10,15 +10,12 @@ mod cluster;
 mod error;
 mod local;
 mod manager;
-mod names;
 mod query;
 mod registry;
 mod runner;
 mod signing;
-mod spec;
 mod stored;
 mod stores;
-mod validate;
 mod view;
 
 use std::sync::{Mutex, MutexGuard};
@@ -30,12 +27,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub use cluster::DaemonIdentity;
+pub use eddy_spec::{
+    ErrorPolicy, Guarantee, InternalNames, Limits, LimitsRequest, PipelineSpec, Rules, SpecError,
+    SpecRequest, StartFrom,
+};
 pub use error::ManagerError;
 pub use manager::{ManagerOptions, PipelineManager};
-pub use names::InternalNames;
 pub use query::{LocalAnswer, StateAnswer, StateEntry, StateQuery, StateRead, StateScan};
 pub use runner::{PartitionView, PipelineRunner, RunnerStatus, StepTasks, TopicPartition};
 pub use signing::{ClusterSecret, SECRET_ENV, SecretError};
-pub use spec::{ErrorPolicy, Guarantee, Limits, PipelineSpec, SpecError, StartFrom};
-pub use validate::{LimitsRequest, Rules, SpecRequest};
 pub use view::{PartitionStatus, PipelineState, PipelineView};

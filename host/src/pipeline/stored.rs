@@ -2,8 +2,8 @@
 //! directory's copies: a registry that lost its records (a new or reset
 //! broker) gets them back from there.
 
-use super::spec::PipelineSpec;
 use anyhow::Context as _;
+use eddy_spec::PipelineSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

@@ -44,7 +44,7 @@ impl StateStores {
     /// readers let go; nothing if it has none.
     pub(super) fn destroy(&self, name: &str) -> anyhow::Result<()> {
         // A name is a directory here: never one that reaches outside.
-        super::validate::check_name(name)?;
+        eddy_spec::check_name(name)?;
         let path = self.dir.join(name);
         if !path.exists() {
             return Ok(());

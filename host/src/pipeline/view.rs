@@ -3,11 +3,11 @@
 //! read from the tasks on this daemon and from Kafka.
 
 use super::local::Snapshot;
-use super::names::InternalNames;
 use super::runner::PartitionView;
-use super::spec::PipelineSpec;
 use crate::kafka::{self, KafkaMetadata, KafkaSettings};
 use crate::task::{CallTimes, RestoreProgress};
+use eddy_spec::InternalNames;
+use eddy_spec::PipelineSpec;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

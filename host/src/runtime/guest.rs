@@ -209,7 +209,9 @@ impl<S: GuestServices> Guest<S> {
                 let result = processor.call_process_packed(&mut self.store, batch.packed());
                 self.settle(result).and_then(|o| self.packed_outputs(o))
             }
-            Instance::Builtin(builtin) => builtin.process(batch).map_err(unreadable),
+            Instance::Builtin(builtin) => {
+                super::builtin::process(*builtin, batch).map_err(unreadable)
+            }
         };
         self.checked(outputs)
     }

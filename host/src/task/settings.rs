@@ -2,34 +2,10 @@
 //! spec and hands down, so a task never reads the spec itself.
 
 use crate::runtime::GuestLimits;
-use serde::{Deserialize, Serialize};
+pub use eddy_spec::{ErrorPolicy, StartFrom};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Where a task with no committed offset starts reading its input.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum StartFrom {
-    /// The oldest record still in the log.
-    #[default]
-    Earliest,
-    /// Only records produced after the pipeline was created.
-    Latest,
-}
-
-/// What happens to a record the guest fails on.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ErrorPolicy {
-    /// Stop the task; nothing past the failing batch is committed.
-    #[default]
-    Fail,
-    /// Drop the records the guest fails on, counted and logged.
-    Skip,
-    /// Send the records the guest fails on to `<pipeline>.dlq`.
-    DeadLetter,
-}
 
 /// What every task of one pipeline step runs by.
 #[derive(Clone, Debug)]

@@ -2,15 +2,34 @@
 //! `validate`), and kept as JSON in the registry and the data directory so
 //! every daemon runs it and restores it on restart.
 
-use crate::runtime::GuestLimits;
-use crate::task::TaskSettings;
-pub use crate::task::{ErrorPolicy, StartFrom};
+use crate::names::InternalNames;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::names::InternalNames;
+/// Where a task with no committed offset starts reading its input.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartFrom {
+    /// The oldest record still in the log.
+    #[default]
+    Earliest,
+    /// Only records produced after the pipeline was created.
+    Latest,
+}
+
+/// What happens to a record the guest fails on.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the task; nothing past the failing batch is committed.
+    #[default]
+    Fail,
+    /// Drop the records the guest fails on, counted and logged.
+    Skip,
+    /// Send the records the guest fails on to `<pipeline>.dlq`.
+    DeadLetter,
+}
 
 /// The delivery guarantee.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,12 +50,12 @@ pub enum Guarantee {
 /// interval is logged once. Tasks also commit when their input pauses, so a
 /// quiet pipeline is always committed; a crash under at-least-once replays
 /// at most one interval.
-pub(super) const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The broker aborts a transaction left open longer than this.
-pub(super) const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Kafka's default `transaction.max.timeout.ms`: brokers refuse longer.
-pub(super) const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+pub(crate) const MAX_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 fn default_transaction_timeout() -> Duration {
     DEFAULT_TRANSACTION_TIMEOUT
@@ -57,13 +76,13 @@ pub struct Limits {
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
     /// Output records per guest call.
-    #[serde(default = "crate::config::default_max_output_records")]
+    #[serde(default = "crate::limits::default_max_output_records")]
     pub max_output_records: u32,
     /// Output bytes (keys, values, headers) per guest call.
-    #[serde(default = "crate::config::default_max_output_bytes")]
+    #[serde(default = "crate::limits::default_max_output_bytes")]
     pub max_output_bytes: u64,
     /// Bytes per output record: the daemon's, set by the brokers' limit.
-    #[serde(default = "crate::config::default_max_record_bytes")]
+    #[serde(default = "crate::limits::default_max_record_bytes")]
     pub max_record_bytes: u64,
 }
 
@@ -114,32 +133,6 @@ pub struct PipelineSpec {
 pub struct SpecError(pub String);
 
 impl PipelineSpec {
-    /// How the tasks of `step` behave.
-    pub fn task_settings(&self, step: u32, config: Arc<BTreeMap<String, String>>) -> TaskSettings {
-        let limits = &self.limits;
-        TaskSettings {
-            pipeline: self.name.clone(),
-            step,
-            multi_step: self.steps.len() > 1,
-            module: self.steps.get(step as usize).cloned().unwrap_or_default(),
-            start_from: self.start_from,
-            error_policy: self.error_policy,
-            guest: GuestLimits {
-                memory_bytes: limits.memory_bytes,
-                call_timeout: limits.call_timeout,
-                max_output_records: limits.max_output_records,
-                max_output_bytes: limits.max_output_bytes,
-                max_record_bytes: limits.max_record_bytes,
-            },
-            max_batch_records: limits.max_batch_records,
-            batch_linger: limits.batch_linger,
-            commit_interval: self.commit_interval,
-            transaction_timeout: self.transaction_timeout,
-            standby_replicas: self.standby_replicas,
-            config,
-        }
-    }
-
     /// The input topics of `step`.
     pub fn step_inputs(&self, names: InternalNames<'_>, step: u32) -> Vec<String> {
         match step {

@@ -1,13 +1,13 @@
-//! Checking a requested pipeline: names, topics, modules and limits
-//! against the daemon's ceilings, with errors that say what to change.
+//! Checking a pipeline, requested or recorded: names, topics, modules and
+//! limits against the daemon's ceilings, with errors that say what to
+//! change.
 
-use super::spec::{
+use crate::builtin::Builtin;
+use crate::limits::LimitsConfig;
+use crate::spec::{
     DEFAULT_COMMIT_INTERVAL, DEFAULT_TRANSACTION_TIMEOUT, ErrorPolicy, Guarantee, Limits,
     MAX_TRANSACTION_TIMEOUT, PipelineSpec, SpecError, StartFrom,
 };
-use crate::config::LimitsConfig;
-use crate::modules::ModuleStore;
-use crate::runtime::Builtin;
 use eddy_registry::is_full_digest;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,7 +72,7 @@ const MAX_STEPS: usize = 16;
 /// Most standby copies of a pipeline's state per partition.
 const MAX_STANDBY_REPLICAS: u32 = 8;
 /// Checks a pipeline name: it names files, consumer groups and topics.
-pub(super) fn check_name(name: &str) -> Result<(), SpecError> {
+pub fn check_name(name: &str) -> Result<(), SpecError> {
     eddy_registry::check_pipeline_name(name).map_err(invalid)
 }
 
@@ -138,15 +138,15 @@ pub struct Rules<'a> {
 }
 
 impl PipelineSpec {
-    /// Checks a requested pipeline and resolves its modules and limits.
-    pub fn validate(
-        spec: SpecRequest,
-        modules: &ModuleStore,
+    /// Checks a requested pipeline and resolves its limits, and its modules
+    /// with `resolve`, which turns a step's module reference (a digest or a
+    /// unique prefix of one; never a builtin) into the module's digest.
+    pub fn check(
+        request: SpecRequest,
         rules: Rules<'_>,
+        resolve: impl Fn(&str) -> Result<String, SpecError>,
     ) -> Result<Self, SpecError> {
-        check(spec, rules, |module| {
-            modules.resolve(module).map_err(|e| invalid(e.to_string()))
-        })
+        check(request, rules, resolve)
     }
 
     /// Checks a spec as recorded (in the registry or the data directory)
@@ -427,5 +427,19 @@ mod tests {
         assert_eq!(limit("m", None, 10u64).ok(), Some(10));
         assert_eq!(limit("m", Some(5u64), 10).ok(), Some(5));
         assert!(limit("m", Some(11u64), 10).is_err());
+    }
+
+    /// The fuzz target's seed (tests/fuzz/seeds/pipeline_spec) must pass, or
+    /// the fuzzer spends its time on specs that fail to parse.
+    #[test]
+    fn the_fuzz_seed_is_a_spec_that_passes() {
+        let seed = include_str!("../../../tests/fuzz/seeds/pipeline_spec/word-count.json");
+        let spec: PipelineSpec = serde_json::from_str(seed).expect("the seed parses");
+        let ceilings = LimitsConfig::default();
+        let rules = Rules {
+            ceilings: &ceilings,
+            group_prefix: "eddy.",
+        };
+        assert_eq!(spec.revalidate(rules).ok(), Some(spec));
     }
 }
