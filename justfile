@@ -134,6 +134,12 @@ fuzz target="" seconds="15":
         RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={{ fuzz_target_dir }} cargo fuzz run --sanitizer none "$t" "${seeds[@]+"${seeds[@]}"}" -- -max_total_time={{ seconds }} -rss_limit_mb=2048 "${dict[@]+"${dict[@]}"}" || exit 1; \
     done
 
+# Licences, bans and sources of every dependency (deny.toml). Advisories are left out: RustSec's
+# database is a git repository these machines cannot fetch (`cargo deny check advisories` elsewhere).
+deny:
+    command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked --quiet
+    cargo deny --locked check bans licenses sources
+
 # Probe `eddy dev-broker` with an independent client (e.g. ../shared/kafka/check-broker.py);
 # `just probe-broker PROBE --kafka` probes Apache Kafka the same way.
 probe-broker probe *kind: build
