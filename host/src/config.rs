@@ -71,6 +71,11 @@ pub struct ServeConfig {
     /// refuses to listen beyond loopback without them.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Who may use the control plane by client certificate (mutual TLS),
+    /// each with a role: a certificate from the CA that names none of
+    /// these is refused. None: every certificate from the CA is an admin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_certificates: Vec<ClientCertificateConfig>,
     /// Serve a control plane without tokens on an address beyond loopback,
     /// where anyone who reaches it may do anything: only on a network
     /// nobody else reaches.
@@ -181,6 +186,29 @@ pub struct TokenConfig {
     pub topics: Vec<String>,
 }
 
+/// A client certificate the control plane knows, by a name it carries, and
+/// what its holder may do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientCertificateConfig {
+    /// Who holds it, for the logs.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// A subject alternative name of the certificate, DNS name or URI
+    /// (`ci.team-a.example.com`, `spiffe://example.com/team-a/ci`),
+    /// matched exactly. The CA must be one that signs such a name only for
+    /// its holder.
+    pub san: String,
+    /// A deployer's pipelines must start with this; none: any name.
+    #[serde(default)]
+    pub pipeline_prefix: Option<String>,
+    /// The topics a deployer's pipelines may read and write: names, or
+    /// prefixes ending in `*`; empty: any topic.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
 /// What a token may do; each role may do what the ones before it may.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
@@ -222,6 +250,7 @@ impl Default for ServeConfig {
             cluster_secret_file: None,
             upload_idle_timeout: default_upload_idle_timeout(),
             tokens: Vec::new(),
+            client_certificates: Vec::new(),
             anonymous_control_plane: false,
             kafka: ConnectionConfig::default(),
             control_tls: None,
@@ -316,6 +345,31 @@ impl ServeConfig {
                     .any(|t| t.sha256.eq_ignore_ascii_case(&token.sha256)),
                 "tokens[{i}] ({}): the same token is configured twice",
                 token.name
+            );
+        }
+        for (i, client) in self.client_certificates.iter().enumerate() {
+            anyhow::ensure!(
+                !client.san.trim().is_empty(),
+                "client-certificates[{i}] ({}): san is empty: give a DNS name or URI the \
+                 certificate carries as a subject alternative name",
+                client.name
+            );
+            anyhow::ensure!(
+                !self.client_certificates[..i]
+                    .iter()
+                    .any(|c| c.san == client.san),
+                "client-certificates[{i}] ({}): san `{}` is configured twice",
+                client.name,
+                client.san
+            );
+        }
+        if !self.client_certificates.is_empty() {
+            anyhow::ensure!(
+                self.control_tls
+                    .as_ref()
+                    .is_some_and(|t| t.require_client_cert),
+                "client-certificates need mutual TLS: set [control-tls] with ca-file and \
+                 require-client-cert = true, or clients present no certificate to match"
             );
         }
         if let Some(tls) = &self.control_tls {

@@ -103,7 +103,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let heap_trimmer = native_heap::Trimmer::start(config.heap_trim_interval)
         .context("could not start the heap trimming thread")?;
     let secret = ClusterSecret::load(config.cluster_secret_file.as_deref())?;
-    let access = Arc::new(Access::new(&config.tokens));
+    let access = Arc::new(Access::new(&config.tokens, &config.client_certificates));
     let tls = config
         .control_tls
         .as_ref()

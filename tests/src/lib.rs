@@ -42,6 +42,13 @@ pub fn eddy_bin() -> PathBuf {
     path
 }
 
+/// The SHA-256 of a control-plane token in hex, as a daemon's
+/// configuration holds it (`[[tokens]] sha256`).
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 /// A plugin built for wasm32-wasip2 by `just plugins`, by crate name
 /// (`split-words`): in this checkout's `target/plugins`, or `EDDY_PLUGINS_DIR`.
 pub fn plugin(name: &str) -> PathBuf {

@@ -39,6 +39,16 @@ impl Pki {
         Ok(pki)
     }
 
+    /// Signs a client certificate for `who` carrying `san` (`DNS:...` or
+    /// `URI:...`) as its subject alternative name: `{who}.pem` and
+    /// `{who}.key`.
+    pub fn client(&self, who: &str, san: &str) -> anyhow::Result<()> {
+        self.sign(
+            who,
+            &format!("extendedKeyUsage=clientAuth\nsubjectAltName={san}"),
+        )
+    }
+
     fn sign(&self, who: &str, extension: &str) -> anyhow::Result<()> {
         let (key, csr, pem, ext) = (
             format!("{who}.key"),

@@ -1,19 +1,22 @@
 //! Who is calling the control plane, and what they may do: bearer tokens
 //! (`authorization: Bearer <token>`) matched by their SHA-256 against the
-//! configured ones, each with a role. Without configured tokens every
-//! caller may do everything, which the daemon only allows on loopback.
+//! configured ones, or client certificates (mutual TLS) matched by a
+//! subject alternative name, each with a role. Without either configured
+//! every caller may do everything, which the daemon only allows on
+//! loopback or behind mutual TLS.
 
-use crate::config::{Role, TokenConfig};
+use crate::config::{ClientCertificateConfig, Role, TokenConfig};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-/// The configured tokens.
+/// The configured tokens and client certificates.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
     tokens: Vec<([u8; 32], TokenConfig)>,
+    certificates: Vec<ClientCertificateConfig>,
 }
 
-/// The caller of one request, as its token says.
+/// The caller of one request, as its token or certificate says.
 #[derive(Clone, Debug)]
 pub struct Caller {
     name: String,
@@ -23,8 +26,8 @@ pub struct Caller {
 }
 
 impl Access {
-    /// Access by `tokens`; none lets everyone in.
-    pub fn new(tokens: &[TokenConfig]) -> Self {
+    /// Access by `tokens` and `certificates`; neither lets everyone in.
+    pub fn new(tokens: &[TokenConfig], certificates: &[ClientCertificateConfig]) -> Self {
         let tokens = tokens
             .iter()
             .filter_map(|t| {
@@ -33,17 +36,21 @@ impl Access {
                 Some((digest, t.clone()))
             })
             .collect();
-        Self { tokens }
+        Self {
+            tokens,
+            certificates: certificates.to_vec(),
+        }
     }
 
-    /// Whether callers must present a token.
+    /// Whether callers must present a token or a known certificate.
     pub fn required(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || !self.certificates.is_empty()
     }
 
-    /// The caller of `request`: UNAUTHENTICATED without a known token.
+    /// The caller of `request`: by its token when it sends one, else by
+    /// its client certificate; UNAUTHENTICATED when neither is known.
     pub fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        if self.tokens.is_empty() {
+        if !self.required() {
             return Ok(Caller {
                 name: "anyone (no tokens configured)".into(),
                 role: Role::Admin,
@@ -55,13 +62,18 @@ impl Access {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "this daemon needs a token: pass --token or set EDDY_TOKEN \
-                     (`authorization: Bearer <token>`)",
-                )
-            })?;
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(token) = token {
+            return self.by_token(token);
+        }
+        let names = request
+            .peer_certs()
+            .and_then(|chain| chain.first().map(certificate_names))
+            .unwrap_or_default();
+        self.by_certificate(&names)
+    }
+
+    fn by_token(&self, token: &str) -> Result<Caller, Status> {
         let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         // Every configured token is compared, in constant time each, so the
         // time taken says nothing about which one nearly matched.
@@ -80,6 +92,44 @@ impl Access {
             topics: config.topics.clone(),
         })
     }
+
+    /// The caller whose client certificate carries `names` (its subject
+    /// alternative names).
+    fn by_certificate(&self, names: &[String]) -> Result<Caller, Status> {
+        let known = self.certificates.iter().find(|c| names.contains(&c.san));
+        match known {
+            Some(config) => Ok(Caller {
+                name: config.name.clone(),
+                role: config.role,
+                pipeline_prefix: config.pipeline_prefix.clone(),
+                topics: config.topics.clone(),
+            }),
+            None if self.certificates.is_empty() || names.is_empty() => {
+                Err(Status::unauthenticated(
+                    "this daemon needs a token: pass --token or set EDDY_TOKEN \
+                     (`authorization: Bearer <token>`)",
+                ))
+            }
+            None => Err(Status::unauthenticated(format!(
+                "the client certificate (names: {}) is not one this daemon knows: an operator \
+                 lists it in [[client-certificates]], or pass --token",
+                names.join(", ")
+            ))),
+        }
+    }
+}
+
+/// The DNS and URI subject alternative names of a DER certificate; none
+/// if it cannot be parsed (rustls already checked it against the CA).
+fn certificate_names(der: &rustls_pki_types::CertificateDer<'_>) -> Vec<String> {
+    let Ok(certificate) = webpki::EndEntityCert::try_from(der) else {
+        return Vec::new();
+    };
+    certificate
+        .valid_dns_names()
+        .chain(certificate.valid_uri_names())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether `a` and `b` are equal, compared in time that depends only on
@@ -176,11 +226,14 @@ mod tests {
         let mut team = token("team-a", "s3cret-team", Role::Deployer);
         team.pipeline_prefix = Some("team-a.".into());
         team.topics = vec!["team-a.*".into(), "shared".into()];
-        let access = Access::new(&[
-            token("ops", "s3cret-ops", Role::Admin),
-            team,
-            token("dash", "s3cret-dash", Role::Reader),
-        ]);
+        let access = Access::new(
+            &[
+                token("ops", "s3cret-ops", Role::Admin),
+                team,
+                token("dash", "s3cret-dash", Role::Reader),
+            ],
+            &[],
+        );
         for token in [None, Some("guess")] {
             let refused = access.caller(&request(token)).map(drop);
             assert!(
@@ -212,9 +265,39 @@ mod tests {
 
     #[test]
     fn without_tokens_everyone_may_do_everything() {
-        let access = Access::new(&[]);
+        let access = Access::new(&[], &[]);
         assert!(!access.required());
         let anyone = access.caller(&request(None)).expect("open");
         assert!(anyone.may_change("x").is_ok() && anyone.may_upload().is_ok());
+    }
+
+    #[test]
+    fn certificates_are_known_by_a_subject_alternative_name_and_a_token_comes_first() {
+        let access = Access::new(
+            &[token("ops", "s3cret-ops", Role::Admin)],
+            &[ClientCertificateConfig {
+                name: "team-a ci".into(),
+                role: Role::Deployer,
+                san: "spiffe://example.com/team-a/ci".into(),
+                pipeline_prefix: Some("team-a.".into()),
+                topics: Vec::new(),
+            }],
+        );
+        assert!(access.required());
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let ci = access
+            .by_certificate(&names(&["ci.internal", "spiffe://example.com/team-a/ci"]))
+            .expect("known");
+        assert!(ci.may_change("team-a.wc").is_ok() && ci.may_change("b").is_err());
+        let stranger = access.by_certificate(&names(&["spiffe://example.com/team-a/ci2"]));
+        assert!(stranger.is_err_and(|e| {
+            e.code() == tonic::Code::Unauthenticated && e.message().contains("team-a/ci2")
+        }));
+        let nobody = access.by_certificate(&[]);
+        assert!(nobody.is_err_and(|e| e.message().contains("--token")));
+        // Without a certificate in the request, the token decides.
+        let admin = access.caller(&request(Some("s3cret-ops"))).expect("token");
+        assert!(admin.may_change("anything").is_ok());
+        assert!(access.caller(&request(None)).is_err());
     }
 }

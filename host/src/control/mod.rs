@@ -128,6 +128,33 @@ pub async fn serve(
     Ok(())
 }
 
+/// Binds a Unix socket at `path` that only this user can connect to, with
+/// no moment in which anyone else could: it is bound in a new directory
+/// only this user may enter, restricted to this user, then moved into
+/// place (replacing a stale socket in one step).
+fn bind_private_socket(path: &std::path::Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let private = parent.join(format!(".eddy-{}-{nanos}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("socket");
+    let bound = tokio::net::UnixListener::bind(&staged).and_then(|listener| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    });
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    bound
+}
+
 /// Binds the control plane's address, with a message that says what to do
 /// when it is taken. A Unix socket is made readable and writable by this
 /// user alone; one left behind by a daemon that is gone is replaced.
@@ -150,10 +177,7 @@ pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
                 }
                 std::fs::remove_file(path).map_err(taken)?;
             }
-            let listener = tokio::net::UnixListener::bind(path).map_err(taken)?;
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("could not restrict {} to this user", path.display()))?;
+            let listener = bind_private_socket(path).map_err(taken)?;
             Ok(Listener::Unix(listener, path.clone()))
         }
     }

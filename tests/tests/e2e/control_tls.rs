@@ -255,3 +255,145 @@ fn daemons_forward_state_queries_to_each_other_over_mutual_tls() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// Runs `eddy ARGS` against `server` as the holder of `pki`'s certificate
+/// `who` (`who.pem`, `who.key`); returns whether it succeeded and stderr.
+fn eddy_as(server: &str, pki: &Pki, who: &str, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = Command::new(eddy_bin())
+        .args(args)
+        .args(["--server", server, "--tls-ca", &pki.file("ca.pem")])
+        .args(["--tls-cert", &pki.file(&format!("{who}.pem"))])
+        .args(["--tls-key", &pki.file(&format!("{who}.key"))])
+        .env_remove("EDDY_SERVER")
+        .env_remove("EDDY_TOKEN")
+        .output()?;
+    Ok((out.status.success(), stderr(&out)))
+}
+
+#[test]
+fn client_certificates_are_known_by_name_each_within_its_role() -> anyhow::Result<()> {
+    use eddy_tests::Broker;
+    let broker = Broker::start(&[("team-a.in", 1), ("team-a.out", 1), ("other", 1)])?;
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new(&dir.path().join("pki"), "eddy control plane CA")?;
+    pki.client("dashboard", "DNS:dashboard.clients.test")?;
+    pki.client("team-a-ci", "URI:spiffe://clients.test/team-a/ci")?;
+    // From the same CA, but named in no [[client-certificates]] entry.
+    pki.client("intern", "DNS:intern.clients.test")?;
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[control-tls]
+cert-file = "{server}"
+key-file = "{server_key}"
+ca-file = "{ca}"
+require-client-cert = true
+
+[[client-certificates]]
+name = "dashboard"
+role = "reader"
+san = "dashboard.clients.test"
+
+[[client-certificates]]
+name = "team-a ci"
+role = "deployer"
+san = "spiffe://clients.test/team-a/ci"
+pipeline-prefix = "team-a."
+topics = ["team-a.*"]
+
+[[tokens]]
+name = "ops"
+role = "admin"
+sha256 = "{admin}"
+"#,
+            server = pki.file("server.pem"),
+            server_key = pki.file("server.key"),
+            ca = pki.file("ca.pem"),
+            admin = eddy_tests::sha256_hex("admin-token-0123456789"),
+        ),
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let daemon = Daemon::start(
+        broker.bootstrap(),
+        &dir.path().join("data"),
+        &["--config", &config],
+        &[],
+    )?;
+    let server = daemon.server().to_owned();
+    let module = eddy_tests::plugin("uppercase");
+    let module = module.to_string_lossy();
+    let create = |name: &'static str, input: &'static str| {
+        [
+            "pipeline",
+            "create",
+            name,
+            "--module",
+            &module,
+            "--input",
+            input,
+            "--output",
+            "team-a.out",
+        ]
+        .map(str::to_owned)
+    };
+    let run = |who: &str, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        eddy_as(&server, &pki, who, &args)
+    };
+    let list = ["pipeline".to_owned(), "list".to_owned()];
+
+    // A certificate from the CA that names no configured client, and the
+    // test's generic one, are not admitted by the certificate alone.
+    for who in ["intern", "client"] {
+        let (ok, err) = run(who, &list)?;
+        assert!(!ok && err.contains("Unauthenticated"), "{who}: {err}");
+    }
+    let (ok, err) = run("intern", &list)?;
+    assert!(!ok && err.contains("intern.clients.test"), "{err}");
+    let (ok, err) = run("dashboard", &list)?;
+    assert!(ok, "{err}");
+    let (ok, err) = run("dashboard", &create("team-a.wc", "team-a.in"))?;
+    assert!(!ok && err.contains("PermissionDenied"), "{err}");
+    let (ok, err) = run("team-a-ci", &create("team-b.wc", "team-a.in"))?;
+    assert!(!ok && err.contains("team-a."), "{err}");
+    let (ok, err) = run("team-a-ci", &create("team-a.wc", "other"))?;
+    assert!(!ok && err.contains("`other`"), "{err}");
+    let (ok, err) = run("team-a-ci", &create("team-a.wc", "team-a.in"))?;
+    assert!(ok, "{err}");
+    // A token still decides for whoever sends one, over any certificate.
+    let mut delete = vec!["pipeline", "delete", "team-a.wc"];
+    let (ok, err) = eddy_as(&server, &pki, "intern", &delete)?;
+    assert!(!ok && err.contains("Unauthenticated"), "{err}");
+    delete.extend(["--token", "admin-token-0123456789"]);
+    let (ok, err) = eddy_as(&server, &pki, "intern", &delete)?;
+    assert!(ok, "{err}");
+    Ok(())
+}
+
+#[test]
+fn client_certificates_without_mutual_tls_stop_the_daemon_at_start() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        "[[client-certificates]]\nname = \"ci\"\nrole = \"admin\"\nsan = \"ci.clients.test\"\n",
+    )?;
+    let out = Command::new(eddy_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()?;
+    assert!(
+        !out.status.success(),
+        "a daemon started that no certificate could reach"
+    );
+    assert!(
+        stderr(&out).contains("require-client-cert"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}

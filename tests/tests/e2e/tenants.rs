@@ -4,7 +4,7 @@
 //! daemons: the registry is a Kafka topic, and whoever can write to it is
 //! not thereby trusted with every daemon's data directory.
 
-use eddy_tests::{Broker, Daemon, Rec, consume, produce, read_all, wait_for};
+use eddy_tests::{Broker, Daemon, Rec, consume, produce, read_all, sha256_hex, wait_for};
 use std::path::Path;
 use std::time::Duration;
 
@@ -248,12 +248,6 @@ fn with_a_cluster_secret_only_records_signed_with_it_are_applied() -> anyhow::Re
         "a forged pipeline ran"
     );
     Ok(())
-}
-
-/// The SHA-256 of `token` in hex, as the configuration holds it.
-fn sha256_hex(token: &str) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
 /// With tokens configured, a caller without one or with an unknown one is
