@@ -107,7 +107,10 @@ impl<S: GuestServices> Guest<S> {
         limits: GuestLimits,
         tick: Duration,
     ) -> Result<Self, GuestError> {
-        let mut store = Store::new(engine, GuestCtx::new(services, limits.memory_bytes));
+        let mut store = Store::new(
+            engine,
+            GuestCtx::new(services, limits.memory_bytes, limits.call_timeout),
+        );
         store.limiter(|ctx| &mut ctx.limiter);
         let deadline_ticks = ticks(limits.call_timeout, tick);
         // Instantiation runs guest start code, so it gets a deadline too.

@@ -21,10 +21,13 @@ pub(super) struct GuestCtx<S> {
     /// When the current call (or instantiation) started, by the wall clock
     /// and by the thread's CPU time: its deadline is a budget of CPU time.
     pub(super) call_started: (std::time::Instant, Option<std::time::Duration>),
+    /// The call's deadline: how long after its start a blocking WASI call
+    /// (a sleep) may still wait (`runtime::blocking`).
+    call_timeout: std::time::Duration,
 }
 
 impl<S> GuestCtx<S> {
-    pub(super) fn new(services: S, memory_bytes: u64) -> Self {
+    pub(super) fn new(services: S, memory_bytes: u64, call_timeout: std::time::Duration) -> Self {
         // Panics print here; the tail is attached to the trap's error.
         let stderr = super::stderr::StderrTail::default();
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -43,7 +46,18 @@ impl<S> GuestCtx<S> {
             stderr,
             services,
             call_started: (std::time::Instant::now(), None),
+            call_timeout,
         }
+    }
+
+    /// When a blocking WASI call of the current call must return by: the
+    /// call's deadline, in wall time, as a sleeping guest uses no CPU.
+    pub(super) fn blocking_until(&self) -> std::time::Instant {
+        self.call_started.0 + self.call_timeout
+    }
+
+    pub(super) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -91,6 +105,7 @@ pub(super) fn add_to_linker<S: GuestServices>(
     linker: &mut Linker<GuestCtx<S>>,
 ) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    super::blocking::shadow_blocking_calls(linker)?;
     Imports::add_to_linker::<_, HasSelf<_>>(linker, |ctx| ctx)
 }
 

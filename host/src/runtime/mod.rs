@@ -10,6 +10,7 @@
 //! its deadline, so a looping guest costs its caller, never the daemon.
 
 mod bindings;
+mod blocking;
 mod builtin;
 mod engine;
 mod guest;

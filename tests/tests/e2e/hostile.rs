@@ -1,6 +1,6 @@
-//! Guests that trap, loop forever or allocate without bound fail only their
-//! own pipeline, visibly, within the deadline; the daemon and a healthy
-//! pipeline beside them keep running.
+//! Guests that trap, loop forever, sleep in a host call or allocate without
+//! bound fail only their own pipeline, visibly, within the deadline; the
+//! daemon and a healthy pipeline beside them keep running.
 
 use super::setup;
 use eddy_tests::{Rec, consume, produce, sorted_texts, v1, wait_for};
@@ -100,6 +100,89 @@ fn hostile_guests_fail_only_their_own_pipeline() -> anyhow::Result<()> {
                 .any(|s| s.last_error.contains("poisoned record at offset 1")))
         .then_some(()))
     })?;
+    Ok(())
+}
+
+/// A guest asleep in a blocking WASI call (`std::thread::sleep`), where
+/// epoch interruption cannot reach it, is stopped at its deadline like a
+/// loop: its record alone is dead-lettered, the rest of its batch comes
+/// out, and pausing the pipeline or stopping the daemon while it sleeps
+/// again and again returns promptly.
+#[test]
+fn a_guest_asleep_in_a_wasi_call_is_stopped_at_its_deadline() -> anyhow::Result<()> {
+    let (broker, mut daemon, _dir) = setup(&[("nap-in", 1), ("nap-out", 1)])?;
+    let policy = [
+        "--call-timeout",
+        "1s",
+        "--on-error",
+        "dead-letter",
+        "--config",
+        "trigger=boom",
+        // A record per call, so that each sleeper settles (and counts) alone.
+        "--max-batch",
+        "1",
+    ];
+    daemon.deploy("nap", "sleeper", "nap-in", "nap-out", &policy)?;
+    let mut records: Vec<Rec> = (0..400).map(|i| Rec::value(format!("r{i:03}"))).collect();
+    records.insert(200, Rec::value("boom"));
+    let started = Instant::now();
+    produce(broker.bootstrap(), "nap-in", &records)?;
+    let out = consume(
+        broker.bootstrap(),
+        "nap-out",
+        400,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    let expected: Vec<String> = (0..400).map(|i| format!("r{i:03}")).collect();
+    assert_eq!(sorted_texts(&out), expected, "every other record, once");
+    let dead = consume(
+        broker.bootstrap(),
+        "nap.dlq",
+        1,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )?;
+    assert_eq!(sorted_texts(&dead), ["boom"]);
+    let error = dead[0].header("eddy.error");
+    assert!(error.contains("exceeded its deadline of 1s"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "took {:?}",
+        started.elapsed()
+    );
+    let p = daemon.pipeline("nap")?;
+    assert_eq!(p.state, v1::PipelineState::Running as i32);
+
+    // A stream of sleepers: the guest is asleep most of the time now.
+    let sleepers: Vec<Rec> = (0..30).map(|i| Rec::value(format!("boom-{i}"))).collect();
+    produce(broker.bootstrap(), "nap-in", &sleepers)?;
+    wait_for(
+        "the guest to reach the sleepers",
+        Duration::from_secs(30),
+        || {
+            let p = daemon.pipeline("nap")?;
+            let dead = p
+                .partitions
+                .iter()
+                .filter_map(|s| s.counters.get("records-dead-lettered"))
+                .sum::<u64>();
+            Ok((dead >= 2).then_some(()))
+        },
+    )?;
+    let pausing = Instant::now();
+    daemon.eddy_ok(&["pipeline", "pause", "nap"])?;
+    assert!(
+        pausing.elapsed() < Duration::from_secs(15),
+        "pause took {:?}",
+        pausing.elapsed()
+    );
+    daemon.eddy_ok(&["pipeline", "resume", "nap"])?;
+    wait_for("the guest to sleep again", Duration::from_secs(30), || {
+        let p = daemon.pipeline("nap")?;
+        Ok((p.state == v1::PipelineState::Running as i32).then_some(()))
+    })?;
+    daemon.terminate(Duration::from_secs(20))?;
     Ok(())
 }
 

@@ -48,6 +48,14 @@ const FIXTURES: &[Fixture] = &[
         call_timeout: "500ms",
     },
     Fixture {
+        name: "nap",
+        plugin: "sleeper",
+        config: &["trigger=boom"],
+        // Asleep in a blocking WASI call, where the epoch cannot reach it.
+        error: "exceeded its deadline of 500ms",
+        call_timeout: "500ms",
+    },
+    Fixture {
         name: "hog",
         plugin: "memory-hog",
         config: &["trigger=boom"],
@@ -84,7 +92,7 @@ const POLICIES: &[&str] = &["fail", "skip", "dead-letter"];
 /// Input records; every tenth is poisoned.
 const RECORDS: usize = 60;
 const HEALTHY_RECORDS: usize = 2000;
-/// The most the daemon may hold: 22 pipelines of 2 tasks with guests
+/// The most the daemon may hold: 25 pipelines of 2 tasks with guests
 /// capped at 32 MiB (hogs reach the cap, one at a time per task), plus
 /// librdkafka's buffers; about 130 MiB were seen. Keeping the instances
 /// that failed (hundreds are renewed here) would pass it quickly.
