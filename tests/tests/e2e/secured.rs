@@ -188,14 +188,42 @@ fn refused_credentials_and_an_untrusted_certificate_are_named_and_nothing_is_los
         "untrusted.toml",
         &config(&password.to_string_lossy(), ""),
     )?;
+    nothing_lost_while_refused(
+        &broker,
+        &secured.bootstrap,
+        &good,
+        &[
+            (
+                refused.as_str(),
+                "refused eddy's credentials",
+                "[kafka.sasl]",
+            ),
+            (untrusted.as_str(), "TLS handshake failed", "ca-file"),
+        ],
+        |_| Ok(()),
+    )
+}
+
+/// Runs exactly-once `uppercase` from `lines` to `shouted` under `good`,
+/// then restarts the daemon under each of `refused` (a configuration, what
+/// its refusal says, and what the advice names) while records arrive: each
+/// names the cause and keeps trying. Then, under `good` again, what arrived
+/// meanwhile comes out, and nothing twice. `after_first` checks the first
+/// daemon once its records are out.
+fn nothing_lost_while_refused(
+    broker: &Broker,
+    bootstrap: &str,
+    good: &str,
+    refused: &[(&str, &str, &str)],
+    after_first: impl FnOnce(&Daemon) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let batch = |from: usize| -> Vec<Rec> {
         (from..from + 20)
             .map(|i| Rec::value(format!("r{i:03}")).keyed(format!("k{i}")))
             .collect()
     };
-
     let data = tempfile::tempdir()?;
-    let mut daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
+    let mut daemon = Daemon::start(bootstrap, data.path(), &["--config", good], &[])?;
     daemon.deploy(
         "shout",
         "uppercase",
@@ -211,17 +239,12 @@ fn refused_credentials_and_an_untrusted_certificate_are_named_and_nothing_is_los
         Duration::from_secs(120),
         Duration::ZERO,
     )?;
+    after_first(&daemon)?;
     daemon.terminate(Duration::from_secs(60))?;
 
-    // Restarted with a wrong password, then without the CA, while records
-    // arrive: each daemon names the cause and keeps trying.
     produce(broker.bootstrap(), "lines", &batch(20))?;
-    for (config, expect, fix) in [
-        (&refused, "refused eddy's credentials", "[kafka.sasl]"),
-        (&untrusted, "TLS handshake failed", "ca-file"),
-    ] {
-        let mut daemon =
-            Daemon::start(&secured.bootstrap, data.path(), &["--config", config], &[])?;
+    for (config, expect, fix) in refused {
+        let mut daemon = Daemon::start(bootstrap, data.path(), &["--config", config], &[])?;
         let answer = refusal(&daemon, expect)?;
         assert!(answer.contains(fix), "{answer}");
         assert!(daemon.is_running(), "the daemon gave up");
@@ -233,9 +256,7 @@ fn refused_credentials_and_an_untrusted_certificate_are_named_and_nothing_is_los
         daemon.terminate(Duration::from_secs(60))?;
     }
 
-    // With the right configuration, what arrived meanwhile comes out, and
-    // nothing twice.
-    let _daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
+    let _daemon = Daemon::start(bootstrap, data.path(), &["--config", good], &[])?;
     let out = consume(
         broker.bootstrap(),
         "shouted",
@@ -284,64 +305,33 @@ fn oauthbearer_tokens_from_an_oidc_provider_carry_exactly_once_and_a_wrong_secre
     };
     let good = config("client-s3cret")?;
     let wrong = config("guessed")?;
-    let batch = |from: usize| -> Vec<Rec> {
-        (from..from + 20)
-            .map(|i| Rec::value(format!("t{i:03}")).keyed(format!("k{i}")))
-            .collect()
-    };
-
-    let data = tempfile::tempdir()?;
-    let mut daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
-    daemon.deploy(
-        "shout",
-        "uppercase",
-        "lines",
-        "shouted",
-        &["--guarantee", "exactly-once"],
+    nothing_lost_while_refused(
+        &broker,
+        &secured.bootstrap,
+        &good,
+        &[(
+            wrong.as_str(),
+            "could not get a token from the identity provider",
+            "[kafka.sasl.oidc]",
+        )],
+        |daemon| {
+            // Every token went to the configured client, for the configured
+            // scope, and the secret was never printed.
+            let grants = provider.grants();
+            assert!(!grants.is_empty(), "no token was fetched");
+            for grant in &grants {
+                assert!(grant.granted, "a request was refused: {grant:?}");
+                assert_eq!(grant.client_id, "eddy-daemon");
+                assert_eq!(grant.scope.as_deref(), Some("kafka"));
+            }
+            assert!(!daemon.log().contains("client-s3cret"), "{}", daemon.log());
+            Ok(())
+        },
     )?;
-    produce(broker.bootstrap(), "lines", &batch(0))?;
-    consume(
-        broker.bootstrap(),
-        "shouted",
-        20,
-        Duration::from_secs(120),
-        Duration::ZERO,
-    )?;
-    // Every token went to the configured client, for the configured scope,
-    // and the secret was never printed.
-    let grants = provider.grants();
-    assert!(!grants.is_empty(), "no token was fetched");
-    for grant in &grants {
-        assert!(grant.granted, "a request was refused: {grant:?}");
-        assert_eq!(grant.client_id, "eddy-daemon");
-        assert_eq!(grant.scope.as_deref(), Some("kafka"));
-    }
-    assert!(!daemon.log().contains("client-s3cret"), "{}", daemon.log());
-    daemon.terminate(Duration::from_secs(60))?;
-
-    // With a secret the provider refuses, the daemon names the provider
-    // and keeps trying while records arrive.
-    produce(broker.bootstrap(), "lines", &batch(20))?;
-    let mut refused = Daemon::start(&secured.bootstrap, data.path(), &["--config", &wrong], &[])?;
-    let answer = refusal(&refused, "could not get a token from the identity provider")?;
-    assert!(answer.contains("[kafka.sasl.oidc]"), "{answer}");
-    assert!(refused.is_running(), "the daemon gave up");
     assert!(
         provider.grants().iter().any(|g| !g.granted),
         "the provider saw no refused request"
     );
-    refused.terminate(Duration::from_secs(60))?;
-
-    let _daemon = Daemon::start(&secured.bootstrap, data.path(), &["--config", &good], &[])?;
-    let out = consume(
-        broker.bootstrap(),
-        "shouted",
-        40,
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-    )?;
-    let expected: Vec<String> = (0..40).map(|i| format!("T{i:03}")).collect();
-    assert_eq!(sorted_texts(&out), expected, "every record once");
     Ok(())
 }
 
