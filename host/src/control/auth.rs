@@ -9,11 +9,12 @@ use crate::config::{ClientCertificateConfig, Role, TokenConfig};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-/// The configured tokens and client certificates.
+/// The configured tokens (by their SHA-256) and client certificates (by a
+/// subject alternative name), each with the caller it makes.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
-    tokens: Vec<([u8; 32], TokenConfig)>,
-    certificates: Vec<ClientCertificateConfig>,
+    tokens: Vec<([u8; 32], Caller)>,
+    certificates: Vec<(String, Caller)>,
 }
 
 /// The caller of one request, as its token or certificate says.
@@ -28,17 +29,35 @@ pub struct Caller {
 impl Access {
     /// Access by `tokens` and `certificates`; neither lets everyone in.
     pub fn new(tokens: &[TokenConfig], certificates: &[ClientCertificateConfig]) -> Self {
+        let caller = |name: &str, role, prefix: &Option<String>, topics: &[String]| Caller {
+            name: name.to_owned(),
+            role,
+            pipeline_prefix: prefix.clone(),
+            topics: topics.to_vec(),
+        };
         let tokens = tokens
             .iter()
             .filter_map(|t| {
                 let mut digest = [0u8; 32];
                 hex::decode_to_slice(&t.sha256, &mut digest).ok()?;
-                Some((digest, t.clone()))
+                Some((
+                    digest,
+                    caller(&t.name, t.role, &t.pipeline_prefix, &t.topics),
+                ))
+            })
+            .collect();
+        let certificates = certificates
+            .iter()
+            .map(|c| {
+                (
+                    c.san.clone(),
+                    caller(&c.name, c.role, &c.pipeline_prefix, &c.topics),
+                )
             })
             .collect();
         Self {
             tokens,
-            certificates: certificates.to_vec(),
+            certificates,
         }
     }
 
@@ -78,32 +97,25 @@ impl Access {
         // Every configured token is compared, in constant time each, so the
         // time taken says nothing about which one nearly matched.
         let mut found = None;
-        for (known, config) in &self.tokens {
+        for (known, caller) in &self.tokens {
             if same_secret(known, &digest) {
-                found = Some(config);
+                found = Some(caller);
             }
         }
-        let config = found
-            .ok_or_else(|| Status::unauthenticated("the token is not one this daemon knows"))?;
-        Ok(Caller {
-            name: config.name.clone(),
-            role: config.role,
-            pipeline_prefix: config.pipeline_prefix.clone(),
-            topics: config.topics.clone(),
-        })
+        found
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("the token is not one this daemon knows"))
     }
 
     /// The caller whose client certificate carries `names` (its subject
     /// alternative names).
     fn by_certificate(&self, names: &[String]) -> Result<Caller, Status> {
-        let known = self.certificates.iter().find(|c| names.contains(&c.san));
+        let known = self
+            .certificates
+            .iter()
+            .find(|(san, _)| names.contains(san));
         match known {
-            Some(config) => Ok(Caller {
-                name: config.name.clone(),
-                role: config.role,
-                pipeline_prefix: config.pipeline_prefix.clone(),
-                topics: config.topics.clone(),
-            }),
+            Some((_, caller)) => Ok(caller.clone()),
             None if self.certificates.is_empty() || names.is_empty() => {
                 Err(Status::unauthenticated(
                     "this daemon needs a token: pass --token or set EDDY_TOKEN \

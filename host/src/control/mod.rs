@@ -171,11 +171,9 @@ pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
             .map(Listener::Tcp)
             .map_err(taken),
         ListenAddr::Unix(path) => {
-            if path.exists() {
-                if tokio::net::UnixStream::connect(path).await.is_ok() {
-                    return Err(taken(std::io::ErrorKind::AddrInUse.into()));
-                }
-                std::fs::remove_file(path).map_err(taken)?;
+            // One left by a daemon that is gone is replaced by the rename.
+            if path.exists() && tokio::net::UnixStream::connect(path).await.is_ok() {
+                return Err(taken(std::io::ErrorKind::AddrInUse.into()));
             }
             let listener = bind_private_socket(path).map_err(taken)?;
             Ok(Listener::Unix(listener, path.clone()))

@@ -20,7 +20,7 @@ use wasmtime_wasi::runtime::in_tokio;
 use wasmtime_wasi_io::bindings::wasi::io::poll as async_poll;
 
 /// The resource table of a guest, and when its current call must stop.
-pub(super) struct DeadlinedIo<'a> {
+struct DeadlinedIo<'a> {
     table: &'a mut ResourceTable,
     until: std::time::Instant,
 }
