@@ -325,6 +325,16 @@ impl ServeConfig {
             "limits.max-batch-records must be positive"
         );
         anyhow::ensure!(
+            l.max_call_state_bytes >= 1 << 20 && l.commit_state_bytes >= 1 << 20,
+            "limits.max-call-state-bytes and limits.commit-state-bytes must be at least 1 MiB \
+             (a state value may be 1 MiB)"
+        );
+        anyhow::ensure!(
+            l.max_timers > 0 && l.max_counters > 0 && l.log_bytes_per_second >= 1024,
+            "limits.max-timers and limits.max-counters must be positive, and \
+             limits.log-bytes-per-second at least 1024"
+        );
+        anyhow::ensure!(
             self.state_memory_bytes >= 8 << 20,
             "state-memory-bytes must be at least 8 MiB"
         );

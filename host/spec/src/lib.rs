@@ -17,6 +17,6 @@ mod spec;
 
 pub use builtin::Builtin;
 pub use check::{LimitsRequest, Rules, SpecRequest, check_name};
-pub use limits::LimitsConfig;
+pub use limits::{GuestBudgets, LimitsConfig};
 pub use names::InternalNames;
 pub use spec::{ErrorPolicy, Guarantee, Limits, PipelineSpec, SpecError, StartFrom};

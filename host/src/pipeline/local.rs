@@ -13,7 +13,7 @@ use crate::modules::ModuleStore;
 use crate::runtime::GuestLimits;
 use crate::task::{DaemonList, TaskPlan, TaskRuntime, TaskSettings};
 use anyhow::Context as _;
-use eddy_spec::{Guarantee, InternalNames, PipelineSpec};
+use eddy_spec::{Guarantee, GuestBudgets, InternalNames, PipelineSpec};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +43,8 @@ pub(super) struct Resources {
     pub(super) group_prefix: String,
     /// The daemons the registry lists, among which standby copies are placed.
     pub(super) daemons: DaemonList,
+    /// What each task's guest may make this daemon hold.
+    pub(super) budgets: GuestBudgets,
 }
 
 /// The pipelines this daemon has applied.
@@ -173,7 +175,7 @@ impl LocalPipelines {
                 .runtime
                 .module(digest, || resources.modules.bytes(digest))?;
             plans.push(Arc::new(TaskPlan {
-                settings: task_settings(spec, step, config.clone()),
+                settings: task_settings(spec, step, config.clone(), resources.budgets),
                 inputs: spec.step_inputs(names, step),
                 output: spec.step_output(names, step),
                 named_outputs: spec.named_outputs.clone(),
@@ -223,6 +225,7 @@ fn task_settings(
     spec: &PipelineSpec,
     step: u32,
     config: Arc<BTreeMap<String, String>>,
+    budgets: GuestBudgets,
 ) -> TaskSettings {
     let limits = &spec.limits;
     TaskSettings {
@@ -245,5 +248,6 @@ fn task_settings(
         transaction_timeout: spec.transaction_timeout,
         standby_replicas: spec.standby_replicas,
         config,
+        budgets,
     }
 }

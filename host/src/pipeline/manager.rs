@@ -104,6 +104,7 @@ impl PipelineManager {
             metadata: metadata.clone(),
             group_prefix: options.group_prefix.clone(),
             daemons,
+            budgets: options.ceilings.budgets(),
         };
         let stores = StateStores::new(options.state_dir, options.state_memory);
         Ok(Self {

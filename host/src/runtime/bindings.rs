@@ -8,6 +8,9 @@
 wasmtime::component::bindgen!({
     path: "../sdk/wit",
     world: "imports",
+    // Every import may trap: a failing state store or a guest over a
+    // host-side budget stops the call (`host_api::HostFault`).
+    imports: { default: trappable },
 });
 
 /// Bindings of a processor world's exports, its imports being the ones above.

@@ -8,7 +8,7 @@ use super::bindings::packed_0_1_1::PackedProcessor011;
 use super::bindings::typed::Processor;
 use super::builtin::Builtin;
 use super::engine::{Linked, Tier};
-use super::host_api::{GuestCtx, guest_time_domain};
+use super::host_api::{GuestCtx, HostFault, guest_time_domain};
 use super::inputs::InputBatch;
 use super::outputs::Outputs;
 use super::services::{GuestInfo, GuestServices};
@@ -50,11 +50,14 @@ pub enum GuestError {
         elapsed: Duration,
     },
     /// The guest needed more memory than its cap.
-    #[error("guest exceeded its memory limit of {limit} bytes (it asked for {asked} bytes)")]
+    #[error(
+        "guest exceeded its memory limit of {limit} bytes (its memories together asked for \
+         {asked} bytes)"
+    )]
     OutOfMemory {
         /// The cap.
         limit: u64,
-        /// The size it tried to grow to.
+        /// What all its memories would have taken together.
         asked: usize,
     },
     /// The guest trapped (a panic, an `unreachable`, an out-of-bounds access).
@@ -76,6 +79,14 @@ pub enum GuestError {
     /// The instance could not be created.
     #[error("could not instantiate the guest: {0}")]
     Instantiate(String),
+    /// A host call of the guest ran over a host-side budget (state written
+    /// in one call, timers, counters); the call stopped there.
+    #[error("guest over a host budget: {0}")]
+    OverBudget(String),
+    /// The state store failed under a host call. Not the guest's fault,
+    /// nor its records': the batch is to be retried, never skipped.
+    #[error("the state store failed during the guest's call: {0}")]
+    Store(String),
 }
 
 /// A guest instance, owned by whoever calls it (a task). A failed call
@@ -295,8 +306,10 @@ impl<S: GuestServices> Guest<S> {
 
     fn arm(&mut self) {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().call_started = (Instant::now(), thread_cpu_time());
-        self.store.data_mut().limiter.denied = None;
+        let ctx = self.store.data_mut();
+        ctx.call_started = (Instant::now(), thread_cpu_time());
+        ctx.limiter.denied = None;
+        ctx.services.call_started();
     }
 
     fn settle<T>(
@@ -319,6 +332,11 @@ impl<S: GuestServices> Guest<S> {
                 deadline: self.limits.call_timeout,
                 elapsed: self.store.data().call_started.0.elapsed(),
             };
+        }
+        match error.downcast_ref::<HostFault>() {
+            Some(HostFault::Store(m)) => return GuestError::Store(m.clone()),
+            Some(HostFault::OverBudget(m)) => return GuestError::OverBudget(m.clone()),
+            None => {}
         }
         let ctx = self.store.data();
         if let Some(asked) = ctx.limiter.denied {

@@ -27,7 +27,7 @@ pub use guest::thread_cpu_time;
 pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use inputs::{InputBatch, InputView};
 pub use outputs::{Headers, OutputView, Outputs, PackedWriter};
-pub use services::{GuestInfo, GuestServices};
+pub use services::{GuestInfo, GuestServices, OverBudget};
 pub use validate::ModuleError;
 
 use crate::modules::{ModuleStore, hex_part};

@@ -15,6 +15,12 @@ pub trait GuestServices: Send + 'static {
     /// Names the guest in logs, e.g. `pipeline/topic-partition`.
     fn label(&self) -> &str;
 
+    /// A guest call starts: budgets per call count from here.
+    fn call_started(&mut self);
+
+    /// A message the guest logs.
+    fn log(&mut self, level: tracing::Level, message: &str);
+
     /// The pipeline's configuration.
     fn config(&self) -> &BTreeMap<String, String>;
 
@@ -45,7 +51,7 @@ pub trait GuestServices: Send + 'static {
     ) -> Result<Entries, StateError>;
 
     /// Sets a timer; setting one that is pending changes nothing.
-    fn set_timer(&mut self, timer: Timer);
+    fn set_timer(&mut self, timer: Timer) -> Result<(), OverBudget>;
 
     /// Cancels a pending timer, if there is one.
     fn cancel_timer(&mut self, timer: Timer);
@@ -54,8 +60,15 @@ pub trait GuestServices: Send + 'static {
     fn stream_time(&self) -> Option<i64>;
 
     /// Adds `delta` to the guest's counter `name`.
-    fn increment(&mut self, name: &str, delta: u64);
+    fn increment(&mut self, name: &str, delta: u64) -> Result<(), OverBudget>;
 }
+
+/// A host-side budget a guest's host call ran over (timers, counters; state
+/// writes say it with [`StateError::OverBudget`]): the call stops, whatever
+/// the guest would do with an error, and fails like a guest error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OverBudget(pub String);
 
 /// Where a guest instance runs, handed to its `init`.
 #[derive(Clone, Debug, PartialEq, Eq)]

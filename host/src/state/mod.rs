@@ -39,6 +39,10 @@ pub enum StateError {
     /// The store could not serve the request.
     #[error("state store unavailable: {0}")]
     Unavailable(String),
+    /// The guest's writes ran over a host-side budget (bytes pending in one
+    /// call, timers): the call fails, whatever the guest does with the error.
+    #[error("{0}")]
+    OverBudget(String),
 }
 
 /// State entries, (key, value), in key order.

@@ -29,7 +29,17 @@ impl Default for StateLimits {
 pub struct TaskState {
     store: Box<dyn StateStore>,
     pending: WriteBatch,
+    /// What `pending` holds, in bytes (see [`entry_bytes`]): the host
+    /// memory a task's open commit takes, which its budgets bound.
+    pending_bytes: u64,
     limits: StateLimits,
+}
+
+/// What one pending entry costs in host memory: its key and value, and
+/// the map node around them.
+fn entry_bytes(key: &[u8], value: Option<&[u8]>) -> u64 {
+    const NODE: usize = 48;
+    (key.len() + value.map_or(0, <[u8]>::len) + NODE) as u64
 }
 
 impl TaskState {
@@ -38,6 +48,7 @@ impl TaskState {
         Self {
             store,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             limits,
         }
     }
@@ -65,20 +76,40 @@ impl TaskState {
                 self.limits.max_value_bytes
             )));
         }
-        self.pending.insert(data_key(&key), Some(value));
+        self.insert_pending(data_key(&key), Some(value));
         Ok(())
     }
 
     /// Buffers a delete.
     pub fn delete(&mut self, key: Vec<u8>) -> Result<(), StateError> {
         self.check_key(&key)?;
-        self.pending.insert(data_key(&key), None);
+        self.insert_pending(data_key(&key), None);
         Ok(())
     }
 
     /// Buffers a write of a store key (timers, the checkpoint).
     pub fn put_raw(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.insert_pending(key, value);
+    }
+
+    fn insert_pending(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let added = entry_bytes(&key, value.as_deref());
+        let replaced = self
+            .pending
+            .get(&key)
+            .map_or(0, |old| entry_bytes(&key, old.as_deref()));
         self.pending.insert(key, value);
+        self.pending_bytes = (self.pending_bytes + added).saturating_sub(replaced);
+    }
+
+    /// The limits on entries.
+    pub fn limits(&self) -> StateLimits {
+        self.limits
+    }
+
+    /// The bytes the batch's writes hold (see [`entry_bytes`]).
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), StateError> {
@@ -180,11 +211,16 @@ impl TaskState {
 
     /// Replaces the batch's writes (to roll back to an earlier copy).
     pub fn set_pending(&mut self, pending: WriteBatch) {
+        self.pending_bytes = pending
+            .iter()
+            .map(|(key, value)| entry_bytes(key, value.as_deref()))
+            .sum();
         self.pending = pending;
     }
 
     /// Takes the batch's writes, leaving nothing pending.
     pub fn take_pending(&mut self) -> WriteBatch {
+        self.pending_bytes = 0;
         std::mem::take(&mut self.pending)
     }
 
@@ -204,12 +240,12 @@ impl TaskState {
 
     /// Forgets the batch's writes.
     pub fn discard(&mut self) {
-        self.pending.clear();
+        self.take_pending();
     }
 
     /// Empties the store, to rebuild it from the changelog.
     pub fn clear(&mut self) -> Result<(), StateError> {
-        self.pending.clear();
+        self.take_pending();
         self.store.clear()
     }
 }
@@ -269,6 +305,29 @@ mod tests {
             .scan(Bound::Unbounded, Bound::Unbounded, 100)
             .expect("scan");
         assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn pending_bytes_follow_overwrites_rollbacks_and_commits() {
+        let mut s = state();
+        s.put(b"a".to_vec(), vec![0; 1000]).expect("put");
+        let one = s.pending_bytes();
+        assert!(one >= 1001, "key and value counted: {one}");
+        s.put(b"a".to_vec(), vec![0; 10]).expect("put");
+        assert_eq!(
+            s.pending_bytes(),
+            one - 990,
+            "an overwrite replaces, not adds"
+        );
+        let savepoint = s.pending().clone();
+        let before = s.pending_bytes();
+        s.put(b"b".to_vec(), vec![0; 5000]).expect("put");
+        s.delete(b"c".to_vec()).expect("delete");
+        assert!(s.pending_bytes() > before + 5000);
+        s.set_pending(savepoint);
+        assert_eq!(s.pending_bytes(), before, "a rollback restores the count");
+        s.commit().expect("commit");
+        assert_eq!(s.pending_bytes(), 0);
     }
 
     #[test]

@@ -132,12 +132,13 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     }
 
     /// Produces a batch into what is open, and commits if the commit
-    /// interval is up.
+    /// interval is up, or if the state writes pending are as many as the
+    /// daemon lets a task hold (`limits.commit-state-bytes`).
     fn produce(&mut self, guest: &mut TaskGuest, batch: Produced<'_>) -> Result<Progress, Fault> {
-        if self
+        let interval_up = self
             .commits
-            .produce(batch, self.plan.settings.commit_interval)?
-        {
+            .produce(batch, self.plan.settings.commit_interval)?;
+        if interval_up || guest.services().commit_due_to_size() {
             self.commit_open(guest)?;
             return Ok(Progress::Committed);
         }

@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 #[derive(Debug, thiserror::Error)]
 pub(super) enum Fault {
     #[error(transparent)]
-    Guest(#[from] GuestError),
+    Guest(GuestError),
     #[error("producing output failed: {0}{advice}", advice = crate::kafka::advice(.0))]
     Produce(KafkaError),
     #[error(transparent)]
@@ -25,6 +25,11 @@ pub(super) enum Fault {
     Consume(String),
     #[error("committing state failed: {0}")]
     State(#[from] StateError),
+    /// The state store failed under a guest's call: the batch is retried
+    /// from the last commit under every error policy, since its records
+    /// are not at fault.
+    #[error("the state store failed during a guest call, so the batch is retried: {0}")]
+    Store(String),
     #[error("writing the changelog failed: {0}{advice}", advice = crate::kafka::advice(.0))]
     Changelog(KafkaError),
     #[error(transparent)]
@@ -33,6 +38,17 @@ pub(super) enum Fault {
     /// failures in; the batch is left uncommitted for the next owner.
     #[error("stopped in the middle of a batch")]
     Stopping,
+}
+
+/// The fault of a failed guest call: the guest's, unless the state store
+/// failed under it.
+impl From<GuestError> for Fault {
+    fn from(error: GuestError) -> Self {
+        match error {
+            GuestError::Store(m) => Self::Store(m),
+            e => Self::Guest(e),
+        }
+    }
 }
 
 impl Fault {

@@ -302,6 +302,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             state,
             self.commits.checkpoint().stream_time,
             self.status.clone(),
+            plan.settings.budgets,
         )?;
         let instantiating = (Instant::now(), crate::runtime::thread_cpu_time());
         let mut guest =

@@ -108,10 +108,15 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
 
     /// A guest call's result, containing the task's guests if it failed.
     pub(super) fn contain_failed<T>(&mut self, called: Result<T, GuestError>) -> Result<T, Fault> {
-        if called.is_err() {
-            self.contain();
+        match called {
+            Ok(value) => Ok(value),
+            // The store failed, not the guest: no reason to contain it.
+            Err(GuestError::Store(m)) => Err(Fault::Store(m)),
+            Err(error) => {
+                self.contain();
+                Err(error.into())
+            }
         }
-        Ok(called?)
     }
 
     /// Where the task's guests run, as their `init` is told.

@@ -2,7 +2,7 @@
 //! spec and hands down, so a task never reads the spec itself.
 
 use crate::runtime::GuestLimits;
-pub use eddy_spec::{ErrorPolicy, StartFrom};
+pub use eddy_spec::{ErrorPolicy, GuestBudgets, StartFrom};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,4 +38,6 @@ pub struct TaskSettings {
     pub standby_replicas: u32,
     /// The pipeline's configuration, as guests see it.
     pub config: Arc<BTreeMap<String, String>>,
+    /// What each task's guest may make the daemon hold (the daemon's).
+    pub budgets: GuestBudgets,
 }

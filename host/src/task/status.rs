@@ -144,6 +144,21 @@ impl TaskStatus {
         }
     }
 
+    /// Adds `delta` to the guest's counter `name`, unless the name is new
+    /// and the task already has `max` counters; `false` then.
+    pub(crate) fn count_within(&self, name: &str, delta: u64, max: usize) -> bool {
+        let mut counters = lock(&self.counters);
+        let known = counters.len();
+        match counters.get_mut(name) {
+            Some(n) => *n = n.saturating_add(delta),
+            None if known >= max => return false,
+            None => {
+                counters.insert(name.to_owned(), delta);
+            }
+        }
+        true
+    }
+
     /// The task's restore, current or last.
     pub fn restore(&self) -> RestoreProgress {
         lock(&self.restore).clone()

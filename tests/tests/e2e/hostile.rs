@@ -404,3 +404,136 @@ fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyho
 fn hex_u64(n: u64) -> String {
     n.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Guests that spend the host's memory instead of their own, through its
+/// imports: state written in one call, timers, counter names, log lines.
+/// Each flood stops at the daemon's budget, whatever the guest does with
+/// the errors it gets; the record that set it off goes through the error
+/// policy with the budget named, every other record comes out once, and a
+/// healthy pipeline beside them is unaffected. The log flood is cut to the
+/// log rate, counted, and said.
+#[test]
+fn host_side_floods_stop_at_the_budgets() -> anyhow::Result<()> {
+    let floods = [
+        ("state", "limits.max-call-state-bytes"),
+        ("timers", "limits.max-timers"),
+        ("counters", "limits.max-counters"),
+    ];
+    let mut names = vec!["log".to_owned(), "ok".to_owned()];
+    names.extend(floods.iter().map(|(what, _)| (*what).to_owned()));
+    let topics: Vec<String> = names
+        .iter()
+        .flat_map(|name| [format!("{name}-in"), format!("{name}-out")])
+        .collect();
+    let topics: Vec<(&str, i32)> = topics.iter().map(|t| (t.as_str(), 1)).collect();
+    let broker = eddy_tests::Broker::start(&topics)?;
+    let dir = tempfile::tempdir()?;
+    let budgets = [
+        ("EDDY_LIMITS__MAX_TIMERS", "1000"),
+        ("EDDY_LIMITS__MAX_COUNTERS", "20"),
+    ];
+    let mut daemon = eddy_tests::Daemon::start(broker.bootstrap(), dir.path(), &[], &budgets)?;
+    for (what, _) in floods {
+        let config = format!("what={what}");
+        let args = ["--on-error", "dead-letter", "--config", &config];
+        daemon.deploy(
+            what,
+            "host-flood",
+            &format!("{what}-in"),
+            &format!("{what}-out"),
+            &args,
+        )?;
+    }
+    daemon.deploy(
+        "log",
+        "host-flood",
+        "log-in",
+        "log-out",
+        &["--config", "what=log"],
+    )?;
+    daemon.deploy("ok", "uppercase", "ok-in", "ok-out", &[])?;
+
+    let mut records: Vec<Rec> = (0..50).map(|i| Rec::value(format!("r{i:02}"))).collect();
+    records.insert(25, Rec::value("boom"));
+    let expected: Vec<String> = (0..50).map(|i| format!("r{i:02}")).collect();
+    for (what, _) in floods {
+        produce(broker.bootstrap(), &format!("{what}-in"), &records)?;
+    }
+    produce(broker.bootstrap(), "log-in", &records)?;
+    let healthy: Vec<Rec> = (0..100).map(|i| Rec::value(format!("ok-{i}"))).collect();
+    produce(broker.bootstrap(), "ok-in", &healthy)?;
+
+    for (what, budget) in floods {
+        let out = consume(
+            broker.bootstrap(),
+            &format!("{what}-out"),
+            50,
+            Duration::from_secs(60),
+            Duration::from_secs(1),
+        )?;
+        assert_eq!(
+            sorted_texts(&out),
+            expected,
+            "{what}: every other record, once"
+        );
+        let dead = consume(
+            broker.bootstrap(),
+            &format!("{what}.dlq"),
+            1,
+            Duration::from_secs(30),
+            Duration::ZERO,
+        )?;
+        assert_eq!(sorted_texts(&dead), ["boom"], "{what}");
+        let error = dead[0].header("eddy.error");
+        assert!(
+            error.contains("guest over a host budget"),
+            "{what}: {error}"
+        );
+        assert!(error.contains(budget), "{what}: {error}");
+        let p = daemon.pipeline(what)?;
+        assert_eq!(p.state, v1::PipelineState::Running as i32, "{what}");
+        let counters = &p.partitions[0].counters;
+        let flooded = counters.keys().filter(|k| k.starts_with("flood-")).count();
+        assert!(flooded <= 20, "{what}: {counters:?}");
+    }
+    // The flood's writes went with its call.
+    let shown = daemon.eddy(&["state", "get", "state", "flood-0"])?;
+    assert!(!shown.status.success(), "no flood-0 in state");
+
+    // Every record of the log flood comes out; the log holds a second's
+    // worth of its lines, not 100 MB of them.
+    let out = consume(
+        broker.bootstrap(),
+        "log-out",
+        51,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    assert_eq!(out.len(), 51);
+    let dropped = wait_for("the dropped lines counted", Duration::from_secs(30), || {
+        let p = daemon.pipeline("log")?;
+        Ok(p.partitions[0]
+            .counters
+            .get("log-messages-dropped")
+            .copied()
+            .filter(|n| *n > 90_000))
+    })?;
+    let log = daemon.log();
+    let lines = log.matches(&"l".repeat(1024)).count();
+    assert!(
+        (1..=200).contains(&lines),
+        "{lines} lines of the flood logged, {dropped} dropped"
+    );
+    assert!(log.contains("limits.log-bytes-per-second"));
+
+    let out = consume(
+        broker.bootstrap(),
+        "ok-out",
+        100,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+    )?;
+    assert_eq!(out.len(), 100, "the healthy pipeline, unaffected");
+    assert!(daemon.is_running());
+    Ok(())
+}
