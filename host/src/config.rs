@@ -45,6 +45,9 @@ pub struct ServeConfig {
     /// Guest limits: the defaults for pipelines and the ceilings they may
     /// only tighten.
     pub limits: LimitsConfig,
+    /// How much of this daemon tenants may take: modules, pipelines, tasks.
+    #[serde(default)]
+    pub quotas: QuotasConfig,
     /// Memory for every pipeline's state store together, in bytes: one
     /// RocksDB block cache with the write buffers charged to it (up to
     /// half). Raise it when state reads miss the cache; it does not grow
@@ -245,6 +248,7 @@ impl Default for ServeConfig {
             group_prefix: "eddy.".into(),
             advertise: String::new(),
             limits: LimitsConfig::default(),
+            quotas: QuotasConfig::default(),
             state_memory_bytes: default_state_memory_bytes(),
             heap_trim_interval: default_heap_trim_interval(),
             cluster_secret_file: None,
@@ -260,6 +264,39 @@ impl Default for ServeConfig {
 
 pub use eddy_registry::MAX_MODULE_BYTES;
 
+/// How much of a daemon its clients may take (the `[quotas]` table). A
+/// request over one is refused with RESOURCE_EXHAUSTED; a task over one
+/// waits, its status saying why.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QuotasConfig {
+    /// Most modules stored.
+    pub max_modules: u32,
+    /// Most bytes of modules stored, all together.
+    pub max_module_store_bytes: u64,
+    /// Most pipelines in the cluster, as this daemon counts them.
+    pub max_pipelines: u32,
+    /// Most tasks (input partitions of pipeline steps) running on this
+    /// daemon: below the 1000 guest instances its engines hold, so a task
+    /// can always be given one.
+    pub max_tasks: u32,
+    /// Most tasks one pipeline may run on this daemon, so that one
+    /// pipeline with many partitions cannot take every slot.
+    pub max_pipeline_tasks: u32,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            max_modules: 1000,
+            max_module_store_bytes: 4 << 30,
+            max_pipelines: 500,
+            max_tasks: 900,
+            max_pipeline_tasks: 300,
+        }
+    }
+}
+
 /// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
 /// (such as the client's `EDDY_SERVER`) belong to other commands.
 const ENV_KEYS: &[&str] = &[
@@ -272,6 +309,7 @@ const ENV_KEYS: &[&str] = &[
     "group_prefix",
     "advertise",
     "limits",
+    "quotas",
     "state_memory_bytes",
     "heap_trim_interval",
     "cluster_secret_file",
@@ -333,6 +371,18 @@ impl ServeConfig {
             l.max_timers > 0 && l.max_counters > 0 && l.log_bytes_per_second >= 1024,
             "limits.max-timers and limits.max-counters must be positive, and \
              limits.log-bytes-per-second at least 1024"
+        );
+        let q = &self.quotas;
+        anyhow::ensure!(
+            q.max_modules > 0 && q.max_pipelines > 0 && q.max_pipeline_tasks > 0,
+            "quotas.max-modules, quotas.max-pipelines and quotas.max-pipeline-tasks must be positive"
+        );
+        anyhow::ensure!(
+            (1..=crate::runtime::MAX_INSTANCES - 100).contains(&q.max_tasks),
+            "quotas.max-tasks must be between 1 and {}: each task holds one of the {} guest \
+             instances a daemon's engine has, and renewals need some to spare",
+            crate::runtime::MAX_INSTANCES - 100,
+            crate::runtime::MAX_INSTANCES
         );
         anyhow::ensure!(
             self.state_memory_bytes >= 8 << 20,

@@ -143,6 +143,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             state_dir: config.state_dir(),
             state_memory: state_memory.clone(),
             ceilings: config.limits.clone(),
+            quotas: config.quotas.clone(),
             group_prefix: config.group_prefix.clone(),
             secret: secret.clone(),
         },
@@ -199,6 +200,11 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
                 std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
             )),
             access: access.clone(),
+            quota: (
+                config.quotas.max_modules,
+                config.quotas.max_module_store_bytes,
+            ),
+            manager: manager.clone(),
         },
         PipelineServiceImpl {
             manager: manager.clone(),

@@ -89,6 +89,28 @@ impl ModuleStore {
         Ok((info, false))
     }
 
+    /// Removes a stored module, by full digest: its metadata first, so
+    /// that a listing never shows a module without bytes. Whether it was
+    /// there.
+    pub fn remove(&self, digest: &str) -> std::io::Result<bool> {
+        let existed = match std::fs::remove_file(self.info_path(digest)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        match std::fs::remove_file(self.wasm_path(digest)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(existed),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The stored modules' count and total bytes.
+    pub fn usage(&self) -> Result<(usize, u64), LookupError> {
+        let modules = self.list()?;
+        Ok((modules.len(), modules.iter().map(|m| m.size).sum()))
+    }
+
     /// The info of a stored module, by full digest.
     pub fn info(&self, digest: &str) -> Result<ModuleInfo, LookupError> {
         let bytes = match std::fs::read(self.info_path(digest)) {

@@ -45,6 +45,19 @@ pub enum Event {
         /// The pipeline.
         pipeline: String,
     },
+    /// Part `index` of a deleted module's bytes is gone (a tombstone, so
+    /// that compaction drops the chunk).
+    ModuleChunkDeleted {
+        /// The module's digest without `sha256:`.
+        hex: String,
+        /// The chunk's position.
+        index: u32,
+    },
+    /// A module was deleted: no pipeline used it.
+    ModuleDeleted {
+        /// The module's digest without `sha256:`.
+        hex: String,
+    },
     /// A module's metadata (JSON), after all its chunks.
     Module {
         /// The module's digest without `sha256:`.
@@ -112,7 +125,12 @@ impl Event {
                     .ok_or_else(|| {
                         format!("chunk `{index}` is not a number below {MAX_MODULE_CHUNKS}")
                     })?;
-                let bytes = value.ok_or("a module chunk without bytes")?;
+                let Some(bytes) = value else {
+                    return Ok(Self::ModuleChunkDeleted {
+                        hex: hex.to_owned(),
+                        index,
+                    });
+                };
                 if bytes.len() > MODULE_CHUNK_BYTES {
                     return Err(format!("a module chunk over {MODULE_CHUNK_BYTES} bytes"));
                 }
@@ -124,7 +142,11 @@ impl Event {
             }
             (Some("module"), Some(hex), None, None) => {
                 check_module_hex(hex)?;
-                let value = value.ok_or("a module record without metadata")?;
+                let Some(value) = value else {
+                    return Ok(Self::ModuleDeleted {
+                        hex: hex.to_owned(),
+                    });
+                };
                 // The chunk count leads the metadata: `<chunks>\n<json>`.
                 let split = value
                     .iter()
@@ -271,6 +293,14 @@ mod tests {
             Ok(Event::Module { hex, chunks: 2, info }) if hex == HEX && info == b"{}"
         ));
         assert!(matches!(
+            Event::parse(&format!("module/{HEX}"), None),
+            Ok(Event::ModuleDeleted { hex }) if hex == HEX
+        ));
+        assert!(matches!(
+            Event::parse(&format!("module/{HEX}/7"), None),
+            Ok(Event::ModuleChunkDeleted { hex, index: 7 }) if hex == HEX
+        ));
+        assert!(matches!(
             Event::parse("daemon/ab12-cd", Some(b"http://10.0.0.7:50051")),
             Ok(Event::Daemon { id, url: Some(url) }) if id == "ab12-cd" && url == "http://10.0.0.7:50051"
         ));
@@ -298,6 +328,8 @@ mod tests {
             ("pipeline/wc.step-1", None),
             ("module/../../etc/passwd", Some(&b"1\n{}"[..])),
             ("module/ab12", Some(&b"1\n{}"[..])),
+            ("module/ab12", None),
+            (&format!("module/{HEX}/99999"), None),
             (&format!("module/{HEX}/99999"), Some(&b"x"[..])),
             (&format!("module/{HEX}"), Some(&b"0\n{}"[..])),
             (&format!("module/{HEX}"), Some(&b"100000\n{}"[..])),

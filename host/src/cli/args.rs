@@ -216,6 +216,15 @@ pub(crate) enum ModuleCommand {
         #[arg(long = "format", short = 'o', value_enum, default_value_t)]
         format: Format,
     },
+    /// Delete a module no pipeline runs, on every daemon (admins only).
+    ///
+    /// Example: eddy module delete sha256:3f2a...
+    Delete {
+        /// The module's digest, or a unique prefix of its hex (6 or more).
+        digest: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

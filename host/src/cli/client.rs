@@ -183,6 +183,17 @@ async fn run_module(command: ModuleCommand) -> anyhow::Result<()> {
                 .modules;
             print_modules(&modules, format)
         }
+        ModuleCommand::Delete { digest, server } => {
+            let mut client = ModuleServiceClient::new(connect(&server).await?);
+            let deleted = client
+                .delete_module(v1::DeleteModuleRequest { digest })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .digest;
+            println!("deleted {deleted}");
+            Ok(())
+        }
     }
 }
 

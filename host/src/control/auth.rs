@@ -172,6 +172,11 @@ impl Caller {
         self.at_least(Role::Deployer, "upload modules")
     }
 
+    /// May delete modules: they are shared by every tenant's pipelines.
+    pub fn may_delete_modules(&self) -> Result<(), Status> {
+        self.at_least(Role::Admin, "delete modules")
+    }
+
     /// May change pipeline `name` (create, pause, resume, delete).
     pub fn may_change(&self, name: &str) -> Result<(), Status> {
         self.at_least(Role::Deployer, "change pipelines")?;

@@ -1,5 +1,6 @@
 use super::auth::Access;
 use crate::modules::{ModuleInfo, ModuleStore, digest_of};
+use crate::pipeline::PipelineManager;
 use crate::runtime::ModuleError;
 use crate::task::TaskRuntime;
 use eddy_proto::v1::{self, module_service_server::ModuleService, upload_module_request::Part};
@@ -25,6 +26,10 @@ pub struct ModuleServiceImpl {
     pub compiles: Arc<Semaphore>,
     /// Who may upload and list.
     pub access: Arc<Access>,
+    /// Most modules stored, and most bytes of them (the daemon's quotas).
+    pub quota: (u32, u64),
+    /// Deletes modules no pipeline runs, everywhere.
+    pub manager: Arc<PipelineManager>,
 }
 
 fn to_proto(m: ModuleInfo) -> v1::Module {
@@ -53,6 +58,32 @@ impl ModuleServiceImpl {
                     self.idle_timeout
                 ))
             })?
+    }
+
+    /// Refuses a new module that would take the store past its quotas.
+    fn within_quota(&self, bytes: &[u8]) -> Result<(), Status> {
+        if self.store.info(&digest_of(bytes)).is_ok() {
+            return Ok(());
+        }
+        let (count, total) = self
+            .store
+            .usage()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (max_modules, max_bytes) = self.quota;
+        let advice = "delete modules no pipeline runs with `eddy module delete DIGEST`";
+        if count >= max_modules as usize {
+            return Err(Status::resource_exhausted(format!(
+                "this daemon stores {count} modules, the most quotas.max-modules allows; {advice}"
+            )));
+        }
+        if total + bytes.len() as u64 > max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "this module's {} bytes would take the daemon's modules past the {max_bytes} \
+                 bytes quotas.max-module-store-bytes allows ({total} stored); {advice}",
+                bytes.len()
+            )));
+        }
+        Ok(())
     }
 
     fn too_large(&self, size: u64) -> Status {
@@ -105,6 +136,7 @@ impl ModuleService for ModuleServiceImpl {
         if bytes.is_empty() {
             return Err(Status::invalid_argument("the module is empty"));
         }
+        self.within_quota(&bytes)?;
         let runtime = self.runtime.clone();
         let store = self.store.clone();
         let name = metadata.name;
@@ -160,5 +192,19 @@ impl ModuleService for ModuleServiceImpl {
         Ok(Response::new(v1::ListModulesResponse {
             modules: modules.into_iter().map(to_proto).collect(),
         }))
+    }
+
+    async fn delete_module(
+        &self,
+        request: Request<v1::DeleteModuleRequest>,
+    ) -> Result<Response<v1::DeleteModuleResponse>, Status> {
+        self.access.caller(&request)?.may_delete_modules()?;
+        let reference = request.into_inner().digest;
+        let manager = self.manager.clone();
+        let digest = tokio::task::spawn_blocking(move || manager.delete_module(&reference))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(super::pipeline_service::status)?;
+        Ok(Response::new(v1::DeleteModuleResponse { digest }))
     }
 }

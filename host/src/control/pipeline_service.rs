@@ -28,15 +28,18 @@ pub struct PipelineServiceImpl {
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
-fn status(error: ManagerError) -> Status {
+/// The gRPC status of a manager error.
+pub(super) fn status(error: ManagerError) -> Status {
     let message = error.to_string();
     match error {
-        ManagerError::NotFound(_) => Status::not_found(message),
+        ManagerError::NotFound(_) | ManagerError::ModuleNotFound(_) => Status::not_found(message),
         ManagerError::AlreadyExists(_) => Status::already_exists(message),
         ManagerError::InvalidSpec(_) | ManagerError::Module(ModuleError::Invalid(_)) => {
             Status::invalid_argument(message)
         }
         ManagerError::Unavailable(_) => Status::unavailable(message),
+        ManagerError::Quota(_) => Status::resource_exhausted(message),
+        ManagerError::Precondition(_) => Status::failed_precondition(message),
         ManagerError::Module(ModuleError::Io(_)) | ManagerError::Internal(_) => {
             Status::internal(message)
         }

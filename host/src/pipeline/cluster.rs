@@ -51,6 +51,8 @@ pub(super) struct Cluster {
     known: Mutex<BTreeSet<String>>,
     /// Modules the registry holds (digests).
     published: Mutex<BTreeSet<String>>,
+    /// The modules each pipeline the registry records runs (its steps).
+    steps: Mutex<BTreeMap<String, Vec<String>>>,
     incoming: IncomingModules,
     /// Why the registry has not been read yet; `None` once it was.
     unread: Mutex<Option<String>>,
@@ -75,6 +77,7 @@ impl Cluster {
             follower: Mutex::new(None),
             known: Mutex::new(BTreeSet::new()),
             published: Mutex::new(BTreeSet::new()),
+            steps: Mutex::new(BTreeMap::new()),
             incoming: IncomingModules::default(),
             unread: Mutex::new(Some("this daemon is starting".into())),
             identity: Mutex::new(None),
@@ -136,6 +139,8 @@ impl Cluster {
         match event {
             Event::ModuleChunk { hex, index, bytes } => self.incoming.chunk(hex, index, bytes),
             Event::Module { hex, chunks, info } => self.apply_module(&hex, chunks, &info),
+            Event::ModuleChunkDeleted { hex, .. } => self.incoming.forget(&hex),
+            Event::ModuleDeleted { hex } => self.drop_module(&format!("sha256:{hex}")),
             Event::DeadLetter { topic, pipeline } => {
                 lock(&self.dead_letters).insert(topic, pipeline);
             }
@@ -149,8 +154,12 @@ impl Cluster {
             Event::Pipeline { name, stored } => {
                 lock(&self.known).insert(name.clone());
                 match stored.map(|json| serde_json::from_slice::<StoredPipeline>(&json)) {
-                    None => on_pipeline(&name, PipelineRecord::Deleted),
+                    None => {
+                        lock(&self.steps).remove(&name);
+                        on_pipeline(&name, PipelineRecord::Deleted);
+                    }
                     Some(Ok(stored)) if stored.spec.name == name => {
+                        lock(&self.steps).insert(name.clone(), stored.spec.steps.clone());
                         on_pipeline(&name, PipelineRecord::Stored(Box::new(stored)));
                     }
                     Some(Ok(_)) => {
@@ -161,6 +170,44 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// The pipelines that run module `digest`, as the registry records them.
+    pub(super) fn users_of(&self, digest: &str) -> Vec<String> {
+        lock(&self.steps)
+            .iter()
+            .filter(|(_, steps)| steps.iter().any(|s| s == digest))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Deletes module `digest`: everywhere through the registry if it
+    /// went there, else here. The caller checked no pipeline uses it.
+    pub(super) fn delete_module(&self, digest: &str, size: u64) -> Result<(), RegistryError> {
+        if lock(&self.published).contains(digest) {
+            // Applying the record drops it here too.
+            return self.registry.withdraw_module(digest, size);
+        }
+        self.drop_module(digest);
+        Ok(())
+    }
+
+    /// Drops module `digest` from this daemon: its bytes, and its compiled
+    /// code in memory and on disk. Kept if a pipeline uses it (the registry
+    /// says one does: a record that raced the deletion).
+    fn drop_module(&self, digest: &str) {
+        lock(&self.published).remove(digest);
+        let users = self.users_of(digest);
+        if !users.is_empty() {
+            tracing::warn!(%digest, ?users, "a module deleted through the registry is kept: pipelines run it");
+            return;
+        }
+        self.runtime.forget(digest);
+        match self.modules.remove(digest) {
+            Ok(true) => tracing::info!(%digest, "module deleted"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%digest, error = %e, "could not delete a module's files"),
         }
     }
 

@@ -11,6 +11,9 @@ pub enum ManagerError {
     /// No pipeline by that name.
     #[error("pipeline `{0}` does not exist (see `eddy pipeline list`)")]
     NotFound(String),
+    /// No module by that reference.
+    #[error("{0} (see `eddy module list`)")]
+    ModuleNotFound(String),
     /// A pipeline by that name exists.
     #[error("pipeline `{0}` already exists: delete it first, or choose another name")]
     AlreadyExists(String),
@@ -23,6 +26,13 @@ pub enum ManagerError {
     /// Kafka could not be reached.
     #[error("{0}")]
     Unavailable(String),
+    /// A quota of the daemon's is full.
+    #[error("{0}")]
+    Quota(String),
+    /// The request cannot be carried out in the current state (a module
+    /// that pipelines still use).
+    #[error("{0}")]
+    Precondition(String),
     /// Anything else.
     #[error("{0:#}")]
     Internal(#[from] anyhow::Error),

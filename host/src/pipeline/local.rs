@@ -11,7 +11,7 @@ use super::stores::StateStores;
 use crate::kafka::{KafkaMetadata, KafkaSettings, Producer};
 use crate::modules::ModuleStore;
 use crate::runtime::GuestLimits;
-use crate::task::{DaemonList, TaskPlan, TaskRuntime, TaskSettings};
+use crate::task::{DaemonList, TaskPlan, TaskRuntime, TaskSettings, TaskSlots};
 use anyhow::Context as _;
 use eddy_spec::{Guarantee, GuestBudgets, InternalNames, PipelineSpec};
 use std::collections::BTreeMap;
@@ -45,6 +45,8 @@ pub(super) struct Resources {
     pub(super) daemons: DaemonList,
     /// What each task's guest may make this daemon hold.
     pub(super) budgets: GuestBudgets,
+    /// The daemon's task slots.
+    pub(super) slots: Arc<TaskSlots>,
 }
 
 /// The pipelines this daemon has applied.
@@ -191,6 +193,7 @@ impl LocalPipelines {
                 runtime: resources.runtime.clone(),
                 producer: producer.clone(),
                 group: names.group(step),
+                slots: resources.slots.clone(),
             }));
         }
         Ok(PipelineRunner::start(

@@ -21,11 +21,11 @@ use super::signing::ClusterSecret;
 use super::stored::{SpecDir, StoredPipeline};
 use super::stores::StateStores;
 use super::view::{PipelineView, Viewer};
-use crate::config::LimitsConfig;
+use crate::config::{LimitsConfig, QuotasConfig};
 use crate::kafka::{self, InternalTopic, KafkaMetadata, KafkaSettings};
-use crate::modules::ModuleStore;
+use crate::modules::{LookupError, ModuleStore};
 use crate::state::StateMemory;
-use crate::task::{DaemonList, TaskRuntime};
+use crate::task::{DaemonList, TaskRuntime, TaskSlots};
 use anyhow::Context as _;
 use eddy_spec::{InternalNames, PipelineSpec, Rules, SpecError, SpecRequest, StartFrom};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -44,6 +44,8 @@ pub struct ManagerOptions {
     pub state_memory: StateMemory,
     /// The daemon's ceilings on pipeline limits.
     pub ceilings: LimitsConfig,
+    /// How much of the daemon clients may take.
+    pub quotas: QuotasConfig,
     /// The prefix of consumer groups and internal topics.
     pub group_prefix: String,
     /// Signs and checks registry records; `None` leaves them unsigned.
@@ -59,6 +61,7 @@ pub struct PipelineManager {
     kafka: KafkaSettings,
     metadata: Arc<KafkaMetadata>,
     ceilings: LimitsConfig,
+    quotas: QuotasConfig,
     group_prefix: String,
     /// One change at a time from this daemon's control plane.
     changing: Mutex<()>,
@@ -105,6 +108,7 @@ impl PipelineManager {
             group_prefix: options.group_prefix.clone(),
             daemons,
             budgets: options.ceilings.budgets(),
+            slots: TaskSlots::new(options.quotas.max_tasks, options.quotas.max_pipeline_tasks),
         };
         let stores = StateStores::new(options.state_dir, options.state_memory);
         Ok(Self {
@@ -115,6 +119,7 @@ impl PipelineManager {
             kafka,
             metadata,
             ceilings: options.ceilings,
+            quotas: options.quotas,
             group_prefix: options.group_prefix,
             changing: Mutex::new(()),
         })
@@ -249,6 +254,13 @@ impl PipelineManager {
         })?;
         if self.local.contains(&spec.name) {
             return Err(ManagerError::AlreadyExists(spec.name));
+        }
+        let pipelines = self.local.names().len();
+        if pipelines >= self.quotas.max_pipelines as usize {
+            return Err(ManagerError::Quota(format!(
+                "the cluster has {pipelines} pipelines, the most this daemon's \
+                 quotas.max-pipelines allows; delete one first"
+            )));
         }
         // Compile now so a module problem fails the request, not the tasks.
         for digest in &spec.steps {
@@ -392,6 +404,35 @@ impl PipelineManager {
             .iter()
             .filter_map(|n| self.get(n).ok())
             .collect())
+    }
+
+    /// Deletes module `reference` (a digest or a unique prefix of one) on
+    /// every daemon, unless a pipeline runs it; the full digest.
+    pub fn delete_module(&self, reference: &str) -> Result<String, ManagerError> {
+        let _changing = lock(&self.changing);
+        self.check_read()?;
+        let digest = self.modules.resolve(reference).map_err(|e| match e {
+            LookupError::NotFound(_) => ManagerError::ModuleNotFound(e.to_string()),
+            LookupError::Malformed(_) | LookupError::Ambiguous(..) => {
+                ManagerError::InvalidSpec(SpecError(e.to_string()))
+            }
+            LookupError::Io(e) => ManagerError::Internal(e.into()),
+        })?;
+        let users = self.cluster.users_of(&digest);
+        if !users.is_empty() {
+            return Err(ManagerError::Precondition(format!(
+                "module {digest} is run by pipeline(s) {}: delete them first",
+                users.join(", ")
+            )));
+        }
+        let size = self
+            .modules
+            .info(&digest)
+            .map_err(|e| ManagerError::ModuleNotFound(e.to_string()))?
+            .size;
+        self.cluster.delete_module(&digest, size)?;
+        tracing::info!(%digest, "module deleted on request");
+        Ok(digest)
     }
 
     /// Stops a pipeline on every daemon, keeping its offsets and state.

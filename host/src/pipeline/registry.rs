@@ -242,6 +242,21 @@ impl Registry {
         self.publish(&format!("module/{hex}"), Some(&value))
     }
 
+    /// Publishes that module `digest` of `size` bytes was deleted: its
+    /// metadata first (daemons drop the module on it), then its chunks'
+    /// tombstones, so compaction takes the bytes out of the topic too.
+    pub(super) fn withdraw_module(&self, digest: &str, size: u64) -> Result<(), RegistryError> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        self.publish(&format!("module/{hex}"), None)?;
+        let chunks = usize::try_from(size)
+            .unwrap_or(usize::MAX)
+            .div_ceil(MODULE_CHUNK_BYTES);
+        for index in 0..chunks {
+            self.send(&format!("module/{hex}/{index}"), None)?;
+        }
+        Ok(())
+    }
+
     /// Creates the registry topic if needed, applies every record up to its
     /// current end, then keeps applying new ones on a thread until
     /// [`stop`](Self::stop).

@@ -16,6 +16,7 @@
 
 use super::lock;
 use crate::kafka::{FetchQueue, InternalTopic, KafkaMetadata, KafkaSettings, group_offsets_with};
+use crate::runtime::WALL_DEADLINE_FACTOR;
 use crate::task::threads::{self, TaskThread};
 use crate::task::{
     Assignment, DaemonList, PartitionTask, Standbys, TaskExit, TaskPlan, TaskStatus,
@@ -28,7 +29,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a stopping task may take beyond its guest call's longest
+/// possible run (its wall deadline): to commit what it processed.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
@@ -131,21 +136,36 @@ impl Shared {
         for (_, handle) in &handles {
             handle.stop.store(true, Ordering::Relaxed);
         }
+        // Each task finishes the call it is in (its deadline bounds that)
+        // and commits; one stuck past every deadline is left behind.
+        let grace = self.plan.settings.guest.call_timeout * WALL_DEADLINE_FACTOR + STOP_MARGIN;
+        let deadline = Instant::now() + grace;
         for (tp, handle) in handles {
-            let joined = handle.thread.join();
+            let joined = handle.thread.join_by(deadline);
             if let Some(standbys) = &self.standbys
                 && let Some(partition) = self.changelog_partition(&tp)
             {
                 standbys.release(partition);
             }
+            let pipeline = &self.plan.settings.pipeline;
             match joined {
-                Ok(exit) => {
+                Some(Ok(exit)) => {
                     lock(&self.queues).insert(tp, exit.queue);
                 }
-                Err(_) => {
-                    tracing::error!(pipeline = %self.plan.settings.pipeline, partition = ?tp, "task thread panicked");
+                Some(Err(_)) => {
+                    tracing::error!(%pipeline, partition = ?tp, "task thread panicked");
                     self.status(&tp)
                         .fail("internal error: the task panicked".into());
+                }
+                None => {
+                    tracing::error!(
+                        %pipeline, partition = ?tp, ?grace,
+                        "a task did not stop within its grace; its thread is left behind \
+                         and stops when it can (a bug: please report it with this log)"
+                    );
+                    self.status(&tp).fail(format!(
+                        "internal error: the task did not stop within {grace:?}"
+                    ));
                 }
             }
         }

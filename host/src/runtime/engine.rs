@@ -120,7 +120,7 @@ impl<S: GuestServices> TierEngine<S> {
 /// pre-reserved slots, which makes instantiation take microseconds and
 /// lets a renewed instance reuse warm memory; the slots are address space,
 /// not memory, until used.
-const MAX_INSTANCES: u32 = 1000;
+pub const MAX_INSTANCES: u32 = 1000;
 
 /// The engine settings of `tier`.
 fn engine_config(tier: Tier, max_memory_bytes: u64) -> Config {

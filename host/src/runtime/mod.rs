@@ -12,6 +12,7 @@
 mod bindings;
 mod blocking;
 mod builtin;
+mod cache;
 mod engine;
 mod guest;
 mod host_api;
@@ -22,7 +23,7 @@ mod stderr;
 mod validate;
 
 pub use builtin::Builtin;
-pub use engine::Tier;
+pub use engine::{MAX_INSTANCES, Tier};
 pub use guest::thread_cpu_time;
 pub use guest::{Guest, GuestError, GuestLimits, WALL_DEADLINE_FACTOR};
 pub use inputs::{InputBatch, InputView};
@@ -32,7 +33,6 @@ pub use validate::ModuleError;
 
 use crate::modules::{ModuleStore, hex_part};
 use engine::{Linked, TierEngine};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -104,7 +104,7 @@ impl<S> CompiledModule<S> {
 pub struct Runtime<S: 'static> {
     fast: TierEngine<S>,
     contained: TierEngine<S>,
-    compiled: Mutex<HashMap<String, CompiledModule<S>>>,
+    compiled: Mutex<cache::CompiledCache<WasmModule<S>>>,
     /// Where compiled modules are kept across restarts, named by digest
     /// and engine: a restarted daemon loads native code instead of
     /// compiling again (seconds per module on a small machine).
@@ -135,7 +135,7 @@ impl<S: GuestServices> Runtime<S> {
         let runtime = Arc::new(Self {
             fast: TierEngine::new(Tier::Fast, options.max_memory_bytes)?,
             contained: TierEngine::new(Tier::Contained, options.max_memory_bytes)?,
-            compiled: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(cache::CompiledCache::new(cache::CACHED_MODULES)),
             compiled_dir: options.compiled_dir,
             modules: options.modules,
         });
@@ -222,18 +222,32 @@ impl<S: GuestServices> Runtime<S> {
             return Ok(CompiledModule(ModuleKind::Builtin(builtin)));
         }
         if let Some(module) = self.lock_cache().get(digest) {
-            return Ok(module.clone());
+            return Ok(CompiledModule(ModuleKind::Wasm(module)));
         }
-        let module = CompiledModule(ModuleKind::Wasm(Arc::new(WasmModule {
+        let wasm = Arc::new(WasmModule {
             digest: digest.to_owned(),
             fast: self.load(Tier::Fast, digest, load)?,
             contained: OnceLock::new(),
-        })));
-        self.lock_cache().insert(digest.to_owned(), module.clone());
-        Ok(module)
+        });
+        self.lock_cache().insert(digest, wasm.clone());
+        Ok(CompiledModule(ModuleKind::Wasm(wasm)))
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CompiledModule<S>>> {
+    /// Forgets module `digest` (it was deleted): its compiled code in
+    /// memory, once no guest runs it, and on disk.
+    pub fn forget(&self, digest: &str) {
+        self.lock_cache().remove(digest);
+        for tier in [Tier::Fast, Tier::Contained] {
+            if let Some(path) = self.compiled_path(tier, digest)
+                && let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete a deleted module's compiled code");
+            }
+        }
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, cache::CompiledCache<WasmModule<S>>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }

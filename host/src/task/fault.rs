@@ -34,6 +34,9 @@ pub(super) enum Fault {
     Changelog(KafkaError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// The daemon's quotas leave the task no slot to run in.
+    #[error("{0}")]
+    Quota(String),
     /// The task was told to stop in the middle of a batch it is isolating
     /// failures in; the batch is left uncommitted for the next owner.
     #[error("stopped in the middle of a batch")]

@@ -220,6 +220,10 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// failing as the group takes the partition away), and librdkafka keeps
     /// that pause when the partition is assigned again.
     fn start(&mut self, restarts: u32) -> Result<TaskGuest, Fault> {
+        if self.slot.is_none() {
+            let slot = self.plan.slots.take(&self.plan.settings.pipeline);
+            self.slot = Some(slot.map_err(|e| Fault::Quota(e.to_string()))?);
+        }
         if restarts > 0 {
             tracing::info!(task = &*self.label, restarts, "restarting the task");
             self.status.retrying();

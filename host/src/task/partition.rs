@@ -29,6 +29,8 @@ pub(crate) struct PartitionTask<C: ConsumerContext + 'static> {
     /// The engine the task's guests are made in: the containment engine
     /// once one of its guest calls failed (see [`Self::contain`]).
     pub(super) tier: Tier,
+    /// The task's slot among the daemon's, once it has one.
+    pub(super) slot: Option<super::TaskSlot>,
 }
 
 impl<C: ConsumerContext + 'static> PartitionTask<C> {
@@ -88,6 +90,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
             commits: Commits::new(changelog),
             offsets,
             tier: Tier::Fast,
+            slot: None,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct TaskPlan {
     pub producer: Producer,
     /// The step's consumer group.
     pub group: String,
+    /// The daemon's task slots, one of which each task runs in.
+    pub slots: Arc<super::TaskSlots>,
 }
 
 impl TaskPlan {

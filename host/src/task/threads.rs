@@ -11,7 +11,7 @@
 
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most threads waiting for a task; more exit when their task ends.
 const MAX_IDLE: usize = 64;
@@ -56,11 +56,21 @@ pub(crate) struct TaskThread<T> {
 }
 
 impl<T> TaskThread<T> {
-    /// Waits for the task to end: its result, or the panic that ended it.
-    pub(crate) fn join(self) -> std::thread::Result<T> {
-        self.result
-            .recv()
-            .unwrap_or_else(|_| Err(Box::new("the task's thread ended without a result")))
+    /// Waits for the task to end until `deadline`; `None` if it has not,
+    /// and it is left to end on its own: a task stuck where no deadline
+    /// reaches must not hold whoever stops it (the registry thread, a
+    /// daemon shutting down).
+    pub(crate) fn join_by(self, deadline: Instant) -> Option<std::thread::Result<T>> {
+        match self
+            .result
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(result) => Some(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Some(Err(Box::new("the task's thread ended without a result")))
+            }
+        }
     }
 }
 
@@ -185,7 +195,32 @@ fn set_os_thread_name(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
+
+    impl<T> TaskThread<T> {
+        /// Waits for the task to end: its result, or the panic that ended it.
+        fn join(self) -> std::thread::Result<T> {
+            self.join_by(Instant::now() + Duration::from_secs(60))
+                .expect("the task ends within a minute")
+        }
+    }
+
+    #[test]
+    fn a_stuck_task_is_left_behind_at_the_deadline() {
+        let (release, stuck) = mpsc::channel::<()>();
+        let task = spawn("task-test-stuck".into(), move || {
+            let _ = stuck.recv();
+            (1, Afterwards::End)
+        })
+        .expect("spawns");
+        let started = Instant::now();
+        let joined = task.join_by(started + Duration::from_millis(100));
+        assert!(joined.is_none(), "the task is still stuck");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(release);
+        let quick = spawn("task-test-quick".into(), || (2, Afterwards::End)).expect("spawns");
+        let joined = quick.join_by(Instant::now() + Duration::from_secs(10));
+        assert_eq!(joined.and_then(Result::ok), Some(2));
+    }
 
     #[test]
     fn a_thread_whose_task_ended_runs_the_next_task() {

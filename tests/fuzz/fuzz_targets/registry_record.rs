@@ -29,6 +29,13 @@ fuzz_target!(|record: (&str, Option<&[u8]>)| {
             assert!(is_full_digest(&format!("sha256:{hex}")));
             assert!(index < MAX_MODULE_CHUNKS && bytes.len() <= MODULE_CHUNK_BYTES);
         }
+        Event::ModuleChunkDeleted { hex, index } => {
+            assert!(is_full_digest(&format!("sha256:{hex}")));
+            assert!(index < MAX_MODULE_CHUNKS);
+        }
+        Event::ModuleDeleted { hex } => {
+            assert!(is_full_digest(&format!("sha256:{hex}")));
+        }
         Event::Module { hex, chunks, .. } => {
             assert!(is_full_digest(&format!("sha256:{hex}")));
             assert!((1..=MAX_MODULE_CHUNKS).contains(&chunks));

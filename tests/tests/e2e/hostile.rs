@@ -537,3 +537,125 @@ fn host_side_floods_stop_at_the_budgets() -> anyhow::Result<()> {
     assert!(daemon.is_running());
     Ok(())
 }
+
+/// A state store that fails under a guest's read is the host's fault, not
+/// the record's: even under `skip` the batch fails and is retried from the
+/// last commit until the store reads again, and no record is skipped. The
+/// disk goes bad for real: a preloaded library (tests/faults/eio.c) fails
+/// the daemon's reads of its state's table files with EIO while a switch
+/// file exists.
+#[test]
+fn a_failing_state_store_fails_the_batch_for_retry_even_under_skip() -> anyhow::Result<()> {
+    let broker = eddy_tests::Broker::start(&[("in", 1), ("out", 1)])?;
+    let dir = tempfile::tempdir()?;
+    let switch = dir.path().join("disk-is-bad");
+    let state_dir = dir.path().join("state");
+    let (switch_env, state_env) = (
+        switch.display().to_string(),
+        state_dir.display().to_string(),
+    );
+    let env = [
+        ("LD_PRELOAD", env!("EDDY_EIO_SHIM")),
+        ("EDDY_FAULT_SWITCH", switch_env.as_str()),
+        ("EDDY_FAULT_PATH", state_env.as_str()),
+    ];
+    let start = || eddy_tests::Daemon::start(broker.bootstrap(), dir.path(), &[], &env);
+    let mut daemon = start()?;
+    daemon.deploy("counts", "count", "in", "out", &["--on-error", "skip"])?;
+    // Long keys, so the state spans many table blocks, which a restarted
+    // daemon has not cached.
+    let keys: Vec<String> = (0..4000)
+        .map(|i| format!("{i:04}-{}", "k".repeat(200)))
+        .collect();
+    let first: Vec<Rec> = keys
+        .iter()
+        .map(|k| Rec::value("x").keyed(k.as_str()))
+        .collect();
+    produce(broker.bootstrap(), "in", &first)?;
+    consume(
+        broker.bootstrap(),
+        "out",
+        keys.len(),
+        Duration::from_secs(60),
+        Duration::ZERO,
+    )?;
+    // A clean stop flushes the state to table files; the restart reads them.
+    daemon.terminate(Duration::from_secs(30))?;
+    let tables = std::fs::read_dir(state_dir.join("counts"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "sst"))
+        .count();
+    assert!(tables > 0, "the state is in table files");
+    let daemon = start()?;
+    // Running once a new key's count comes out.
+    produce(broker.bootstrap(), "in", &[Rec::value("x").keyed("probe")])?;
+    wait_for(
+        "the restarted task to process",
+        Duration::from_secs(60),
+        || {
+            let out = consume(
+                broker.bootstrap(),
+                "out",
+                keys.len() + 1,
+                Duration::from_secs(1),
+                Duration::ZERO,
+            )?;
+            Ok(out
+                .iter()
+                .any(|r| r.key_text().as_deref() == Some("probe"))
+                .then_some(()))
+        },
+    )?;
+
+    std::fs::write(&switch, b"")?;
+    let again: Vec<&String> = keys.iter().step_by(40).collect();
+    let second: Vec<Rec> = again
+        .iter()
+        .map(|k| Rec::value("y").keyed(k.as_str()))
+        .collect();
+    produce(broker.bootstrap(), "in", &second)?;
+    let failing = wait_for(
+        "the batch to fail on the store",
+        Duration::from_secs(60),
+        || {
+            let p = daemon.pipeline("counts")?;
+            Ok(p.partitions
+                .first()
+                .filter(|s| s.last_error.contains("state store"))
+                .cloned())
+        },
+    )?;
+    assert!(
+        daemon
+            .log()
+            .contains("the state store failed during a guest call, so the batch is retried"),
+        "the batch failed on the store: {}",
+        failing.last_error
+    );
+    assert!(
+        failing.committed_offset <= 4001,
+        "nothing committed past it"
+    );
+    assert!(!failing.counters.contains_key("records-skipped"));
+
+    std::fs::remove_file(&switch)?;
+    let state = wait_for("the batch to go through", Duration::from_secs(90), || {
+        let all = daemon.state_all("counts")?;
+        Ok(all
+            .get(again.last().map_or("", |k| k.as_str()))
+            .is_some_and(|n| n == "2")
+            .then_some(all))
+    })?;
+    for (i, key) in keys.iter().enumerate() {
+        let expected = if i % 40 == 0 { "2" } else { "1" };
+        assert_eq!(state.get(key).map(String::as_str), Some(expected), "{key}");
+    }
+    let p = daemon.pipeline("counts")?;
+    let partition = &p.partitions[0];
+    assert!(
+        !partition.counters.contains_key("records-skipped"),
+        "{partition:?}"
+    );
+    assert!(partition.last_error.is_empty(), "healed: {partition:?}");
+    Ok(())
+}

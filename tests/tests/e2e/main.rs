@@ -17,6 +17,7 @@ mod hostile;
 mod misconfigured;
 mod plugins;
 mod policies;
+mod quotas;
 mod secured;
 mod state;
 mod tenants;
