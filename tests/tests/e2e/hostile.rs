@@ -106,8 +106,8 @@ fn hostile_guests_fail_only_their_own_pipeline() -> anyhow::Result<()> {
 /// A guest asleep in a blocking WASI call (`std::thread::sleep`), where
 /// epoch interruption cannot reach it, is stopped at its deadline like a
 /// loop: its record alone is dead-lettered, the rest of its batch comes
-/// out, and pausing the pipeline or stopping the daemon while it sleeps
-/// again and again returns promptly.
+/// out, and pausing or deleting the pipeline or stopping the daemon while
+/// it sleeps again and again returns promptly.
 #[test]
 fn a_guest_asleep_in_a_wasi_call_is_stopped_at_its_deadline() -> anyhow::Result<()> {
     let (broker, mut daemon, _dir) = setup(&[("nap-in", 1), ("nap-out", 1)])?;
@@ -182,6 +182,18 @@ fn a_guest_asleep_in_a_wasi_call_is_stopped_at_its_deadline() -> anyhow::Result<
         let p = daemon.pipeline("nap")?;
         Ok((p.state == v1::PipelineState::Running as i32).then_some(()))
     })?;
+    // Deleting it while it sleeps returns promptly too, and the daemon
+    // goes on serving.
+    produce(broker.bootstrap(), "nap-in", &sleepers)?;
+    let deleting = Instant::now();
+    daemon.eddy_ok(&["pipeline", "delete", "nap"])?;
+    assert!(
+        deleting.elapsed() < Duration::from_secs(15),
+        "delete took {:?}",
+        deleting.elapsed()
+    );
+    assert!(daemon.pipeline("nap").is_err(), "the pipeline is gone");
+    daemon.deploy("after", "uppercase", "nap-in", "nap-out", &[])?;
     daemon.terminate(Duration::from_secs(20))?;
     Ok(())
 }
