@@ -11,6 +11,7 @@
 //! Its methods block (they talk to Kafka and wait for tasks to commit), so
 //! the control plane calls them from blocking threads.
 
+use super::appliers::Appliers;
 use super::cluster::{Cluster, DaemonIdentity, PipelineRecord};
 use super::error::ManagerError;
 use super::local::{LocalPipelines, Resources};
@@ -65,7 +66,17 @@ pub struct PipelineManager {
     group_prefix: String,
     /// One change at a time from this daemon's control plane.
     changing: Mutex<()>,
+    /// Applies each pipeline's records off the registry thread.
+    appliers: Arc<Appliers>,
 }
+
+/// How long a request waits for this daemon to apply its change: longer
+/// than a stopping task's grace with the default call deadline.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long a starting daemon waits for the pipelines it found in the
+/// registry to start before it serves.
+const STARTUP_SETTLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -122,6 +133,7 @@ impl PipelineManager {
             quotas: options.quotas,
             group_prefix: options.group_prefix,
             changing: Mutex::new(()),
+            appliers: Arc::default(),
         })
     }
 
@@ -196,20 +208,33 @@ impl PipelineManager {
     fn join_registry(self: &Arc<Self>) -> anyhow::Result<()> {
         let manager = Arc::downgrade(self);
         self.cluster.follow(&self.metadata, move |name, record| {
-            if let Some(manager) = manager.upgrade() {
-                match record {
-                    PipelineRecord::Stored(stored) => match manager.checked(*stored) {
-                        Ok(stored) => manager.local.apply(stored),
-                        Err(e) => tracing::error!(
-                            pipeline = %name,
-                            error = %e,
-                            "ignoring a pipeline record in the registry that this daemon would refuse as a request"
-                        ),
-                    },
-                    PipelineRecord::Deleted => manager.local.remove(name),
+            let Some(manager) = manager.upgrade() else {
+                return;
+            };
+            let applying = manager.clone();
+            match record {
+                PipelineRecord::Stored(stored) => match manager.checked(*stored) {
+                    Ok(stored) => manager
+                        .appliers
+                        .submit(name, move || applying.local.apply(stored)),
+                    Err(e) => tracing::error!(
+                        pipeline = %name,
+                        error = %e,
+                        "ignoring a pipeline record in the registry that this daemon would refuse as a request"
+                    ),
+                },
+                PipelineRecord::Deleted => {
+                    let name = name.to_owned();
+                    manager
+                        .appliers
+                        .submit(&name.clone(), move || applying.local.remove(&name));
                 }
             }
         })?;
+        // Started as the registry has them before this daemon serves.
+        if !self.appliers.all_settled(STARTUP_SETTLE_TIMEOUT) {
+            tracing::warn!("some pipelines are still starting; the daemon serves meanwhile");
+        }
         for stored in self.local.specs().all()? {
             if self.cluster.knows(&stored.spec.name) {
                 continue;
@@ -223,7 +248,7 @@ impl PipelineManager {
             };
             tracing::info!(pipeline = %stored.spec.name, "publishing a pipeline the registry does not know from the data directory");
             self.cluster.publish_modules(&stored.spec.steps)?;
-            self.cluster.publish(&stored.spec.name, Some(&stored))?;
+            self.publish(&stored.spec.name, Some(&stored))?;
         }
         Ok(())
     }
@@ -275,10 +300,10 @@ impl PipelineManager {
         };
         let name = stored.spec.name.clone();
         self.cluster.publish_modules(&stored.spec.steps)?;
-        self.cluster.publish(&name, Some(&stored))?;
+        self.publish(&name, Some(&stored))?;
         if let Some(error) = self.start_error(&name) {
             // Nothing ran: take the pipeline back rather than leave it failed.
-            if let Err(e) = self.cluster.publish(&name, None) {
+            if let Err(e) = self.publish(&name, None) {
                 tracing::warn!(pipeline = %name, error = %e, "could not withdraw a pipeline that failed to start");
             }
             return Err(ManagerError::Unavailable(error));
@@ -440,7 +465,7 @@ impl PipelineManager {
         let _changing = lock(&self.changing);
         let mut stored = self.stored(name)?;
         stored.paused = true;
-        self.cluster.publish(name, Some(&stored))?;
+        self.publish(name, Some(&stored))?;
         tracing::info!(pipeline = %name, "pipeline paused");
         self.get(name)
     }
@@ -460,7 +485,7 @@ impl PipelineManager {
         }
         stored.paused = false;
         stored.resumed_at_ms = now_ms();
-        self.cluster.publish(name, Some(&stored))?;
+        self.publish(name, Some(&stored))?;
         if let Some(error) = self.start_error(name) {
             return Err(ManagerError::Unavailable(error));
         }
@@ -474,7 +499,7 @@ impl PipelineManager {
     pub fn delete(&self, name: &str) -> Result<(), ManagerError> {
         let _changing = lock(&self.changing);
         let stored = self.stored(name)?;
-        self.cluster.publish(name, None)?;
+        self.publish(name, None)?;
         let topics = self.names(name).topics(stored.spec.steps.len());
         if let Err(e) = kafka::delete_topics(&self.kafka, &self.metadata, &topics) {
             tracing::warn!(pipeline = %name, error = %e, ?topics, "could not delete the internal topics; delete them by hand");
@@ -551,6 +576,26 @@ impl PipelineManager {
     /// commits); used on shutdown.
     pub fn shutdown(&self) {
         self.cluster.leave();
+        if !self.appliers.all_settled(SETTLE_TIMEOUT) {
+            tracing::warn!("changes to some pipelines were still being applied at shutdown");
+        }
         self.local.stop_all();
+    }
+
+    /// Publishes pipeline `name`'s record (`None`: deleted) and waits
+    /// until this daemon applied it.
+    fn publish(&self, name: &str, stored: Option<&StoredPipeline>) -> Result<(), ManagerError> {
+        self.cluster.publish(name, stored)?;
+        self.settle(name);
+        Ok(())
+    }
+
+    /// Waits for this daemon to have applied the change just published to
+    /// pipeline `name` (see `appliers`): a stop waits for the pipeline's
+    /// tasks, up to their grace.
+    fn settle(&self, name: &str) {
+        if !self.appliers.settled(name, SETTLE_TIMEOUT) {
+            tracing::warn!(pipeline = %name, "the change is still being applied here; its status shows it once it is");
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! control plane asks to create, operate and query them.
 //!
 //! A request goes `manager` -> `cluster` (published to the `registry`
-//! topic) -> every daemon's `local` pipelines -> a `runner` per pipeline
-//! (one consumer per step) -> a task per input partition (`crate::task`).
+//! topic) -> every daemon's `appliers` (a thread per pipeline changing)
+//! -> its `local` pipelines -> a `runner` per pipeline (one consumer per
+//! step) -> a task per input partition (`crate::task`).
 
+mod appliers;
 mod cluster;
 mod error;
 mod local;
