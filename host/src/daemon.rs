@@ -182,6 +182,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         world: WORLD.into(),
         // Filled in at each request.
         memory: None,
+        quotas: None,
     };
     let served = control::serve(
         listener,
@@ -190,6 +191,9 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             info,
             state_memory,
             access: access.clone(),
+            quotas: config.quotas.clone(),
+            manager: manager.clone(),
+            modules: modules.clone(),
         },
         ModuleServiceImpl {
             runtime,

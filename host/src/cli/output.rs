@@ -109,6 +109,7 @@ fn mib(bytes: u64) -> String {
 
 pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow::Result<()> {
     let memory = info.memory.unwrap_or_default();
+    let quotas = info.quotas.unwrap_or_default();
     if format == Format::Json {
         return print_json(&json!({
             "version": info.version,
@@ -124,6 +125,17 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
                 "state_stores": memory.state_stores,
                 "native_heap_used_bytes": memory.native_heap_used_bytes,
                 "native_heap_free_bytes": memory.native_heap_free_bytes,
+            },
+            "quotas": {
+                "tasks_running": quotas.tasks_running,
+                "max_tasks": quotas.max_tasks,
+                "max_pipeline_tasks": quotas.max_pipeline_tasks,
+                "modules_stored": quotas.modules_stored,
+                "max_modules": quotas.max_modules,
+                "module_store_bytes": quotas.module_store_bytes,
+                "max_module_store_bytes": quotas.max_module_store_bytes,
+                "pipelines": quotas.pipelines,
+                "max_pipelines": quotas.max_pipelines,
             },
         }));
     }
@@ -148,6 +160,18 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
         mib(memory.native_heap_used_bytes),
         mib(memory.native_heap_free_bytes),
     );
+    println!(
+        "tasks     {} of {} (at most {} per pipeline)",
+        quotas.tasks_running, quotas.max_tasks, quotas.max_pipeline_tasks
+    );
+    println!(
+        "modules   {} of {}, {} of {}",
+        quotas.modules_stored,
+        quotas.max_modules,
+        mib(quotas.module_store_bytes),
+        mib(quotas.max_module_store_bytes)
+    );
+    println!("pipelines {} of {}", quotas.pipelines, quotas.max_pipelines);
     Ok(())
 }
 

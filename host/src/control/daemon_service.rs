@@ -1,5 +1,8 @@
 use super::auth::Access;
+use crate::config::QuotasConfig;
+use crate::modules::ModuleStore;
 use crate::native_heap;
+use crate::pipeline::PipelineManager;
 use crate::state::StateMemory;
 use eddy_proto::v1::{self, daemon_service_server::DaemonService};
 use std::sync::Arc;
@@ -13,6 +16,12 @@ pub struct DaemonInfoService {
     pub state_memory: StateMemory,
     /// Who may ask.
     pub access: Arc<Access>,
+    /// The daemon's quotas.
+    pub quotas: QuotasConfig,
+    /// Its pipelines and their tasks, counted against the quotas.
+    pub manager: Arc<PipelineManager>,
+    /// Its modules, counted against the quotas.
+    pub modules: Arc<ModuleStore>,
 }
 
 #[tonic::async_trait]
@@ -34,8 +43,25 @@ impl DaemonService for DaemonInfoService {
             native_heap_used_bytes: heap.used,
             native_heap_free_bytes: heap.free,
         };
+        let (modules_stored, module_store_bytes) = self
+            .modules
+            .usage()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let q = &self.quotas;
+        let quotas = v1::DaemonQuotas {
+            tasks_running: self.manager.tasks_running(),
+            max_tasks: q.max_tasks,
+            max_pipeline_tasks: q.max_pipeline_tasks,
+            modules_stored: u32::try_from(modules_stored).unwrap_or(u32::MAX),
+            max_modules: q.max_modules,
+            module_store_bytes,
+            max_module_store_bytes: q.max_module_store_bytes,
+            pipelines: self.manager.pipeline_count(),
+            max_pipelines: q.max_pipelines,
+        };
         Ok(Response::new(v1::DaemonInfo {
             memory: Some(memory),
+            quotas: Some(quotas),
             ..self.info.clone()
         }))
     }

@@ -197,12 +197,12 @@ impl Cluster {
     /// code in memory and on disk. Kept if a pipeline uses it (the registry
     /// says one does: a record that raced the deletion).
     fn drop_module(&self, digest: &str) {
-        lock(&self.published).remove(digest);
         let users = self.users_of(digest);
         if !users.is_empty() {
             tracing::warn!(%digest, ?users, "a module deleted through the registry is kept: pipelines run it");
             return;
         }
+        lock(&self.published).remove(digest);
         self.runtime.forget(digest);
         match self.modules.remove(digest) {
             Ok(true) => tracing::info!(%digest, "module deleted"),

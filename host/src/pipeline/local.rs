@@ -76,6 +76,11 @@ impl LocalPipelines {
         &self.specs
     }
 
+    /// Tasks running on this daemon.
+    pub(super) fn tasks_running(&self) -> u32 {
+        self.resources.slots.running()
+    }
+
     /// The names of the pipelines this daemon has.
     pub(super) fn names(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()

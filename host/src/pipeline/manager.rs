@@ -280,8 +280,8 @@ impl PipelineManager {
         if self.local.contains(&spec.name) {
             return Err(ManagerError::AlreadyExists(spec.name));
         }
-        let pipelines = self.local.names().len();
-        if pipelines >= self.quotas.max_pipelines as usize {
+        let pipelines = self.pipeline_count();
+        if pipelines >= self.quotas.max_pipelines {
             return Err(ManagerError::Quota(format!(
                 "the cluster has {pipelines} pipelines, the most this daemon's \
                  quotas.max-pipelines allows; delete one first"
@@ -565,6 +565,16 @@ impl PipelineManager {
             answer,
             needed: tasks.needed(),
         })
+    }
+
+    /// Tasks running on this daemon, counted against `quotas.max-tasks`.
+    pub fn tasks_running(&self) -> u32 {
+        self.local.tasks_running()
+    }
+
+    /// Pipelines in the cluster, counted against `quotas.max-pipelines`.
+    pub fn pipeline_count(&self) -> u32 {
+        u32::try_from(self.local.names().len()).unwrap_or(u32::MAX)
     }
 
     /// The other daemons' control-plane addresses, as the registry has them.

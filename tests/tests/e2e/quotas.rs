@@ -85,6 +85,13 @@ fn quotas_bound_modules_pipelines_and_tasks_and_unused_modules_can_be_deleted() 
         })
         .count();
     assert_eq!(out.len(), expected, "the two running partitions' records");
+    let info: serde_json::Value =
+        serde_json::from_str(&daemon.eddy_ok(&["daemon", "info", "-o", "json"])?)?;
+    let taken = &info["quotas"];
+    assert_eq!(taken["tasks_running"], 2, "{info}");
+    assert_eq!(taken["max_pipeline_tasks"], 2, "{info}");
+    assert_eq!(taken["modules_stored"], 2, "{info}");
+    assert_eq!(taken["pipelines"], 1, "{info}");
 
     // A module a pipeline runs cannot be deleted; an unused one can, and
     // makes room.
