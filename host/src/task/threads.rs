@@ -204,8 +204,18 @@ mod tests {
         }
     }
 
+    /// The pool is the process's: tests that spawn tasks take turns, or
+    /// one takes the thread another waits to see offered.
+    static POOL: Mutex<()> = Mutex::new(());
+
+    fn pool() -> MutexGuard<'static, ()> {
+        POOL.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     #[test]
     fn a_stuck_task_is_left_behind_at_the_deadline() {
+        let _pool = pool();
         let (release, stuck) = mpsc::channel::<()>();
         let task = spawn("task-test-stuck".into(), move || {
             let _ = stuck.recv();
@@ -224,6 +234,7 @@ mod tests {
 
     #[test]
     fn a_thread_whose_task_ended_runs_the_next_task() {
+        let _pool = pool();
         let first = spawn("task-test-0".into(), || {
             (std::thread::current().id(), Afterwards::Reuse)
         })
@@ -250,6 +261,7 @@ mod tests {
 
     #[test]
     fn a_panicking_task_is_reported_as_an_error() {
+        let _pool = pool();
         let outcome = spawn("task-test-panic".into(), || -> (u32, Afterwards) {
             panic!("the task fails");
         })
