@@ -531,9 +531,11 @@ fn host_side_floods_stop_at_the_budgets() -> anyhow::Result<()> {
             .filter(|n| *n > 90_000))
     })?;
     let log = daemon.log();
+    // 64 KiB at once, then 64 KiB a second while the flood lasts (a
+    // second or two in a debug build): some hundreds of the 100,000.
     let lines = log.matches(&"l".repeat(1024)).count();
     assert!(
-        (1..=200).contains(&lines),
+        (1..=2_000).contains(&lines),
         "{lines} lines of the flood logged, {dropped} dropped"
     );
     assert!(log.contains("limits.log-bytes-per-second"));
