@@ -32,7 +32,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How long a stopping task may take beyond its guest call's longest
-/// possible run (its wall deadline): to commit what it processed.
+/// possible run (its wall deadline), to commit what it processed, before
+/// the wait for it is logged.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// A topic and partition.
@@ -137,35 +138,40 @@ impl Shared {
             handle.stop.store(true, Ordering::Relaxed);
         }
         // Each task finishes the call it is in (its deadline bounds that)
-        // and commits; one stuck past every deadline is left behind.
+        // and commits, which waits as long as Kafka refuses the writes; its
+        // partition's queue comes back only with it, so it is waited for,
+        // and said once it takes longer than a call and a margin. The
+        // registry thread never waits here (`pipeline::appliers`).
         let grace = self.plan.settings.guest.call_timeout * WALL_DEADLINE_FACTOR + STOP_MARGIN;
-        let deadline = Instant::now() + grace;
+        let pipeline = &self.plan.settings.pipeline;
         for (tp, handle) in handles {
-            let joined = handle.thread.join_by(deadline);
+            let started = Instant::now();
+            let mut thread = handle.thread;
+            let joined = loop {
+                match thread.join_by(Instant::now() + grace) {
+                    Ok(joined) => break joined,
+                    Err(still) => {
+                        tracing::warn!(
+                            %pipeline, partition = ?tp, waited = ?started.elapsed(),
+                            "a stopping task has not stopped yet (a commit waiting on Kafka?); still waiting"
+                        );
+                        thread = still;
+                    }
+                }
+            };
             if let Some(standbys) = &self.standbys
                 && let Some(partition) = self.changelog_partition(&tp)
             {
                 standbys.release(partition);
             }
-            let pipeline = &self.plan.settings.pipeline;
             match joined {
-                Some(Ok(exit)) => {
+                Ok(exit) => {
                     lock(&self.queues).insert(tp, exit.queue);
                 }
-                Some(Err(_)) => {
+                Err(_) => {
                     tracing::error!(%pipeline, partition = ?tp, "task thread panicked");
                     self.status(&tp)
                         .fail("internal error: the task panicked".into());
-                }
-                None => {
-                    tracing::error!(
-                        %pipeline, partition = ?tp, ?grace,
-                        "a task did not stop within its grace; its thread is left behind \
-                         and stops when it can (a bug: please report it with this log)"
-                    );
-                    self.status(&tp).fail(format!(
-                        "internal error: the task did not stop within {grace:?}"
-                    ));
                 }
             }
         }

@@ -56,19 +56,18 @@ pub(crate) struct TaskThread<T> {
 }
 
 impl<T> TaskThread<T> {
-    /// Waits for the task to end until `deadline`; `None` if it has not,
-    /// and it is left to end on its own: a task stuck where no deadline
-    /// reaches must not hold whoever stops it (the registry thread, a
-    /// daemon shutting down).
-    pub(crate) fn join_by(self, deadline: Instant) -> Option<std::thread::Result<T>> {
+    /// Waits for the task to end until `deadline`: its result, or the
+    /// panic that ended it; the thread back if it has not ended, so that
+    /// whoever waits can say so before waiting on.
+    pub(crate) fn join_by(self, deadline: Instant) -> Result<std::thread::Result<T>, Self> {
         match self
             .result
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
         {
-            Ok(result) => Some(result),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Ok(result) => Ok(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                Some(Err(Box::new("the task's thread ended without a result")))
+                Ok(Err(Box::new("the task's thread ended without a result")))
             }
         }
     }
@@ -199,8 +198,10 @@ mod tests {
     impl<T> TaskThread<T> {
         /// Waits for the task to end: its result, or the panic that ended it.
         fn join(self) -> std::thread::Result<T> {
-            self.join_by(Instant::now() + Duration::from_secs(60))
-                .expect("the task ends within a minute")
+            match self.join_by(Instant::now() + Duration::from_secs(60)) {
+                Ok(result) => result,
+                Err(_) => panic!("the task did not end within a minute"),
+            }
         }
     }
 
@@ -214,7 +215,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stuck_task_is_left_behind_at_the_deadline() {
+    fn a_stuck_task_is_reported_at_the_deadline_and_joined_once_it_ends() {
         let _pool = pool();
         let (release, stuck) = mpsc::channel::<()>();
         let task = spawn("task-test-stuck".into(), move || {
@@ -223,13 +224,13 @@ mod tests {
         })
         .expect("spawns");
         let started = Instant::now();
-        let joined = task.join_by(started + Duration::from_millis(100));
-        assert!(joined.is_none(), "the task is still stuck");
+        let Err(task) = task.join_by(started + Duration::from_millis(100)) else {
+            panic!("the task is still stuck");
+        };
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(release);
-        let quick = spawn("task-test-quick".into(), || (2, Afterwards::End)).expect("spawns");
-        let joined = quick.join_by(Instant::now() + Duration::from_secs(10));
-        assert_eq!(joined.and_then(Result::ok), Some(2));
+        let joined = task.join_by(Instant::now() + Duration::from_secs(10));
+        assert_eq!(joined.ok().and_then(Result::ok), Some(1));
     }
 
     #[test]
