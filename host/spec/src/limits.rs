@@ -131,6 +131,7 @@ pub(crate) fn default_max_record_bytes() -> u64 {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let budgets = GuestBudgets::default();
         Self {
             memory_bytes: 128 << 20,
             call_timeout: Duration::from_secs(10),
@@ -141,11 +142,11 @@ impl Default for LimitsConfig {
             max_output_bytes: 64 << 20,
             // librdkafka's and Kafka's default message.max.bytes.
             max_record_bytes: 1_000_000,
-            max_call_state_bytes: GuestBudgets::default().max_call_state_bytes,
-            commit_state_bytes: GuestBudgets::default().commit_state_bytes,
-            max_timers: GuestBudgets::default().max_timers,
-            max_counters: GuestBudgets::default().max_counters,
-            log_bytes_per_second: GuestBudgets::default().log_bytes_per_second,
+            max_call_state_bytes: budgets.max_call_state_bytes,
+            commit_state_bytes: budgets.commit_state_bytes,
+            max_timers: budgets.max_timers,
+            max_counters: budgets.max_counters,
+            log_bytes_per_second: budgets.log_bytes_per_second,
         }
     }
 }

@@ -60,9 +60,10 @@ impl ModuleServiceImpl {
             })?
     }
 
-    /// Refuses a new module that would take the store past its quotas.
-    fn within_quota(&self, bytes: &[u8]) -> Result<(), Status> {
-        if self.store.info(&digest_of(bytes)).is_ok() {
+    /// Refuses a new module (`bytes`, of `digest`) that would take the
+    /// store past its quotas.
+    fn within_quota(&self, digest: &str, bytes: &[u8]) -> Result<(), Status> {
+        if self.store.info(digest).is_ok() {
             return Ok(());
         }
         let (count, total) = self
@@ -136,7 +137,8 @@ impl ModuleService for ModuleServiceImpl {
         if bytes.is_empty() {
             return Err(Status::invalid_argument("the module is empty"));
         }
-        self.within_quota(&bytes)?;
+        let digest = digest_of(&bytes);
+        self.within_quota(&digest, &bytes)?;
         let runtime = self.runtime.clone();
         let store = self.store.clone();
         let name = metadata.name;
@@ -148,7 +150,6 @@ impl ModuleService for ModuleServiceImpl {
             .map_err(|_| Status::unavailable("the daemon is stopping"))?;
         let (module, already_present) = tokio::task::spawn_blocking(move || {
             let _compiling = compiling;
-            let digest = digest_of(&bytes);
             // Validate (compile and link against the world) before storing.
             let compiled = runtime
                 .module(&digest, || Ok(bytes.clone()))

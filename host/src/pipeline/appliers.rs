@@ -1,9 +1,9 @@
 //! Changes to pipelines, applied one pipeline at a time and each on a
 //! thread of its own: the registry thread hands a pipeline's record over
 //! and reads on. Stopping a pipeline waits for its tasks to finish their
-//! calls and commit (up to a grace, for a task stuck where no deadline
-//! reaches), and that wait must hold neither the registry, nor the
-//! changes of other pipelines, nor the daemon's own view of the cluster.
+//! calls and commit (as long as Kafka refuses the writes, if it does), and
+//! that wait must hold neither the registry, nor the changes of other
+//! pipelines, nor the daemon's own view of the cluster.
 //! One pipeline's changes keep their order: a deletion and a re-creation
 //! under the same name never overlap.
 

@@ -71,7 +71,8 @@ pub struct PipelineManager {
 }
 
 /// How long a request waits for this daemon to apply its change: longer
-/// than a stopping task's grace with the default call deadline.
+/// than a stopping task's longest call with the default call deadline,
+/// plus its commit.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// How long a starting daemon waits for the pipelines it found in the
@@ -602,7 +603,7 @@ impl PipelineManager {
 
     /// Waits for this daemon to have applied the change just published to
     /// pipeline `name` (see `appliers`): a stop waits for the pipeline's
-    /// tasks, up to their grace.
+    /// tasks to commit, at most [`SETTLE_TIMEOUT`] here.
     fn settle(&self, name: &str) {
         if !self.appliers.settled(name, SETTLE_TIMEOUT) {
             tracing::warn!(pipeline = %name, "the change is still being applied here; its status shows it once it is");

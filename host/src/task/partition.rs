@@ -111,15 +111,13 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
 
     /// A guest call's result, containing the task's guests if it failed.
     pub(super) fn contain_failed<T>(&mut self, called: Result<T, GuestError>) -> Result<T, Fault> {
-        match called {
-            Ok(value) => Ok(value),
+        called.map_err(|error| {
             // The store failed, not the guest: no reason to contain it.
-            Err(GuestError::Store(m)) => Err(Fault::Store(m)),
-            Err(error) => {
+            if !matches!(error, GuestError::Store(_)) {
                 self.contain();
-                Err(error.into())
             }
-        }
+            error.into()
+        })
     }
 
     /// Where the task's guests run, as their `init` is told.

@@ -135,13 +135,7 @@ impl TaskStatus {
 
     /// Adds `delta` to the counter `name` (late records dropped, say).
     pub(crate) fn count(&self, name: &str, delta: u64) {
-        let mut counters = lock(&self.counters);
-        match counters.get_mut(name) {
-            Some(n) => *n = n.saturating_add(delta),
-            None => {
-                counters.insert(name.to_owned(), delta);
-            }
-        }
+        self.count_within(name, delta, usize::MAX);
     }
 
     /// Adds `delta` to the guest's counter `name`, unless the name is new
