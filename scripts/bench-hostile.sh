@@ -7,7 +7,8 @@
 # stream where one record in 10 is poisoned, then alone again. Also prints
 # how long the host took to stop looping guests (from the daemon's errors)
 # and the daemon's memory. Run with `just bench-hostile [N]`; asserts nothing.
-# HOSTILE="loop spin" runs only those fixtures, POLICIES="skip" only that policy; PROFILE=CMD runs CMD once
+# HOSTILE="loop spin" runs only those fixtures, POLICIES="skip" only that policy;
+# EDDY_GUEST_WORKER=false keeps guests that failed in the daemon's process; PROFILE=CMD runs CMD once
 # while the healthy pipeline runs beside the hostile ones (a CPU sampler).
 set -euo pipefail
 
@@ -112,14 +113,19 @@ for f in "${fixtures[@]}"; do
 done
 alone2=$(healthy_run alone-2)
 
+# The guest worker, where guests that failed run (unless EDDY_GUEST_WORKER=false).
+worker_hwm_kib=0
+for w in $(pgrep -P "$daemon" -f guest-worker || true); do
+    worker_hwm_kib=$((worker_hwm_kib + $(awk '/VmHWM/ {print $2}' "/proc/$w/status")))
+done
 rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$daemon/status")
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$daemon/status")
 sed 's/\x1b\[[0-9;]*m//g' "$work/serve.log" | grep -o 'interrupted after [0-9.]*m\?s' |
     sed 's/interrupted after //' >"$work/stops.txt" || true
 
-python3 - "$alone1" "$beside" "$alone2" "$hwm_kib" "$rss_kib" "$hostile_busy" "$records" "$work/stops.txt" "$(( ${#fixtures[@]} * ${#policies[@]} ))" <<'PY'
+python3 - "$alone1" "$beside" "$alone2" "$hwm_kib" "$rss_kib" "$hostile_busy" "$records" "$work/stops.txt" "$(( ${#fixtures[@]} * ${#policies[@]} ))" "$worker_hwm_kib" <<'PY'
 import statistics, sys
-alone1, beside, alone2, hwm, rss, busy, n, stops, _ = sys.argv[1:]
+alone1, beside, alone2, hwm, rss, busy, n, stops, _, worker_hwm = sys.argv[1:]
 alone = (int(alone1) + int(alone2)) / 2
 def secs(s):
     return float(s[:-2]) / 1000 if s.endswith("ms") else float(s[:-1])
@@ -134,4 +140,8 @@ if stops:
     print(f"  looping guests stopped     {len(stops)} times, deadline 1 s: after "
           f"{statistics.median(stops):.3f} s median, {stops[0]:.3f}-{stops[-1]:.3f} s range")
 print(f"  daemon RSS                 {int(rss) / 1024:.1f} MiB at the end, {int(hwm) / 1024:.1f} MiB peak")
+if int(worker_hwm):
+    print(f"  guests that failed ran in  the guest worker, RSS {int(worker_hwm) / 1024:.1f} MiB peak")
+else:
+    print("  guests that failed ran in  the daemon's process (no guest worker)")
 PY

@@ -84,6 +84,12 @@ pub struct ServeConfig {
     /// nobody else reaches.
     #[serde(default)]
     pub anonymous_control_plane: bool,
+    /// Run guests that failed a call in a worker process of their own
+    /// (`eddy guest-worker`, started when a guest first fails), where they
+    /// cannot slow the daemon's healthy guests down; `false` keeps them in
+    /// the daemon's process. See docs/operating.md, "Hostile guests".
+    #[serde(default = "default_guest_worker")]
+    pub guest_worker: bool,
     /// How to connect to Kafka: security protocol, SASL credentials, TLS
     /// files and further librdkafka properties (docs/security.md).
     #[serde(default)]
@@ -256,6 +262,7 @@ impl Default for ServeConfig {
             tokens: Vec::new(),
             client_certificates: Vec::new(),
             anonymous_control_plane: false,
+            guest_worker: true,
             kafka: ConnectionConfig::default(),
             control_tls: None,
         }
@@ -297,6 +304,10 @@ impl Default for QuotasConfig {
     }
 }
 
+fn default_guest_worker() -> bool {
+    true
+}
+
 /// Top-level keys read from `EDDY_*` variables. Other `EDDY_*` variables
 /// (such as the client's `EDDY_SERVER`) belong to other commands.
 const ENV_KEYS: &[&str] = &[
@@ -315,6 +326,7 @@ const ENV_KEYS: &[&str] = &[
     "cluster_secret_file",
     "upload_idle_timeout",
     "anonymous_control_plane",
+    "guest_worker",
     "kafka",
     "control_tls",
 ];

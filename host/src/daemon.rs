@@ -9,6 +9,7 @@ use crate::kafka::{Connection, EmbeddedBroker, KafkaSettings, TopicSpec};
 use crate::modules::ModuleStore;
 use crate::native_heap;
 use crate::pipeline::{ClusterSecret, DaemonIdentity, ManagerOptions, PipelineManager};
+use crate::runtime::worker::{WorkerOptions, WorkerStore};
 use crate::runtime::{RuntimeOptions, WORLD};
 use crate::state::StateMemory;
 use crate::task::TaskRuntime;
@@ -94,10 +95,24 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
         connection,
     };
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
+    let worker = if config.guest_worker {
+        Some(WorkerOptions {
+            program: std::env::current_exe()
+                .context("could not find the eddy binary to start the guest worker with")?,
+            store: WorkerStore {
+                modules_dir: config.modules_dir(),
+                compiled_dir: config.compiled_dir(),
+                max_memory_bytes: config.limits.memory_bytes,
+            },
+        })
+    } else {
+        None
+    };
     let runtime = TaskRuntime::new(RuntimeOptions {
         max_memory_bytes: config.limits.memory_bytes,
         compiled_dir: Some(config.compiled_dir()),
         modules: Some(modules.clone()),
+        worker,
     })?;
     let state_memory = StateMemory::new(config.state_memory_bytes);
     let heap_trimmer = native_heap::Trimmer::start(config.heap_trim_interval)
@@ -194,6 +209,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
             quotas: config.quotas.clone(),
             manager: manager.clone(),
             modules: modules.clone(),
+            runtime: runtime.clone(),
         },
         ModuleServiceImpl {
             runtime,

@@ -16,6 +16,7 @@ pub mod kafka;
 pub mod modules;
 pub mod native_heap;
 pub mod pipeline;
+mod priority;
 pub mod runtime;
 pub mod state;
 pub mod task;

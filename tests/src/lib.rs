@@ -116,6 +116,20 @@ fn sigterm(child: &Child) {
         .status();
 }
 
+/// A process's resident memory, from /proc (Linux).
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 /// `eddy serve` in its own process, pointed at a broker or on its embedded
 /// one; killed on drop.
 pub struct Daemon {
@@ -210,19 +224,12 @@ impl Daemon {
         &self.server
     }
 
-    /// The daemon's resident memory now, from /proc (Linux).
+    /// The daemon's resident memory now, with its guest worker's (where
+    /// guests that failed run), from /proc (Linux).
     pub fn rss_bytes(&self) -> Option<u64> {
-        let pid = self.child.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        let daemon = rss_of(self.child.as_ref()?.id())?;
+        let workers: u64 = self.guest_workers().into_iter().filter_map(rss_of).sum();
+        Some(daemon + workers)
     }
 
     /// The daemon's log so far.
@@ -379,6 +386,31 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The daemon's guest worker processes (`eddy guest-worker`, where
+    /// guests that failed a call run), by pid.
+    pub fn guest_workers(&self) -> Vec<u32> {
+        let Some(daemon) = self.child.as_ref().map(Child::id) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                // The parent's pid is the second field after the name,
+                // which is in parentheses and may hold spaces.
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let parent = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                parent == Some(daemon)
+                    && cmdline.split(|b| *b == 0).any(|arg| arg == b"guest-worker")
+            })
+            .collect()
     }
 
     /// Whether the process is still running.

@@ -116,6 +116,27 @@ pub(crate) enum Command {
     ///
     /// Example: eddy consume lines-upper --from-beginning --count 3
     Consume(ConsumeArgs),
+
+    /// The process guests that failed a call run in; the daemon starts it.
+    #[command(hide = true)]
+    GuestWorker(GuestWorkerArgs),
+}
+
+/// What the daemon starts its guest worker with.
+#[derive(Debug, Args)]
+pub(crate) struct GuestWorkerArgs {
+    /// The abstract Unix socket name to listen on.
+    #[arg(long)]
+    pub(crate) listen: String,
+    /// The daemon's module store.
+    #[arg(long)]
+    pub(crate) modules: PathBuf,
+    /// The daemon's compiled-module cache.
+    #[arg(long)]
+    pub(crate) compiled: PathBuf,
+    /// The largest linear memory any guest may have.
+    #[arg(long)]
+    pub(crate) max_memory_bytes: u64,
 }
 
 #[derive(Debug, Args)]

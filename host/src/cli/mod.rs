@@ -72,7 +72,7 @@ fn overrides(args: &ServeArgs) -> serde_json::Value {
 pub async fn run(cli: Cli) -> std::process::ExitCode {
     init_logging(matches!(
         cli.command,
-        Command::Serve(_) | Command::DevBroker(_)
+        Command::Serve(_) | Command::DevBroker(_) | Command::GuestWorker(_)
     ));
     let result = match cli.command {
         Command::Serve(args) => {
@@ -90,6 +90,14 @@ pub async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Daemon(d) => run_client(ClientCommand::Daemon(d)).await,
         Command::Produce(args) => produce(args).await,
         Command::Consume(args) => consume(args).await,
+        Command::GuestWorker(args) => tokio::task::block_in_place(|| {
+            let store = crate::runtime::worker::WorkerStore {
+                modules_dir: args.modules,
+                compiled_dir: args.compiled,
+                max_memory_bytes: args.max_memory_bytes,
+            };
+            crate::runtime::worker::run(&args.listen, store)
+        }),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -125,6 +125,7 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
                 "state_stores": memory.state_stores,
                 "native_heap_used_bytes": memory.native_heap_used_bytes,
                 "native_heap_free_bytes": memory.native_heap_free_bytes,
+                "guest_worker_resident_bytes": memory.guest_worker_resident_bytes,
             },
             "quotas": {
                 "tasks_running": quotas.tasks_running,
@@ -147,6 +148,12 @@ pub(super) fn print_daemon_info(info: &v1::DaemonInfo, format: Format) -> anyhow
     println!("version   {} ({})", info.version, info.world);
     println!("brokers   {}{embedded}", info.brokers);
     println!("resident  {}", mib(memory.resident_bytes));
+    if memory.guest_worker_resident_bytes > 0 {
+        println!(
+            "worker    {} resident (the guest worker: guests that failed a call)",
+            mib(memory.guest_worker_resident_bytes)
+        );
+    }
     println!(
         "state     {} of {} in the block cache (write buffers {}), table readers {}, {} store(s)",
         mib(memory.state_cache_bytes),

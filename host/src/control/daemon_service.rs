@@ -4,6 +4,7 @@ use crate::modules::ModuleStore;
 use crate::native_heap;
 use crate::pipeline::PipelineManager;
 use crate::state::StateMemory;
+use crate::task::TaskRuntime;
 use eddy_proto::v1::{self, daemon_service_server::DaemonService};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -22,6 +23,8 @@ pub struct DaemonInfoService {
     pub manager: Arc<PipelineManager>,
     /// Its modules, counted against the quotas.
     pub modules: Arc<ModuleStore>,
+    /// Its runtime, whose guest worker's memory is reported too.
+    pub runtime: Arc<TaskRuntime>,
 }
 
 #[tonic::async_trait]
@@ -34,7 +37,7 @@ impl DaemonService for DaemonInfoService {
         let state = self.state_memory.usage();
         let heap = native_heap::usage();
         let memory = v1::DaemonMemory {
-            resident_bytes: resident_bytes().unwrap_or(0),
+            resident_bytes: resident_bytes("self").unwrap_or(0),
             state_budget_bytes: state.budget,
             state_cache_bytes: state.cache,
             state_write_buffer_bytes: state.write_buffers,
@@ -42,6 +45,11 @@ impl DaemonService for DaemonInfoService {
             state_stores: state.stores,
             native_heap_used_bytes: heap.used,
             native_heap_free_bytes: heap.free,
+            guest_worker_resident_bytes: self
+                .runtime
+                .guest_worker_pid()
+                .and_then(|pid| resident_bytes(&pid.to_string()))
+                .unwrap_or(0),
         };
         let (modules_stored, module_store_bytes) = self
             .modules
@@ -67,11 +75,11 @@ impl DaemonService for DaemonInfoService {
     }
 }
 
-/// This process's resident set size, from `/proc/self/statm` (its second
-/// field, in pages).
+/// A process's resident set size, from `/proc/PROCESS/statm` (its second
+/// field, in pages); `process` is a pid or `self`.
 #[cfg(target_os = "linux")]
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+fn resident_bytes(process: &str) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{process}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
     let page_size = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
@@ -79,6 +87,6 @@ fn resident_bytes() -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn resident_bytes() -> Option<u64> {
+fn resident_bytes(_process: &str) -> Option<u64> {
     None
 }

@@ -5,7 +5,28 @@
 //! back from the compiled-code cache on disk when it is needed again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+
+/// A lock per module digest being loaded, held while it compiles, so that
+/// guests starting together compile it once. Entries go when their last
+/// holder lets go.
+#[derive(Default)]
+pub(super) struct Loading(Mutex<HashMap<String, Weak<Mutex<()>>>>);
+
+impl Loading {
+    /// The lock of `digest`: the one others hold, or a new one.
+    pub(super) fn get(&self, digest: &str) -> Arc<Mutex<()>> {
+        // A panic while holding the map cannot leave it inconsistent.
+        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        if let Some(lock) = locks.get(digest).and_then(Weak::upgrade) {
+            return lock;
+        }
+        let lock = Arc::new(Mutex::new(()));
+        locks.insert(digest.to_owned(), Arc::downgrade(&lock));
+        lock
+    }
+}
 
 /// How many compiled modules the cache keeps beyond those in use.
 pub(super) const CACHED_MODULES: usize = 64;
@@ -87,5 +108,17 @@ mod tests {
         assert!(cache.get("c").is_some() && cache.get("d").is_some());
         cache.remove("c");
         assert!(cache.get("c").is_none());
+    }
+
+    #[test]
+    fn loads_of_one_digest_share_a_lock_and_it_goes_with_them() {
+        let loading = Loading::default();
+        let first = loading.get("sha256:a");
+        assert!(Arc::ptr_eq(&first, &loading.get("sha256:a")));
+        assert!(!Arc::ptr_eq(&first, &loading.get("sha256:b")));
+        drop(first);
+        let _c = loading.get("sha256:c");
+        let kept = loading.0.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+        assert_eq!(kept, 1, "only the lock still held is kept");
     }
 }

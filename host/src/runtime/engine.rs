@@ -27,6 +27,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// fresh buffer, waits behind it. So a guest that failed is made in the
 /// containment engine, whose memories are bounds-checked in code, with no
 /// guard pages, and keep their pages accessible: no `mprotect` at all.
+/// Where there is a guest worker process (`super::worker`), the daemon
+/// makes contained instances there, in the worker's containment engine, so
+/// they take the worker's memory-map lock and never the daemon's.
 /// Beside 21 hostile pipelines, guard pages for every guest kept a healthy
 /// pipeline to 1-9 % of its throughput, bounds checks for every guest
 /// 7-18 %, and these two engines 9-13 %; the checks cost a fifth of a guest

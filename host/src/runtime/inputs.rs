@@ -159,6 +159,19 @@ impl InputBatch {
         }
     }
 
+    /// The lists, and where each record starts in them: what a batch is
+    /// sent to the guest worker as.
+    pub(super) fn parts(&self) -> (&PackedBatch, &[(usize, usize)]) {
+        (&self.lists, &self.starts)
+    }
+
+    /// A batch from what [`Self::parts`] gave, as the guest worker receives
+    /// it from the daemon (which it trusts): a start beyond the lists only
+    /// makes that record unreadable.
+    pub(super) fn from_parts(lists: PackedBatch, starts: Vec<(usize, usize)>) -> Self {
+        Self { lists, starts }
+    }
+
     /// The lists as a packed guest takes them.
     pub(super) fn packed(&self) -> &PackedBatch {
         &self.lists

@@ -17,10 +17,12 @@ mod engine;
 mod guest;
 mod host_api;
 mod inputs;
+mod local;
 mod outputs;
 mod services;
 mod stderr;
 mod validate;
+pub mod worker;
 
 pub use builtin::Builtin;
 pub use engine::{MAX_INSTANCES, Tier};
@@ -33,10 +35,12 @@ pub use validate::ModuleError;
 
 use crate::modules::{ModuleStore, hex_part};
 use engine::{Linked, TierEngine};
+use local::LocalGuest;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::component::Component;
+use worker::{RemoteGuest, WorkerOptions, WorkerProcess};
 
 /// The package of worlds this host implements (every processor world in
 /// it; components built against an earlier 0.1 version run too).
@@ -105,6 +109,8 @@ pub struct Runtime<S: 'static> {
     fast: TierEngine<S>,
     contained: TierEngine<S>,
     compiled: Mutex<cache::CompiledCache<WasmModule<S>>>,
+    /// A lock per module being loaded, so it is compiled once.
+    loading: cache::Loading,
     /// Where compiled modules are kept across restarts, named by digest
     /// and engine: a restarted daemon loads native code instead of
     /// compiling again (seconds per module on a small machine).
@@ -112,6 +118,8 @@ pub struct Runtime<S: 'static> {
     /// Where a module's bytes are found again, to compile it for the
     /// containment engine when one of its guests first fails.
     modules: Option<Arc<ModuleStore>>,
+    /// Where guests that failed run; without one, in this process.
+    worker: Option<Arc<WorkerProcess>>,
 }
 
 /// How the runtime is set up.
@@ -124,6 +132,9 @@ pub struct RuntimeOptions {
     /// The uploaded modules; without them a guest that fails is renewed in
     /// the fast engine.
     pub modules: Option<Arc<ModuleStore>>,
+    /// How to start the guest worker process that guests which failed
+    /// run in; `None` runs them in this process, in its containment engine.
+    pub worker: Option<WorkerOptions>,
 }
 
 impl<S: GuestServices> Runtime<S> {
@@ -136,8 +147,10 @@ impl<S: GuestServices> Runtime<S> {
             fast: TierEngine::new(Tier::Fast, options.max_memory_bytes)?,
             contained: TierEngine::new(Tier::Contained, options.max_memory_bytes)?,
             compiled: Mutex::new(cache::CompiledCache::new(cache::CACHED_MODULES)),
+            loading: cache::Loading::default(),
             compiled_dir: options.compiled_dir,
             modules: options.modules,
+            worker: options.worker.map(|w| Arc::new(WorkerProcess::new(w))),
         });
         let weak = Arc::downgrade(&runtime);
         std::thread::Builder::new()
@@ -151,6 +164,11 @@ impl<S: GuestServices> Runtime<S> {
                 }
             })?;
         Ok(runtime)
+    }
+
+    /// The guest worker's process id, while one runs.
+    pub fn guest_worker_pid(&self) -> Option<u32> {
+        self.worker.as_ref()?.pid()
     }
 
     fn engine(&self, tier: Tier) -> &TierEngine<S> {
@@ -224,6 +242,14 @@ impl<S: GuestServices> Runtime<S> {
         if let Some(module) = self.lock_cache().get(digest) {
             return Ok(CompiledModule(ModuleKind::Wasm(module)));
         }
+        // One load per digest at a time: guests of a new module often start
+        // together (a pipeline's tasks; contained guests in the worker), and
+        // a compile takes seconds.
+        let loading = self.loading.get(digest);
+        let _loading = loading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(module) = self.lock_cache().get(digest) {
+            return Ok(CompiledModule(ModuleKind::Wasm(module)));
+        }
         let wasm = Arc::new(WasmModule {
             digest: digest.to_owned(),
             fast: self.load(Tier::Fast, digest, load)?,
@@ -252,9 +278,11 @@ impl<S: GuestServices> Runtime<S> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Instantiates `module` over `services` in the engine of `tier`,
-    /// compiling the module for the containment engine on its first use
-    /// there (the fast engine's code serves if that fails).
+    /// Instantiates `module` over `services` in the engine of `tier`. A
+    /// contained module runs in the guest worker process when there is one
+    /// (in this process if it cannot be started); otherwise it is compiled
+    /// for the containment engine on its first use there (the fast
+    /// engine's code serves if that fails).
     pub fn instantiate(
         &self,
         module: &CompiledModule<S>,
@@ -262,6 +290,26 @@ impl<S: GuestServices> Runtime<S> {
         limits: GuestLimits,
         tier: Tier,
     ) -> Result<Guest<S>, GuestError> {
+        if let (ModuleKind::Wasm(wasm), Tier::Contained, Some(worker)) =
+            (&module.0, tier, &self.worker)
+        {
+            match worker.connect() {
+                Ok(connection) => {
+                    return RemoteGuest::instantiate(
+                        worker.clone(),
+                        connection,
+                        &wasm.digest,
+                        services,
+                        limits,
+                    )
+                    .map(Guest::remote);
+                }
+                Err(e) => tracing::warn!(
+                    guest = services.label(), error = %e,
+                    "the guest worker cannot be reached; this failing guest runs in the daemon's process"
+                ),
+            }
+        }
         let (engine, target) = match &module.0 {
             ModuleKind::Wasm(wasm) if tier == Tier::Contained => match self.contained(wasm) {
                 Some(linked) => (&self.contained.engine, Target::Wasm(linked)),
@@ -270,7 +318,7 @@ impl<S: GuestServices> Runtime<S> {
             ModuleKind::Wasm(wasm) => (&self.fast.engine, Target::Wasm(&wasm.fast)),
             ModuleKind::Builtin(builtin) => (&self.fast.engine, Target::Builtin(*builtin)),
         };
-        Guest::new(engine, target, services, limits, EPOCH_TICK)
+        LocalGuest::new(engine, target, services, limits, EPOCH_TICK).map(Guest::local)
     }
 
     /// `wasm` compiled for the containment engine, compiling it on first

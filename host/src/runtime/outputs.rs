@@ -150,6 +150,27 @@ impl Outputs {
         self.chunks.extend(other.chunks);
     }
 
+    /// The records as one set of packed lists: what the guest worker sends
+    /// a call's outputs back as (one call's outputs are one set already).
+    pub(super) fn into_lists(mut self) -> PackedOutputs {
+        if self.chunks.len() == 1
+            && let Some(packed) = self.chunks.pop()
+        {
+            return packed.lists;
+        }
+        let mut writer = PackedWriter::default();
+        for record in self.iter() {
+            writer.push(
+                record.key,
+                record.value,
+                record.headers.iter().collect::<Vec<_>>().into_iter(),
+                record.timestamp,
+                record.output,
+            );
+        }
+        writer.lists
+    }
+
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = OutputView<'_>> {
         self.chunks

@@ -71,7 +71,7 @@ pub trait GuestServices: Send + 'static {
 pub struct OverBudget(pub String);
 
 /// Where a guest instance runs, handed to its `init`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GuestInfo {
     /// The pipeline's name.
     pub pipeline: String,

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// Why a state operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StateError {
     /// A key or value is over the pipeline's limit.
     #[error("{0}")]

@@ -3,7 +3,9 @@
 //! a timer pending at a crash fires once after the restart.
 
 /// The clock a timer follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum TimeDomain {
     /// Stream time: the highest record timestamp the task has seen.
     EventTime,
@@ -13,7 +15,9 @@ pub enum TimeDomain {
 
 /// A pending timer, ordered by time, then domain, then key: the order in
 /// which due timers fire.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Timer {
     /// When it is due, milliseconds since the Unix epoch.
     pub at: i64,

@@ -30,6 +30,10 @@ pub(super) enum Fault {
     /// are not at fault.
     #[error("the state store failed during a guest call, so the batch is retried: {0}")]
     Store(String),
+    /// The guest worker process died or stopped answering during a
+    /// contained guest's call: retried like [`Self::Store`], in a new worker.
+    #[error("{0}; the batch is retried")]
+    Worker(String),
     #[error("writing the changelog failed: {0}{advice}", advice = crate::kafka::advice(.0))]
     Changelog(KafkaError),
     #[error(transparent)]
@@ -44,11 +48,12 @@ pub(super) enum Fault {
 }
 
 /// The fault of a failed guest call: the guest's, unless the state store
-/// failed under it.
+/// or the guest worker failed under it.
 impl From<GuestError> for Fault {
     fn from(error: GuestError) -> Self {
         match error {
             GuestError::Store(m) => Self::Store(m),
+            GuestError::Worker(m) => Self::Worker(m),
             e => Self::Guest(e),
         }
     }

@@ -139,7 +139,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
         let error = match timed(&self.status, || guest.process(batch)) {
             Ok(out) => return Ok(Ok(out)),
             // Not the records' fault: the whole batch is retried.
-            Err(error @ GuestError::Store(_)) => return Err(error.into()),
+            Err(error) if error.is_host_fault() => return Err(error.into()),
             Err(e) => e,
         };
         self.contain();

@@ -10,7 +10,6 @@ use super::group_offsets::GroupOffsets;
 use super::input::Input;
 use super::plan::{Assignment, TaskGuest, TaskPlan};
 use super::status::TaskStatus;
-use super::threads;
 use crate::runtime::{GuestError, GuestInfo, Tier};
 use rdkafka::consumer::ConsumerContext;
 use std::sync::Arc;
@@ -104,7 +103,7 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// [`Tier`]); the thread ends with the task.
     pub(super) fn contain(&mut self) {
         if self.tier == Tier::Fast {
-            threads::demote_current_thread();
+            crate::priority::demote_current_thread();
             self.tier = Tier::Contained;
         }
     }
@@ -112,8 +111,8 @@ impl<C: ConsumerContext + 'static> PartitionTask<C> {
     /// A guest call's result, containing the task's guests if it failed.
     pub(super) fn contain_failed<T>(&mut self, called: Result<T, GuestError>) -> Result<T, Fault> {
         called.map_err(|error| {
-            // The store failed, not the guest: no reason to contain it.
-            if !matches!(error, GuestError::Store(_)) {
+            // The host failed, not the guest: no reason to contain it.
+            if !error.is_host_fault() {
                 self.contain();
             }
             error.into()

@@ -7,7 +7,8 @@
 //! bench-instantiation`). Tasks stop and start together (a rebalance, a
 //! pause and resume, a redeploy), so a thread whose task ended waits a
 //! while for the next one instead of exiting, unless the task says its
-//! thread must end with it (it was demoted: see [`demote_current_thread`]).
+//! thread must end with it (it was demoted: see
+//! [`crate::priority::demote_current_thread`]).
 
 use std::sync::{Mutex, MutexGuard, mpsc};
 use std::thread::ThreadId;
@@ -144,34 +145,6 @@ fn serve(first: Job) {
                 }
             }
         };
-    }
-}
-
-/// Moves the calling task thread to Linux's idle scheduling class
-/// (`SCHED_IDLE`) for the rest of its life, after its guest failed a call:
-/// a guest that loops to its deadline, fills its memory or floods its
-/// output again and again (and is bisected and renewed each time under skip
-/// or dead-letter) then runs only on CPU that healthy pipelines leave idle,
-/// and any of their threads that wakes up preempts it at once. A lower nice
-/// value is not enough: the healthy pipelines' threads wake and sleep per
-/// batch, and each wake-up would wait out a hostile thread's time slice.
-/// The task then ends its thread with it ([`Afterwards::End`]): the next
-/// task starts on a thread in the normal class.
-pub(crate) fn demote_current_thread() {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        if let Err(e) = set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            idle,
-        ) {
-            tracing::warn!(error = ?e, "could not move a failing task thread to the idle class");
-        }
     }
 }
 

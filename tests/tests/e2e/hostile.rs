@@ -673,3 +673,121 @@ fn a_failing_state_store_fails_the_batch_for_retry_even_under_skip() -> anyhow::
     assert!(partition.last_error.is_empty(), "healed: {partition:?}");
     Ok(())
 }
+
+/// Guests that failed a call run in the daemon's guest worker process;
+/// killing it fails only the calls in flight, as the host's fault: their
+/// batches are retried in a new worker, nothing is skipped that was not
+/// poisoned, nothing is lost or counted twice.
+#[test]
+fn a_killed_guest_worker_is_replaced_and_loses_nothing() -> anyhow::Result<()> {
+    let (broker, daemon, _dir) = setup(&[("in", 2), ("out", 2)])?;
+    // Every 50th record is poisoned; the guest traps on it and counts the
+    // others per key in its state.
+    let records = |from: usize, to: usize| -> Vec<Rec> {
+        (from..to)
+            .map(|i| {
+                let value = if i % 50 == 17 {
+                    format!("boom-{i:04}")
+                } else {
+                    format!("ok-{i:04}")
+                };
+                Rec::value(value).keyed(format!("k{}", i % 5))
+            })
+            .collect()
+    };
+    daemon.deploy(
+        "skipper",
+        "trap",
+        "in",
+        "out",
+        &["--on-error", "skip", "--config", "count=true"],
+    )?;
+    let skipped = |n: u64| {
+        wait_for(
+            &format!("{n} records skipped"),
+            Duration::from_secs(60),
+            || {
+                let p = daemon.pipeline("skipper")?;
+                let skipped: u64 = p
+                    .partitions
+                    .iter()
+                    .filter_map(|s| s.counters.get("records-skipped"))
+                    .sum();
+                Ok((skipped == n).then_some(()))
+            },
+        )
+    };
+
+    let first = records(0, 500);
+    produce(broker.bootstrap(), "in", &first)?;
+    skipped(10)?;
+    let workers = daemon.guest_workers();
+    assert_eq!(
+        workers.len(),
+        1,
+        "the failing guests run in one worker process"
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&daemon.eddy_ok(&["daemon", "info", "-o", "json"])?)?;
+    assert!(
+        info["memory"]["guest_worker_resident_bytes"]
+            .as_u64()
+            .is_some_and(|bytes| bytes > 0),
+        "the daemon reports its worker's memory: {info}"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()?;
+    assert!(killed.success(), "the worker is killed");
+
+    let second = records(500, 1000);
+    produce(broker.bootstrap(), "in", &second)?;
+    skipped(20)?;
+    let inputs: Vec<Rec> = first.into_iter().chain(second).collect();
+    let healthy: Vec<String> = sorted_texts(&inputs)
+        .into_iter()
+        .filter(|v| v.starts_with("ok-"))
+        .collect();
+    let out = consume(
+        broker.bootstrap(),
+        "out",
+        healthy.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    )?;
+    assert_eq!(
+        sorted_texts(&out),
+        healthy,
+        "every healthy record exactly once"
+    );
+    let replaced = daemon.guest_workers();
+    assert!(
+        replaced.len() == 1 && replaced != workers,
+        "a new worker replaced the killed one: {workers:?} -> {replaced:?}"
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("the connection to the guest worker failed"),
+        "the broken calls are reported as the worker's failure"
+    );
+    // The calls the kill broke wrote nothing: each key counts exactly its
+    // healthy records.
+    for k in 0..5 {
+        let key = format!("k{k}");
+        let expected = inputs
+            .iter()
+            .filter(|r| r.key_text().as_deref() == Some(key.as_str()))
+            .filter(|r| r.text().is_some_and(|v| v.starts_with("ok-")))
+            .count() as u64;
+        let shown = daemon.eddy_ok(&["state", "get", "skipper", &key, "-o", "json"])?;
+        let entry: serde_json::Value = serde_json::from_str(&shown)?;
+        assert_eq!(
+            entry["value_hex"].as_str(),
+            Some(hex_u64(expected).as_str()),
+            "state of {key}"
+        );
+    }
+    let status = daemon.pipeline("skipper")?;
+    assert_eq!(status.state, v1::PipelineState::Running as i32);
+    Ok(())
+}

@@ -92,7 +92,8 @@ const POLICIES: &[&str] = &["fail", "skip", "dead-letter"];
 /// Input records; every tenth is poisoned.
 const RECORDS: usize = 60;
 const HEALTHY_RECORDS: usize = 2000;
-/// The most the daemon may hold: 25 pipelines of 2 tasks with guests
+/// The most the daemon and its guest worker may hold together: 25
+/// pipelines of 2 tasks with guests
 /// capped at 32 MiB (hogs reach the cap, one at a time per task), plus
 /// librdkafka's buffers; about 130 MiB were seen. Keeping the instances
 /// that failed (hundreds are renewed here) would pass it quickly.
@@ -204,11 +205,15 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
         }
         Ok(Some(()))
     })?;
-    eprintln!("peak daemon RSS: {} MiB", peak_rss >> 20);
+    eprintln!(
+        "peak RSS of the daemon and its guest worker: {} MiB",
+        peak_rss >> 20
+    );
 
-    // A guest that failed is renewed in the containment engine (bounds
-    // checks in code, no `mprotect`): each hostile module is compiled for
-    // it once, on its first failure; the healthy `uppercase` never is.
+    // A guest that failed is renewed in the guest worker's containment
+    // engine: each hostile module is compiled for it once, on its first
+    // failure, however many of its guests fail at once; the healthy
+    // `uppercase` never is.
     let log = daemon.log();
     let contained = log
         .lines()
@@ -222,7 +227,7 @@ fn every_hostile_module_under_every_policy_costs_exactly_its_poisoned_records() 
     );
     assert!(
         peak_rss > 0 && peak_rss < RSS_BOUND,
-        "the daemon's memory stayed bounded: {peak_rss} bytes"
+        "the memory of the daemon and its worker stayed bounded: {peak_rss} bytes"
     );
 
     // The healthy pipeline beside them delivered everything, once.
