@@ -393,28 +393,40 @@ fn skip_and_dead_letter_policies_isolate_exactly_the_poisoned_records() -> anyho
             .log()
             .contains("skipped a record the guest failed on")
     );
-    // The failed calls' state writes were rolled back: each key counts
-    // exactly its healthy records (8-byte big-endian counts).
-    for k in 0..7 {
+    // The failed calls' state writes were rolled back.
+    assert_counts_of_healthy_records(&daemon, "skipper", &inputs, 7)
+}
+
+/// Asserts that `trap --config count=true` in `pipeline` counted, under
+/// each key `k0`..`k{keys-1}`, exactly its healthy (`ok-`) records among
+/// `inputs` (8-byte big-endian counts).
+fn assert_counts_of_healthy_records(
+    daemon: &eddy_tests::Daemon,
+    pipeline: &str,
+    inputs: &[Rec],
+    keys: usize,
+) -> anyhow::Result<()> {
+    for k in 0..keys {
         let key = format!("k{k}");
         let expected = inputs
             .iter()
             .filter(|r| r.key_text().as_deref() == Some(key.as_str()))
             .filter(|r| r.text().is_some_and(|v| v.starts_with("ok-")))
             .count() as u64;
-        let shown = daemon.eddy_ok(&["state", "get", "skipper", &key, "-o", "json"])?;
+        let shown = daemon.eddy_ok(&["state", "get", pipeline, &key, "-o", "json"])?;
         let entry: serde_json::Value = serde_json::from_str(&shown)?;
+        let hex: String = expected
+            .to_be_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(
             entry["value_hex"].as_str(),
-            Some(hex_u64(expected).as_str()),
+            Some(hex.as_str()),
             "state of {key}"
         );
     }
     Ok(())
-}
-
-fn hex_u64(n: u64) -> String {
-    n.to_be_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Guests that spend the host's memory instead of their own, through its
@@ -770,23 +782,8 @@ fn a_killed_guest_worker_is_replaced_and_loses_nothing() -> anyhow::Result<()> {
         log.contains("the connection to the guest worker failed"),
         "the broken calls are reported as the worker's failure"
     );
-    // The calls the kill broke wrote nothing: each key counts exactly its
-    // healthy records.
-    for k in 0..5 {
-        let key = format!("k{k}");
-        let expected = inputs
-            .iter()
-            .filter(|r| r.key_text().as_deref() == Some(key.as_str()))
-            .filter(|r| r.text().is_some_and(|v| v.starts_with("ok-")))
-            .count() as u64;
-        let shown = daemon.eddy_ok(&["state", "get", "skipper", &key, "-o", "json"])?;
-        let entry: serde_json::Value = serde_json::from_str(&shown)?;
-        assert_eq!(
-            entry["value_hex"].as_str(),
-            Some(hex_u64(expected).as_str()),
-            "state of {key}"
-        );
-    }
+    // The calls the kill broke wrote nothing.
+    assert_counts_of_healthy_records(&daemon, "skipper", &inputs, 5)?;
     let status = daemon.pipeline("skipper")?;
     assert_eq!(status.state, v1::PipelineState::Running as i32);
     Ok(())

@@ -93,10 +93,10 @@ const POLICIES: &[&str] = &["fail", "skip", "dead-letter"];
 const RECORDS: usize = 60;
 const HEALTHY_RECORDS: usize = 2000;
 /// The most the daemon and its guest worker may hold together: 25
-/// pipelines of 2 tasks with guests
-/// capped at 32 MiB (hogs reach the cap, one at a time per task), plus
-/// librdkafka's buffers; about 130 MiB were seen. Keeping the instances
-/// that failed (hundreds are renewed here) would pass it quickly.
+/// pipelines of 2 tasks with guests capped at 32 MiB (hogs reach the cap,
+/// one at a time per task), plus librdkafka's buffers and the worker's own
+/// runtime and compiled code; about 310 MiB were seen. Keeping the
+/// instances that failed (hundreds are renewed here) would pass it quickly.
 const RSS_BOUND: u64 = 512 << 20;
 
 fn sorted(mut values: Vec<String>) -> Vec<String> {
