@@ -38,9 +38,9 @@ unit:
     cargo test --workspace --locked --doc
 
 # The modules of the e2e suite whose outcome rests on Kafka's semantics (delivery, exactly-once,
-# state and restore, several daemons, error policies, the registry, the broker's own contract):
+# state and restore, several daemons, error policies and hostile guests, the registry, the broker's own contract):
 # `just test` runs them on Apache Kafka as well as on `eddy dev-broker`.
-kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: policies:: state::"
+kafka_e2e := "broker:: cluster:: delivery:: exactly_once:: hostile:: policies:: state::"
 
 # Run the whole test suite: unit, doc and end-to-end (real binary, broker process, real plugins) on
 # `eddy dev-broker`; the Kafka-semantics e2e modules again on Apache Kafka; then the crash
