@@ -97,7 +97,7 @@ pub async fn serve(config: ServeConfig, topics: Vec<TopicSpec>) -> anyhow::Resul
     let modules = Arc::new(ModuleStore::open(&config.modules_dir())?);
     let worker = if config.guest_worker {
         Some(WorkerOptions {
-            program: std::env::current_exe()
+            program: running_binary()
                 .context("could not find the eddy binary to start the guest worker with")?,
             store: WorkerStore {
                 modules_dir: config.modules_dir(),
@@ -308,4 +308,16 @@ pub async fn dev_broker(
     shutdown_signal().await;
     drop(broker);
     Ok(())
+}
+
+/// The binary this daemon runs, to start its guest worker with: the very
+/// file it was started from, even after an upgrade replaced it at its path
+/// (Linux's `/proc/self/exe`), so daemon and worker always speak the same
+/// protocol and compile for the same engine.
+fn running_binary() -> std::io::Result<std::path::PathBuf> {
+    let this = std::path::PathBuf::from("/proc/self/exe");
+    if this.exists() {
+        return Ok(this);
+    }
+    std::env::current_exe()
 }

@@ -728,6 +728,16 @@ fn a_killed_guest_worker_is_replaced_and_loses_nothing() -> anyhow::Result<()> {
                 Ok((skipped == n).then_some(()))
             },
         )
+        .map_err(|e| {
+            // What the tasks and the daemon said, to tell why.
+            let status = daemon.pipeline("skipper").map(|p| format!("{p:?}"));
+            let log = daemon.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            e.context(format!(
+                "status: {status:?}\nlog, last lines first:\n{}",
+                tail.join("\n")
+            ))
+        })
     };
 
     let first = records(0, 500);

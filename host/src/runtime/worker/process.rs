@@ -5,6 +5,7 @@ use super::serve::{TOKEN_VARIABLE, WorkerStore};
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use std::time::Duration;
 /// How the daemon starts its guest worker.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// The `eddy` binary (the daemon's own).
+    /// The `eddy` binary: the daemon's own (`/proc/self/exe` on Linux).
     pub program: PathBuf,
     /// What the worker runs guests from.
     pub store: WorkerStore,
@@ -125,6 +126,8 @@ impl WorkerProcess {
         );
         let options = &self.options;
         let mut child = Command::new(&options.program)
+            // `eddy guest-worker ...` in ps, whatever path started it.
+            .arg0("eddy")
             .arg("guest-worker")
             .arg("--listen")
             .arg(&name)
