@@ -3,7 +3,7 @@
 //! daemon and a healthy pipeline beside them keep running.
 
 use super::setup;
-use eddy_tests::{Rec, consume, produce, sorted_texts, v1, wait_for};
+use eddy_tests::{Rec, committed_total, consume, produce, sorted_texts, v1, wait_for};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -743,6 +743,17 @@ fn a_killed_guest_worker_is_replaced_and_loses_nothing() -> anyhow::Result<()> {
     let first = records(0, 500);
     produce(broker.bootstrap(), "in", &first)?;
     skipped(10)?;
+    // All of it committed first: the kill then fails the next batch's
+    // first call, and its retry starts after these records (a retry from
+    // further back would skip some of them again, and counts say so).
+    wait_for(
+        "the first records committed",
+        Duration::from_secs(60),
+        || {
+            let p = daemon.pipeline("skipper")?;
+            Ok((committed_total(&p) == first.len() as i64).then_some(()))
+        },
+    )?;
     let workers = daemon.guest_workers();
     assert_eq!(
         workers.len(),
