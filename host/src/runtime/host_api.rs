@@ -190,8 +190,9 @@ fn entries(list: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<state::Entry> {
         .collect()
 }
 
-/// Most entries one scan call returns, whatever the guest asks for.
-const MAX_SCAN: u32 = 10_000;
+/// Most entries one scan call returns, whatever the guest asks for (or a
+/// guest worker says it asked for).
+pub(super) const MAX_SCAN: u32 = 10_000;
 
 type StateResult<T> = wasmtime::Result<Result<T, state::StateError>>;
 

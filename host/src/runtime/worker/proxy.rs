@@ -36,13 +36,15 @@ impl ProxyServices {
 
     /// Sends the call and waits for the daemon's reply. A broken
     /// connection means the daemon dropped the guest: the call fails as
-    /// the store failing, which stops the guest's call.
-    fn call(&mut self, call: HostCall) -> Result<Reply, StateError> {
+    /// the store failing, which stops the guest's call. `&self`: a socket
+    /// reads and writes through a shared handle.
+    fn call(&self, call: HostCall) -> Result<Reply, StateError> {
         let lost = |e: wire::WireError| {
             StateError::Unavailable(format!("the daemon's side of the guest went away: {e}"))
         };
-        wire::send(&mut self.connection, &Event::Call(call)).map_err(lost)?;
-        match wire::receive(&mut self.connection, MAX_REPLY).map_err(lost)? {
+        let mut connection = &self.connection;
+        wire::send(&mut connection, &Event::Call(call)).map_err(lost)?;
+        match wire::receive(&mut connection, MAX_REPLY).map_err(lost)? {
             Request::Reply(reply) => Ok(reply),
             _ => Err(StateError::Unavailable(
                 "the daemon sent a request where a reply was due".into(),
@@ -149,11 +151,8 @@ impl GuestServices for ProxyServices {
     }
 
     fn stream_time(&self) -> Option<i64> {
-        // `&self`: a connection is written through a shared handle too.
-        let mut connection = &self.connection;
-        wire::send(&mut connection, &Event::Call(HostCall::StreamTime)).ok()?;
-        match wire::receive(&mut connection, MAX_REPLY).ok()? {
-            Request::Reply(Reply::StreamTime(time)) => time,
+        match self.call(HostCall::StreamTime).ok()? {
+            Reply::StreamTime(time) => time,
             _ => None,
         }
     }

@@ -5,6 +5,7 @@
 //! a guest's output would be: a worker a guest took over can lie about
 //! its own guests' results, never reach past them.
 
+use super::super::host_api::MAX_SCAN;
 use super::process::{Connection, WorkerProcess};
 use super::wire::{self, Event, Hello, HostCall, Lists, Reply, Request};
 use crate::runtime::services::{GuestInfo, GuestServices};
@@ -13,9 +14,6 @@ use crate::state::Timer;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Most entries one scan returns (as the daemon's own guests get).
-const MAX_SCAN: usize = 10_000;
 
 /// How long making an instance may take: its module may be compiled for
 /// the containment engine first, seconds for a large one.
@@ -195,7 +193,7 @@ impl<S: GuestServices> RemoteGuest<S> {
             HostCall::Put(key, value) => state(services.put(key, value).map(|()| Reply::Unit)),
             HostCall::Delete(key) => state(services.delete(key).map(|()| Reply::Unit)),
             HostCall::Scan { start, end, limit } => {
-                let limit = (limit as usize).min(MAX_SCAN);
+                let limit = limit.min(MAX_SCAN) as usize;
                 state(
                     services
                         .scan(bound(&start), bound(&end), limit)
@@ -207,7 +205,7 @@ impl<S: GuestServices> RemoteGuest<S> {
                 start_after,
                 limit,
             } => {
-                let limit = (limit as usize).min(MAX_SCAN);
+                let limit = limit.min(MAX_SCAN) as usize;
                 state(
                     services
                         .scan_prefix(&prefix, start_after.as_deref(), limit)

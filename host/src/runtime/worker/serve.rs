@@ -7,10 +7,10 @@
 //! it, however the daemon ends.
 
 use super::proxy::ProxyServices;
-use super::wire::{self, Batch, Event, Hello, Lists, Request};
+use super::wire::{self, Event, Hello, Lists, Request};
 use crate::modules::ModuleStore;
 use crate::priority::demote_current_thread;
-use crate::runtime::{GuestError, InputBatch, Outputs, Runtime, RuntimeOptions, Tier};
+use crate::runtime::{GuestError, Outputs, Runtime, RuntimeOptions, Tier};
 use anyhow::Context as _;
 use std::io::Write as _;
 use std::os::linux::net::SocketAddrExt as _;
@@ -135,7 +135,7 @@ impl Worker {
         while let Ok(request) = wire::receive::<Request>(&mut connection, MAX_REQUEST) {
             let done = match request {
                 Request::Init(info) => guest.init(&info).map(|()| Lists::default()),
-                Request::Process(batch) => guest.process(&input(batch)).map(lists),
+                Request::Process(batch) => guest.process(&batch.into()).map(lists),
                 Request::OnTimers(timers) => guest.on_timers(&timers).map(lists),
                 Request::Reply(_) => {
                     tracing::warn!(guest = %hello.label, "the daemon replied to no call; the guest is dropped");
@@ -147,10 +147,6 @@ impl Worker {
             }
         }
     }
-}
-
-fn input(batch: Batch) -> InputBatch {
-    batch.into()
 }
 
 fn lists(outputs: Outputs) -> Lists {
