@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a metadata or offset query may take before eddy reports the
 /// broker unreachable.
@@ -166,6 +166,41 @@ impl KafkaMetadata {
             .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
             .with_context(|| format!("could not read the offsets of {topic}/{partition}"))
     }
+
+    /// [`Self::watermarks`] of a partition whose leader may still be being
+    /// elected: a topic just created is listed in metadata before its
+    /// leader serves offsets, and until then Kafka answers "not leader".
+    /// Those answers are waited out for [`QUERY_TIMEOUT`]; others are not.
+    pub fn settled_watermarks(&self, topic: &str, partition: i32) -> anyhow::Result<(i64, i64)> {
+        let deadline = Instant::now() + QUERY_TIMEOUT;
+        loop {
+            match self
+                .client
+                .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
+            {
+                Err(e) if is_leader_settling(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                result => {
+                    return result.with_context(|| {
+                        format!("could not read the offsets of {topic}/{partition}")
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether `error` is Kafka saying a partition's leadership is moving or
+/// not yet known, which passes by itself within seconds.
+fn is_leader_settling(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::NotLeaderForPartition | Code::LeaderNotAvailable | Code::UnknownTopicOrPartition
+        )
+    )
 }
 
 /// The offsets `group` has committed for `partitions`; `None` where nothing

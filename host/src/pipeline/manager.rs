@@ -388,7 +388,7 @@ impl PipelineManager {
         for (topic, partition) in partitions {
             let (low, high) = self
                 .metadata
-                .watermarks(topic, *partition)
+                .settled_watermarks(topic, *partition)
                 .map_err(|e| ManagerError::Unavailable(format!("{e:#}")))?;
             let offset = match start_from {
                 StartFrom::Earliest => low,
