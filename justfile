@@ -189,3 +189,12 @@ soak minutes="10": plugins
 bench-restore keys="1000000": plugins
     cargo build --release --locked -p eddy
     scripts/bench-restore.sh {{ keys }}
+
+# eddy beside Kafka Streams itself on one Apache Kafka broker (scripts/bench-streams.py): the
+# native loop on eddy's Kafka path (the ceiling), eddy and Kafka Streams (bench/kafka-streams) on
+# uppercase and word count, at-least-once and exactly-once; records per CPU-second, peak RSS.
+# `just bench-streams --rounds 1 --jobs uppercase` narrows it; `--help` lists the options.
+bench-streams *args: plugins
+    cargo build --release --locked -p eddy --bin eddy --examples
+    python3 -c "import confluent_kafka" 2>/dev/null || pip3 install --quiet confluent-kafka
+    python3 scripts/bench-streams.py {{ args }}
